@@ -1,0 +1,1 @@
+"""The typer CLI (`gpumix`); it only calls planner/, profiler/ and solvers/."""

@@ -1,0 +1,185 @@
+"""`gpumix` command line: thin typer commands over planner/, profiler/ and solvers/.
+
+Exit codes: 0 ok; 1 a plan failed a check (or an internal error); 2 bad input (file and field
+named); 3 infeasible demand (reason given); 4 no plan found within the time limit.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from cli import render
+
+app = typer.Typer(
+    name="gpumix",
+    help="Plan cost-optimal heterogeneous GPU fleets for serving several LLMs under latency SLOs.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+VERSION = "0.1.0"
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+
+
+def _fail(e: Exception) -> typer.Exit:
+    code = getattr(e, "exit_code", 1)
+    label = {2: "error", 3: "infeasible", 4: "no plan"}.get(code, "error")
+    err.print(f"gpumix: {label}: {e}", markup=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _version(value: bool):
+    if value:
+        print(f"gpumix {VERSION}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Print the version and exit.")] = None,
+):
+    """Plan which GPU types to rent, how many and at what TP degree, so every model meets its
+    request rate and TTFT/TPOT SLO at the lowest $/hour, with a proven lower bound."""
+
+
+WorkloadArg = Annotated[Optional[Path], typer.Argument(
+    help="Workload file (JSON or YAML): models with rate_rps, slo and buckets; optional gpus with "
+         "price_per_hour and available. Default: the bundled example.", show_default=False)]
+ProfilesOpt = Annotated[Optional[Path], typer.Option(
+    "--profiles", help="Throughput table JSON ({entries: [{model, gpu, tp, input_tokens, output_tokens, "
+                       "max_rps}]}). Only the configurations it lists are used.")]
+FillOpt = Annotated[bool, typer.Option(
+    "--fill-estimates", help="With --profiles: fill missing configurations with roofline estimates.")]
+
+
+@app.command()
+def plan(
+    workload: WorkloadArg = None,
+    profiles: ProfilesOpt = None,
+    out_path: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the plan JSON here (atomically).")] = None,
+    time_limit: Annotated[Optional[float], typer.Option(
+        "--time-limit", min=0.1, help="Solver time limit in seconds; on timeout the best plan so far "
+                                      "is returned with status 'feasible' and its gap.")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="table: a report for people; json: the plan on stdout.")] = Format.table,
+    fill_estimates: FillOpt = False,
+    whole_buckets: Annotated[bool, typer.Option(
+        "--whole-buckets", help="Send each bucket to one GPU type x TP (Melange-style routing) instead of "
+                                "splitting it; for comparison.")] = False,
+    mip_gap: Annotated[float, typer.Option("--mip-gap", min=0.0, max=0.5,
+                                           help="Relative gap at which a plan counts as optimal.")] = 1e-4,
+    no_baseline: Annotated[bool, typer.Option("--no-baseline", help="Skip the best single-GPU-type comparison.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes on stderr.")] = False,
+):
+    """Size and route a fleet: replicas per (model, GPU type, TP), routing per request bucket."""
+    from planner.errors import GpumixError
+    from planner.plan import dumps, write_atomic
+    from solvers.pipeline import PlanOptions, plan_workload
+
+    progress = None if quiet else (lambda msg: err.print(f"[dim]{msg}[/dim]"))
+    try:
+        result = plan_workload(workload, profiles, PlanOptions(
+            time_limit=time_limit, mip_gap=mip_gap, fill_estimates=fill_estimates,
+            whole_buckets=whole_buckets, baseline=not no_baseline, progress=progress))
+        text = dumps(result.plan)
+        if out_path is not None:
+            write_atomic(out_path, text)
+    except GpumixError as e:
+        raise _fail(e) from None
+    except OSError as e:
+        from planner.errors import InputError
+        raise _fail(InputError(str(out_path), "--out", f"cannot write: {e.strerror}")) from None
+    if not quiet:
+        for note in result.notes:
+            err.print(f"note: {note}", markup=False)
+    if fmt is Format.json:
+        sys.stdout.write(text)
+    else:
+        render.plan_report(out, result)
+        if out_path is not None:
+            out.print(f"plan written to {out_path}")
+
+
+@app.command()
+def check(
+    plan_file: Annotated[Path, typer.Argument(help="Plan JSON to check.", metavar="PLAN")],
+    workload: WorkloadArg = None,
+    profiles: ProfilesOpt = None,
+    fill_estimates: FillOpt = False,
+):
+    """Check a plan against a workload with the independent plan checker (exit 1 on a violation)."""
+    from planner.checker import check_plan
+    from planner.errors import GpumixError
+    from planner.workload import read_structured
+    from solvers.pipeline import load_problem
+
+    try:
+        doc = read_structured(plan_file)
+        _, problem, _ = load_problem(workload, profiles, fill_estimates)
+    except GpumixError as e:
+        raise _fail(e) from None
+    violations = check_plan(doc, problem)
+    for v in violations:
+        err.print(f"{plan_file}: {v}", markup=False, soft_wrap=True)
+    if violations:
+        raise typer.Exit(1)
+    out.print(f"{plan_file}: ok (cost ${doc['cost_per_hour']:,.2f}/h)")
+
+
+@app.command()
+def estimate(
+    workload: WorkloadArg = None,
+    out_path: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the throughput table here.")] = None,
+):
+    """Write the roofline estimates for a workload as a throughput table (the --profiles format)."""
+    from planner.errors import GpumixError
+    from planner.plan import write_atomic
+    from solvers.pipeline import load_problem
+
+    try:
+        _, problem, _ = load_problem(workload, None)
+        entries = [{"model": c.model, "gpu": c.gpu, "tp": c.tp, "input_tokens": k[0], "output_tokens": k[1],
+                    "max_rps": mu, "source": problem.source[(c, k)]}
+                   for c in problem.configs for k, mu in problem.capacity[c].items()]
+        text = json.dumps({"entries": entries, "generator": f"gpumix {VERSION} roofline"}, indent=2) + "\n"
+        if out_path is None:
+            sys.stdout.write(text)
+        else:
+            write_atomic(out_path, text)
+            err.print(f"{len(entries)} entries written to {out_path}")
+    except GpumixError as e:
+        raise _fail(e) from None
+
+
+@app.command()
+def catalog(
+    what: Annotated[str, typer.Argument(help="gpus or models")] = "gpus",
+):
+    """List the bundled GPU catalog (specs, $/GPU-hour) or model catalog (shapes, parameters)."""
+    from planner.catalog import load_catalog
+
+    if what not in ("gpus", "models"):
+        err.print(f"gpumix: error: catalog: expected 'gpus' or 'models', got {what!r}")
+        raise typer.Exit(2)
+    render.catalog(out, load_catalog(), what)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Rich tables for people. Machine output (JSON) never goes through here."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+COMPACT_ABOVE = 12  # models: one table per model up to this, one table in all beyond
+
+
+def _money(x: float) -> str:
+    return f"${x:,.2f}"
+
+
+def _group_rows(table: Table, groups: list[dict], with_model: bool) -> None:
+    for g in groups:
+        rps = sum(r["rps"] for r in g["routes"])
+        srcs = sorted({r["source"] for r in g["routes"]})
+        row = [g["gpu"], str(g["tp"]), str(g["count"]), f"{rps:,.2f}", f"{g['utilization']:.0%}",
+               _money(g["cost_per_hour"]), "/".join(srcs)]
+        table.add_row(*([g["model"]] if with_model else []), *row)
+
+
+def _group_table(title: str | None, with_model: bool) -> Table:
+    t = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    if with_model:
+        t.add_column("model")
+    t.add_column("GPU")
+    t.add_column("TP", justify="right")
+    t.add_column("replicas", justify="right")
+    t.add_column("req/s", justify="right")
+    t.add_column("util", justify="right")
+    t.add_column("$/h", justify="right")
+    t.add_column("capacity")
+    return t
+
+
+def plan_report(console: Console, result) -> None:
+    plan = result.plan
+    groups_by_model: dict[str, list[dict]] = {}
+    for g in plan["replicas"]:
+        groups_by_model.setdefault(g["model"], []).append(g)
+    if len(plan["models"]) <= COMPACT_ABOVE:
+        for m in plan["models"]:
+            t = _group_table(f"{m['name']}: {m['rate_rps']:,.2f} req/s, {m['gpus']} GPUs, "
+                             f"{_money(m['cost_per_hour'])}/h", with_model=False)
+            _group_rows(t, groups_by_model.get(m["name"], []), with_model=False)
+            console.print(t)
+            console.print()
+    else:
+        t = _group_table(None, with_model=True)
+        _group_rows(t, plan["replicas"], with_model=True)
+        console.print(t)
+        console.print()
+
+    gt = Table(title="GPUs", title_justify="left", show_edge=False, pad_edge=False)
+    for col, just in (("GPU", "left"), ("used", "right"), ("available", "right"),
+                      ("$/GPU-h", "right"), ("$/h", "right")):
+        gt.add_column(col, justify=just)
+    for g in plan["gpus"]:
+        avail = "unlimited" if g["available"] is None else str(g["available"])
+        gt.add_row(g["name"], str(g["used"]), avail, _money(g["price_per_gpu_hour"]), _money(g["cost_per_hour"]))
+    console.print(gt)
+    console.print()
+
+    gap = plan["gap"]
+    console.print(f"total {_money(plan['cost_per_hour'])}/h   lower bound {_money(plan['lower_bound_per_hour'])}/h   "
+                  f"gap {gap:.3%}   status {plan['status']}   "
+                  f"({result.solution.method}, {result.wall_s:.2f}s)")
+    base = (plan.get("baseline") or {}).get("best_single_gpu")
+    if base:
+        console.print(f"best single GPU type: {base['gpu']} at {_money(base['cost_per_hour'])}/h "
+                      f"-> this plan saves {base['savings']:.1%}")
+    elif plan.get("baseline") is None and len(result.problem.price) > 1:
+        console.print("best single GPU type: none can serve every model alone")
+
+
+def catalog(console: Console, cat, what: str) -> None:
+    if what == "gpus":
+        t = Table(show_edge=False, pad_edge=False)
+        for col in ("GPU", "mem GB", "HBM GB/s", "BF16 TFLOPS", "link GB/s", "GPUs/node", "$/GPU-h", "spot $/GPU-h"):
+            t.add_column(col, justify="left" if col == "GPU" else "right")
+        for g in cat.gpus.values():
+            t.add_row(g.name, f"{g.memory_gb:g}", f"{g.memory_bandwidth_gbps:g}", f"{g.bf16_tflops:g}",
+                      f"{g.interconnect_gbps:g}", str(g.gpus_per_node),
+                      "-" if g.price_per_hour is None else f"{g.price_per_hour:.3f}",
+                      "-" if g.spot_price_per_hour is None else f"{g.spot_price_per_hour:.3f}")
+    else:
+        t = Table(show_edge=False, pad_edge=False)
+        for col in ("model", "params B", "layers", "hidden", "heads", "kv heads", "head dim", "experts"):
+            t.add_column(col, justify="left" if col == "model" else "right")
+        for name, s in cat.models.items():
+            t.add_row(name, f"{s.params / 1e9:.2f}", str(s.num_layers), str(s.hidden_size), str(s.num_heads),
+                      str(s.num_kv_heads), str(s.head_dim),
+                      f"{s.experts_per_token}/{s.num_experts}" if s.num_experts > 1 else "-")
+    console.print(t)

@@ -1,0 +1,1 @@
+"""Problem model: catalogs, workloads, capacities, plans and the independent plan checker."""

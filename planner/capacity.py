@@ -1,0 +1,107 @@
+"""The capacity table: mu[model, gpu, tp, bucket] from throughput tables and/or roofline estimates.
+
+With a throughput table (`--profiles`) only the configurations it lists are used, unless
+fill_estimates asks for roofline estimates where it has no entry. Every capacity keeps its
+source ("measured" or what the table says, "estimated" for the roofline).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from planner.catalog import Catalog, norm_name
+from planner.errors import InfeasibleError
+from planner.problem import BucketKey, Config, Problem
+from planner.profiles import ProfileEntry
+from planner.workload import GpuOffer, Workload
+from profiler.roofline import Efficiency, estimate
+
+
+@dataclass
+class CapacityReport:
+    notes: list[str] = field(default_factory=list)
+    # (model, bucket) -> why each config it could use fails; for infeasibility messages
+    rejected: dict[tuple[str, BucketKey], list[str]] = field(default_factory=dict)
+
+
+def gpu_offers(workload: Workload, catalog: Catalog, profiles, report: CapacityReport) -> list[GpuOffer]:
+    if workload.gpus is not None:
+        return list(workload.gpus)
+    offers = [GpuOffer(g.name, g.price_per_hour, None, g) for g in catalog.gpus.values()
+              if g.price_per_hour is not None]
+    known = {norm_name(o.name) for o in offers}
+    for e in profiles or ():
+        spec = catalog.gpu(e.gpu)
+        if spec is None and norm_name(e.gpu) not in known:
+            known.add(norm_name(e.gpu))
+            report.notes.append(f"GPU {e.gpu!r} from the throughput table has no price: "
+                                "list it under `gpus` in the workload to use it")
+    return offers
+
+
+def build_problem(workload: Workload, catalog: Catalog, profiles: tuple[ProfileEntry, ...] | None = None,
+                  fill_estimates: bool = False) -> tuple[Problem, CapacityReport]:
+    report = CapacityReport()
+    offers = gpu_offers(workload, catalog, profiles, report)
+    table: dict[tuple[str, str, int, int, int], ProfileEntry] = {}
+    for e in profiles or ():
+        spec = catalog.gpu(e.gpu)
+        gkey = norm_name(spec.name if spec else e.gpu)
+        table[(norm_name(e.model), gkey, e.tp, e.input_tokens, e.output_tokens)] = e
+    use_estimates = profiles is None or fill_estimates
+
+    capacity: dict[Config, dict[BucketKey, float]] = {}
+    source: dict[tuple[Config, BucketKey], str] = {}
+    for m in workload.models:
+        allowed_gpus = None if m.gpus is None else {norm_name(catalog.gpu(g).name if catalog.gpu(g) else g)
+                                                     for g in m.gpus}
+        for offer in offers:
+            if allowed_gpus is not None and norm_name(offer.name) not in allowed_gpus:
+                continue
+            eff = Efficiency.from_dict(catalog.gpu_efficiency(offer.name))
+            for tp in m.tp or workload.tp_degrees:
+                cfg = Config(m.name, offer.name, tp)
+                for b in m.buckets:
+                    hit = table.get((norm_name(m.name), norm_name(offer.name), tp, *b.key))
+                    if hit is not None:
+                        mu, src, why = hit.max_rps, hit.source, "throughput table: max_rps 0"
+                    elif use_estimates and m.shape is not None and offer.spec is not None:
+                        est = estimate(m.shape, offer.spec, tp, b.input_tokens, b.output_tokens,
+                                       m.slo.ttft_ms, m.slo.tpot_ms, eff)
+                        mu, src, why = est.max_rps, "estimated", est.reason
+                    else:
+                        continue
+                    if mu > 0:
+                        capacity.setdefault(cfg, {})[b.key] = mu
+                        source[(cfg, b.key)] = src
+                    else:
+                        report.rejected.setdefault((m.name, b.key), []).append(
+                            f"{offer.name} TP{tp}: {why}")
+
+    order = {m.name: i for i, m in enumerate(workload.models)}
+    configs = tuple(sorted(capacity, key=lambda c: (order[c.model], c.gpu, c.tp)))
+    problem = Problem(
+        models=tuple(m.name for m in workload.models),
+        buckets={m.name: tuple(b.key for b in m.buckets) for m in workload.models},
+        demand={(m.name, b.key): m.demand(b) for m in workload.models for b in m.buckets},
+        configs=configs,
+        capacity={c: dict(sorted(capacity[c].items())) for c in configs},
+        price={o.name: o.price_per_hour for o in offers},
+        available={o.name: o.available for o in offers},
+        max_utilization=workload.max_utilization,
+        source=source,
+    )
+    return problem, report
+
+
+def require_servable(problem: Problem, report: CapacityReport) -> None:
+    """Raise InfeasibleError naming the first bucket no allowed GPU x TP can serve."""
+    missing = problem.unserved()
+    if not missing:
+        return
+    model, (n_in, n_out) = missing[0]
+    reasons = report.rejected.get((model, (n_in, n_out)), [])
+    detail = "; ".join(reasons[:3]) + (f"; and {len(reasons) - 3} more" if len(reasons) > 3 else "")
+    more = f" ({len(missing) - 1} more buckets likewise)" if len(missing) > 1 else ""
+    raise InfeasibleError(
+        f"model {model!r} bucket {n_in}/{n_out} tokens fits no allowed GPU x TP"
+        + (f": {detail}" if detail else ": no throughput-table entry or estimate for it") + more)

@@ -1,0 +1,28 @@
+"""Errors the CLI turns into one line and a documented exit code."""
+from __future__ import annotations
+
+
+class GpumixError(Exception):
+    exit_code = 1
+
+
+class InputError(GpumixError):
+    """Bad input: names the file and the field. Exit code 2."""
+
+    exit_code = 2
+
+    def __init__(self, file: str, field: str, message: str):
+        self.file, self.field, self.message = str(file), field, message
+        super().__init__(f"{self.file}: {field}: {message}" if field else f"{self.file}: {message}")
+
+
+class InfeasibleError(GpumixError):
+    """Demand cannot be met by any allowed configuration. Exit code 3."""
+
+    exit_code = 3
+
+
+class NoSolutionError(GpumixError):
+    """The solver found no plan within its time limit. Exit code 4."""
+
+    exit_code = 4

@@ -1,0 +1,105 @@
+"""The plan: a JSON document (schema_version 1), built from a solution, written atomically.
+
+Contract (docs/formats.md): status, cost_per_hour, lower_bound_per_hour and `replicas` with
+model, gpu, tp, count and routes (input_tokens, output_tokens, rps: total req/s of the bucket sent
+to the group). Extra keys help people read it. Nothing run-dependent (wall times) goes into the
+file, so the same input gives the same bytes.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from planner.problem import Problem
+
+SCHEMA_VERSION = 1
+
+
+def make_plan(problem: Problem, status: str, cost: float, bound: float, replicas: dict,
+              routes: dict, *, baseline: dict | None = None, inputs: dict | None = None,
+              solver: dict | None = None) -> dict:
+    by_config: dict = {}
+    for (c, k), v in routes.items():
+        by_config.setdefault(c, []).append((k, v))
+    groups = []
+    for c, count in replicas.items():
+        rs = by_config.get(c, [])
+        load = sum(v / problem.capacity[c][k] for k, v in rs)
+        groups.append({
+            "model": c.model,
+            "gpu": c.gpu,
+            "tp": c.tp,
+            "count": count,
+            "gpus": c.tp * count,
+            "price_per_gpu_hour": problem.price[c.gpu],
+            "cost_per_hour": round(problem.price[c.gpu] * c.tp * count, 9),
+            "utilization": load / count,
+            "routes": [{
+                "input_tokens": k[0],
+                "output_tokens": k[1],
+                "rps": v,
+                "max_rps": problem.capacity[c][k],
+                "source": problem.source.get((c, k), "estimated"),
+            } for k, v in rs],
+        })
+    used: dict[str, int] = {}
+    for c, count in replicas.items():
+        used[c.gpu] = used.get(c.gpu, 0) + c.tp * count
+    gpus = [{
+        "name": g,
+        "used": used[g],
+        "available": problem.available.get(g),
+        "price_per_gpu_hour": problem.price[g],
+        "cost_per_hour": round(problem.price[g] * used[g], 9),
+    } for g in sorted(used)]
+    by_model: dict = {}
+    for grp in groups:
+        by_model.setdefault(grp["model"], []).append(grp)
+    models = []
+    for m in problem.models:
+        mine = by_model.get(m, [])
+        models.append({
+            "name": m,
+            "rate_rps": sum(problem.demand[(m, k)] for k in problem.buckets[m]),
+            "cost_per_hour": sum(grp["cost_per_hour"] for grp in mine),
+            "gpus": sum(grp["gpus"] for grp in mine),
+        })
+    cost = round(cost, 9)  # drop float noise (46.436600000000006); the bound rounds down, staying valid
+    bound = min(math.floor(bound * 1e9) / 1e9, cost)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "status": status,
+        "cost_per_hour": cost,
+        "lower_bound_per_hour": bound,
+        "gap": 0.0 if cost <= 0 else max(cost - bound, 0.0) / cost,
+        "max_utilization": problem.max_utilization,
+        "replicas": groups,
+        "models": models,
+        "gpus": gpus,
+        "baseline": baseline,
+        "solver": solver or {},
+        "inputs": inputs or {},
+    }
+
+
+def dumps(plan: dict) -> str:
+    return json.dumps(plan, indent=2) + "\n"
+
+
+def write_atomic(path: Path | str, text: str) -> None:
+    """Write via a temp file in the same folder and rename: readers see the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

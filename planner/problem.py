@@ -1,0 +1,66 @@
+"""The sizing problem as numbers: what the solvers read and the checker re-checks.
+
+Sets        M models; K_m buckets of model m; G GPU types; C configs c = (m, g, t) with t the TP degree.
+Data        d[m,k] demand (req/s); mu[c,k] > 0 max req/s of one replica of c on bucket k;
+            p[g] $/GPU-hour; A[g] GPUs of type g available (None = unlimited); U max utilization.
+A plan      n[c] in Z+ replicas and x[c,k] >= 0 req/s routed, with
+            C1  sum_c x[c,k] = d[m,k]                  every bucket served
+            C2  sum_k x[c,k] / mu[c,k] <= U * n[c]     no replica group past U
+            C3  sum_{c on g} t * n[c] <= A[g]           availability
+            cost = sum_c p[g] * t * n[c]
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+BucketKey = tuple[int, int]  # (input_tokens, output_tokens)
+
+
+class Config(NamedTuple):
+    model: str
+    gpu: str
+    tp: int
+
+
+@dataclass(frozen=True)
+class Problem:
+    models: tuple[str, ...]
+    buckets: dict[str, tuple[BucketKey, ...]]
+    demand: dict[tuple[str, BucketKey], float]
+    configs: tuple[Config, ...]  # sorted; each serves at least one bucket
+    capacity: dict[Config, dict[BucketKey, float]]  # only mu > 0
+    price: dict[str, float]  # $/GPU-hour
+    available: dict[str, int | None]
+    max_utilization: float
+    source: dict[tuple[Config, BucketKey], str] = field(default_factory=dict)
+
+    def config_cost(self, c: Config) -> float:
+        return self.price[c.gpu] * c.tp
+
+    def configs_of(self, model: str) -> tuple[Config, ...]:
+        return tuple(c for c in self.configs if c.model == model)
+
+    def restrict(self, models=None, gpus=None, available: dict | None = None) -> "Problem":
+        """A sub-problem on some models and/or GPU types (same data, fewer rows)."""
+        keep_m = tuple(m for m in self.models if models is None or m in models)
+        keep_g = {g for g in self.price if gpus is None or g in gpus}
+        configs = tuple(c for c in self.configs if c.model in keep_m and c.gpu in keep_g)
+        avail = dict(self.available if available is None else available)
+        return Problem(
+            models=keep_m,
+            buckets={m: self.buckets[m] for m in keep_m},
+            demand={(m, k): v for (m, k), v in self.demand.items() if m in keep_m},
+            configs=configs,
+            capacity={c: self.capacity[c] for c in configs},
+            price={g: p for g, p in self.price.items() if g in keep_g},
+            available={g: a for g, a in avail.items() if g in keep_g},
+            max_utilization=self.max_utilization,
+            source={key: s for key, s in self.source.items() if key[0] in configs},
+        )
+
+    def unserved(self) -> list[tuple[str, BucketKey]]:
+        """Buckets with positive demand that no config can serve."""
+        servable = {(c.model, k) for c in self.configs for k in self.capacity[c]}
+        return [(m, k) for m in self.models for k in self.buckets[m]
+                if self.demand[(m, k)] > 0 and (m, k) not in servable]

@@ -1,0 +1,58 @@
+"""Throughput tables (`plan --profiles`): max requests/s of one replica per model x GPU x TP x bucket.
+
+Contract: {"entries": [{"model", "gpu", "tp", "input_tokens", "output_tokens", "max_rps"}]}.
+Optional per entry: "source" (default "measured"). Other top-level keys are kept by writers
+(provenance, fitted models) and ignored here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from planner.errors import InputError
+from planner.workload import _Reader, read_structured
+
+
+@dataclass(frozen=True)
+class ProfileEntry:
+    model: str
+    gpu: str
+    tp: int
+    input_tokens: int
+    output_tokens: int
+    max_rps: float
+    source: str = "measured"
+
+
+def load_profiles(path: Path | str) -> tuple[ProfileEntry, ...]:
+    r = _Reader(str(path))
+    doc = read_structured(Path(path))
+    if not isinstance(doc, dict):
+        r.fail("", "a throughput table must be a mapping with an `entries` list")
+    raw = r.get(doc, "entries", "")
+    if not isinstance(raw, list):
+        r.fail("entries", "must be a list")
+    out: list[ProfileEntry] = []
+    seen: set[tuple] = set()
+    for i, e in enumerate(raw):
+        w = f"entries[{i}]"
+        model, gpu = r.get(e, "model", w), r.get(e, "gpu", w)
+        for key, val in (("model", model), ("gpu", gpu)):
+            if not isinstance(val, str) or not val.strip():
+                r.fail(f"{w}.{key}", "must be a non-empty string")
+        source = r.get(e, "source", w, required=False) or "measured"
+        entry = ProfileEntry(
+            model=model.strip(),
+            gpu=gpu.strip(),
+            tp=r.integer(e, "tp", w),
+            input_tokens=r.integer(e, "input_tokens", w),
+            output_tokens=r.integer(e, "output_tokens", w),
+            max_rps=float(r.number(e, "max_rps", w, positive=False, minimum=0)),
+            source=str(source),
+        )
+        key = (entry.model.lower(), entry.gpu.lower(), entry.tp, entry.input_tokens, entry.output_tokens)
+        if key in seen:
+            raise InputError(str(path), w, "duplicate entry for this model, gpu, tp and bucket")
+        seen.add(key)
+        out.append(entry)
+    return tuple(out)

@@ -1,0 +1,258 @@
+"""Workload files (JSON or YAML): models with request rates, SLOs and request buckets; GPU offers.
+
+Validated at the boundary: every problem raises InputError naming the file and the field, so the
+CLI prints one line and exits 2. Inside gpumix the records are trusted.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from planner.catalog import Catalog, GpuSpec, ModelShape, load_config_file, norm_name
+from planner.errors import InputError
+
+SHARE_TOLERANCE = 1e-3
+DEFAULT_TP = (1, 2, 4, 8)
+DEFAULT_MAX_UTILIZATION = 0.9
+
+
+@dataclass(frozen=True)
+class Bucket:
+    input_tokens: int
+    output_tokens: int
+    share: float
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.input_tokens, self.output_tokens)
+
+
+@dataclass(frozen=True)
+class SLO:
+    ttft_ms: float
+    tpot_ms: float
+
+
+@dataclass(frozen=True)
+class ModelDemand:
+    name: str
+    rate_rps: float
+    slo: SLO
+    buckets: tuple[Bucket, ...]
+    shape: ModelShape | None  # None: only a throughput table can size it
+    tp: tuple[int, ...] | None = None  # allowed TP degrees; None = workload default
+    gpus: tuple[str, ...] | None = None  # allowed GPU types; None = all offered
+
+    def demand(self, bucket: Bucket) -> float:
+        return self.rate_rps * bucket.share
+
+
+@dataclass(frozen=True)
+class GpuOffer:
+    name: str
+    price_per_hour: float
+    available: int | None  # GPUs of this type; None = unlimited
+    spec: GpuSpec | None  # None: a GPU known only from a throughput table
+
+
+@dataclass(frozen=True)
+class Workload:
+    models: tuple[ModelDemand, ...]
+    gpus: tuple[GpuOffer, ...] | None  # None: every catalog GPU at its catalog price
+    max_utilization: float
+    tp_degrees: tuple[int, ...]
+    path: str
+
+
+class _Reader:
+    """Typed field access that reports `file: field.path: problem`."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def fail(self, field: str, message: str):
+        raise InputError(self.path, field, message)
+
+    def get(self, obj: dict, key: str, where: str, required: bool = True):
+        if not isinstance(obj, dict):
+            self.fail(where, "must be a mapping")
+        if key not in obj or obj[key] is None:
+            if required:
+                self.fail(f"{where}.{key}" if where else key, "missing")
+            return None
+        return obj[key]
+
+    def number(self, obj, key, where, required=True, positive=True, minimum=None):
+        value = self.get(obj, key, where, required)
+        if value is None:
+            return None
+        name = f"{where}.{key}" if where else key
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            self.fail(name, f"must be a number, got {value!r}")
+        if positive and value <= 0:
+            self.fail(name, f"must be > 0, got {value!r}")
+        if minimum is not None and value < minimum:
+            self.fail(name, f"must be >= {minimum}, got {value!r}")
+        return value
+
+    def integer(self, obj, key, where, required=True, minimum=1):
+        value = self.get(obj, key, where, required)
+        if value is None:
+            return None
+        name = f"{where}.{key}" if where else key
+        if isinstance(value, bool) or not isinstance(value, int) and not (
+            isinstance(value, float) and value.is_integer()
+        ):
+            self.fail(name, f"must be an integer, got {value!r}")
+        if value < minimum:
+            self.fail(name, f"must be >= {minimum}, got {value!r}")
+        return int(value)
+
+    def int_list(self, obj, key, where):
+        value = self.get(obj, key, where, required=False)
+        if value is None:
+            return None
+        name = f"{where}.{key}" if where else key
+        if not isinstance(value, list) or not value:
+            self.fail(name, "must be a non-empty list of integers")
+        out = []
+        for j, v in enumerate(value):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                self.fail(f"{name}[{j}]", f"must be a positive integer, got {v!r}")
+            out.append(v)
+        return tuple(sorted(set(out)))
+
+
+def read_structured(path: Path) -> object:
+    """Parse a JSON or YAML file; one-line InputError on failure."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise InputError(str(path), "", "file not found") from None
+    except OSError as e:
+        raise InputError(str(path), "", f"cannot read: {e.strerror}") from None
+    try:
+        if Path(path).suffix.lower() == ".json":
+            return json.loads(text)
+        return yaml.safe_load(text)
+    except json.JSONDecodeError as e:
+        raise InputError(str(path), f"line {e.lineno} column {e.colno}", f"malformed JSON: {e.msg}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise InputError(str(path), where, f"malformed YAML: {problem}") from None
+
+
+def load_workload(path: Path | str, catalog: Catalog, need_shapes: bool = True) -> Workload:
+    """Read and validate a workload. need_shapes=False lets unknown models through (profiles size them)."""
+    path = Path(path)
+    r = _Reader(str(path))
+    doc = read_structured(path)
+    if not isinstance(doc, dict):
+        r.fail("", "the workload must be a mapping with a `models` list")
+    unknown = set(doc) - {"models", "gpus", "max_utilization", "tp_degrees", "name", "description"}
+    if unknown:
+        r.fail(sorted(unknown)[0], "unknown key (expected models, gpus, max_utilization, tp_degrees)")
+
+    max_util = r.number(doc, "max_utilization", "", required=False)
+    if max_util is None:
+        max_util = DEFAULT_MAX_UTILIZATION
+    elif max_util > 1:
+        r.fail("max_utilization", f"must be in (0, 1], got {max_util!r}")
+    tp_degrees = r.int_list(doc, "tp_degrees", "") or DEFAULT_TP
+
+    raw_models = r.get(doc, "models", "")
+    if not isinstance(raw_models, list) or not raw_models:
+        r.fail("models", "must be a non-empty list")
+    models: list[ModelDemand] = []
+    seen: set[str] = set()
+    for i, m in enumerate(raw_models):
+        models.append(_read_model(r, m, f"models[{i}]", path, catalog, need_shapes))
+        if models[-1].name in seen:
+            r.fail(f"models[{i}].name", f"duplicate model {models[-1].name!r}")
+        seen.add(models[-1].name)
+
+    gpus = None
+    raw_gpus = r.get(doc, "gpus", "", required=False)
+    if raw_gpus is not None:
+        if not isinstance(raw_gpus, list) or not raw_gpus:
+            r.fail("gpus", "must be a non-empty list")
+        gpus = tuple(_read_gpu(r, g, f"gpus[{i}]", catalog, need_shapes) for i, g in enumerate(raw_gpus))
+        names = [g.name for g in gpus]
+        for i, n in enumerate(names):
+            if n in names[:i]:
+                r.fail(f"gpus[{i}].name", f"duplicate GPU type {n!r}")
+    return Workload(tuple(models), gpus, float(max_util), tp_degrees, str(path))
+
+
+def _read_model(r: _Reader, m, where: str, path: Path, catalog: Catalog, need_shapes: bool) -> ModelDemand:
+    name = r.get(m, "name", where)
+    if not isinstance(name, str) or not name.strip():
+        r.fail(f"{where}.name", "must be a non-empty string")
+    rate = r.number(m, "rate_rps", where)
+    slo_raw = r.get(m, "slo", where)
+    slo = SLO(
+        ttft_ms=float(r.number(slo_raw, "ttft_ms", f"{where}.slo")),
+        tpot_ms=float(r.number(slo_raw, "tpot_ms", f"{where}.slo")),
+    )
+    raw_buckets = r.get(m, "buckets", where)
+    if not isinstance(raw_buckets, list) or not raw_buckets:
+        r.fail(f"{where}.buckets", "must be a non-empty list")
+    buckets = []
+    for j, b in enumerate(raw_buckets):
+        bw = f"{where}.buckets[{j}]"
+        buckets.append(Bucket(
+            input_tokens=r.integer(b, "input_tokens", bw),
+            output_tokens=r.integer(b, "output_tokens", bw),
+            share=float(r.number(b, "share", bw)),
+        ))
+        if buckets[-1].key in [x.key for x in buckets[:-1]]:
+            r.fail(bw, f"duplicate bucket {buckets[-1].key}")
+    total = sum(b.share for b in buckets)
+    if abs(total - 1.0) > SHARE_TOLERANCE:
+        r.fail(f"{where}.buckets", f"shares sum to {total:g}, must sum to 1")
+    buckets = [Bucket(b.input_tokens, b.output_tokens, b.share / total) for b in buckets]
+
+    config = r.get(m, "config", where, required=False)
+    if config is not None:
+        if not isinstance(config, str):
+            r.fail(f"{where}.config", "must be a path to a config.json")
+        cfg_path = Path(config) if Path(config).is_absolute() else path.parent / config
+        shape = load_config_file(cfg_path, name, f"{where}.config", str(path))
+    else:
+        shape = catalog.model(name)
+        if shape is None and need_shapes:
+            r.fail(f"{where}.name", f"unknown model {name!r}: not in the model catalog "
+                   "(add `config: path/to/config.json`, or plan with --profiles)")
+    gpus = r.get(m, "gpus", where, required=False)
+    if gpus is not None and (not isinstance(gpus, list) or not all(isinstance(g, str) for g in gpus)):
+        r.fail(f"{where}.gpus", "must be a list of GPU type names")
+    return ModelDemand(
+        name=name.strip(),
+        rate_rps=float(rate),
+        slo=slo,
+        buckets=tuple(buckets),
+        shape=shape,
+        tp=r.int_list(m, "tp", where),
+        gpus=tuple(gpus) if gpus is not None else None,
+    )
+
+
+def _read_gpu(r: _Reader, g, where: str, catalog: Catalog, need_shapes: bool) -> GpuOffer:
+    name = r.get(g, "name", where)
+    if not isinstance(name, str) or not name.strip():
+        r.fail(f"{where}.name", "must be a non-empty string")
+    spec = catalog.gpu(name)
+    if spec is None and need_shapes:
+        known = ", ".join(sorted(catalog.gpus))
+        r.fail(f"{where}.name", f"unknown GPU {name!r} (catalog: {known})")
+    price = r.number(g, "price_per_hour", where, required=spec is None or spec.price_per_hour is None)
+    if price is None:
+        price = spec.price_per_hour
+    available = r.integer(g, "available", where, required=False, minimum=0)
+    return GpuOffer(spec.name if spec else name.strip(), float(price), available, spec)

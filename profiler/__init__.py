@@ -1,0 +1,1 @@
+"""Capacity sources: the analytic roofline estimate (no torch); measurement comes with the runtime."""

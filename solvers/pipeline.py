@@ -1,0 +1,87 @@
+"""Workload in, checked plan out: the path `gpumix plan` walks (no printing, no files)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from data import DATA_DIR
+from planner.capacity import build_problem, require_servable
+from planner.catalog import load_catalog
+from planner.checker import check_plan
+from planner.errors import GpumixError
+from planner.plan import make_plan
+from planner.problem import Problem
+from planner.profiles import load_profiles
+from planner.workload import load_workload
+from solvers.baselines import best_single_gpu
+from solvers.stage1 import Progress, Solution, SolveParams, solve
+
+EXAMPLE_WORKLOAD = DATA_DIR / "examples" / "workload.yaml"
+
+
+class CheckFailed(GpumixError):
+    """A plan the independent checker rejects is never written. Exit code 1."""
+
+    exit_code = 1
+
+
+@dataclass
+class PlanResult:
+    plan: dict
+    problem: Problem
+    solution: Solution
+    baseline: tuple[str, Solution] | None
+    notes: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    time_limit: float | None = None
+    mip_gap: float = 1e-4
+    fill_estimates: bool = False
+    whole_buckets: bool = False
+    baseline: bool = True
+    progress: Progress | None = None
+
+
+def load_problem(workload_path: Path | str | None, profiles_path: Path | str | None,
+                 fill_estimates: bool = False):
+    catalog = load_catalog()
+    profiles = load_profiles(profiles_path) if profiles_path else None
+    workload = load_workload(workload_path or EXAMPLE_WORKLOAD, catalog,
+                             need_shapes=profiles is None or fill_estimates)
+    problem, report = build_problem(workload, catalog, profiles, fill_estimates)
+    return workload, problem, report
+
+
+def plan_workload(workload_path: Path | str | None = None, profiles_path: Path | str | None = None,
+                  options: PlanOptions = PlanOptions()) -> PlanResult:
+    t0 = time.perf_counter()
+    _, problem, report = load_problem(workload_path, profiles_path, options.fill_estimates)
+    require_servable(problem, report)
+    solution = solve(problem, SolveParams(options.time_limit, options.mip_gap, options.whole_buckets,
+                                          options.progress))
+    baseline = None
+    if options.baseline and len(problem.price) > 1:
+        left = None if options.time_limit is None else max(options.time_limit - solution.wall_s, 0.1)
+        baseline = best_single_gpu(problem, left, options.whole_buckets)
+    base_doc = None
+    if baseline is not None:
+        g, b = baseline
+        base_doc = {"best_single_gpu": {"gpu": g, "cost_per_hour": b.cost, "status": b.status,
+                                        "savings": 1 - solution.cost / b.cost if b.cost > 0 else 0.0}}
+    plan = make_plan(
+        problem, solution.status, solution.cost, solution.bound, solution.replicas, solution.routes,
+        baseline=base_doc,
+        inputs={"workload": str(workload_path) if workload_path else "bundled example",
+                "profiles": str(profiles_path) if profiles_path else None,
+                "fill_estimates": options.fill_estimates},
+        solver={"stage1": "PuLP + HiGHS", "method": solution.method, "mip_gap": options.mip_gap,
+                "whole_buckets": options.whole_buckets},
+    )
+    violations = check_plan(plan, problem)
+    if violations:
+        raise CheckFailed("internal error: the plan failed the independent checker: " + violations[0])
+    return PlanResult(plan, problem, solution, baseline, report.notes, time.perf_counter() - t0)

@@ -1,0 +1,140 @@
+"""Stage 1, sizing and routing: per-model decomposition first, the joint MILP only when needed.
+
+Without availability the problem separates by model (C1, C2 touch one model; only C3 couples them),
+so the per-model MILPs' optima add up to the joint optimum. Each model alone under C3 is a
+relaxation of the joint problem, so the sum of the per-model lower bounds is a valid lower bound
+on every plan (stronger than the LP relaxation, which ignores integrality of replicas). When the
+union of per-model plans breaks availability, the joint MILP is solved and its bound is the larger
+of its own and the decomposition's.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from planner.errors import InfeasibleError, NoSolutionError
+from planner.problem import BucketKey, Config, Problem
+from solvers import milp
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SolveParams:
+    time_limit: float | None = None  # seconds for the whole solve
+    mip_gap: float = 1e-4  # relative gap at which a plan counts as optimal
+    whole_buckets: bool = False  # Melange-style: each bucket to one config
+    progress: Progress | None = None
+
+
+@dataclass(frozen=True)
+class Solution:
+    status: str  # "optimal" | "feasible"
+    cost: float
+    bound: float  # valid lower bound on every plan's cost
+    replicas: dict[Config, int]
+    routes: dict[tuple[Config, BucketKey], float]
+    wall_s: float
+    method: str
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def gap(self) -> float:
+        return 0.0 if self.cost <= 0 else max(self.cost - self.bound, 0.0) / self.cost
+
+
+def gpus_used(replicas: dict[Config, int]) -> dict[str, int]:
+    used: dict[str, int] = {}
+    for c, k in replicas.items():
+        used[c.gpu] = used.get(c.gpu, 0) + c.tp * k
+    return used
+
+
+def over_availability(problem: Problem, replicas: dict[Config, int]) -> dict[str, tuple[int, int]]:
+    """GPU types whose availability `replicas` exceed: gpu -> (used, available)."""
+    used = gpus_used(replicas)
+    return {g: (u, problem.available[g]) for g, u in sorted(used.items())
+            if problem.available.get(g) is not None and u > problem.available[g]}
+
+
+def solve(problem: Problem, params: SolveParams = SolveParams()) -> Solution:
+    t0 = time.perf_counter()
+    deadline = None if params.time_limit is None else t0 + params.time_limit
+    say = params.progress or (lambda _msg: None)
+
+    def left(share: float = 1.0) -> float | None:
+        return None if deadline is None else max(deadline - time.perf_counter(), 0.0) * share
+
+    # Phase 1: one MILP per model, each under the full availability (a relaxation).
+    per_model: dict[str, milp.MilpResult] = {}
+    for i, m in enumerate(problem.models):
+        sub = problem.restrict(models={m})
+        budget = None if deadline is None else max(left() / (len(problem.models) - i) * 0.5, 0.05)
+        res = milp.run(sub, budget, mip_gap=params.mip_gap * 0.1, whole_buckets=params.whole_buckets)
+        if res.status == "infeasible":
+            raise InfeasibleError(_explain_single(problem, m, params))
+        if res.status == "no_solution":
+            raise NoSolutionError(f"no plan for model {m!r} within the time limit")
+        per_model[m] = res
+        if (i + 1) % 50 == 0 or i + 1 == len(problem.models):
+            say(f"per-model MILPs {i + 1}/{len(problem.models)}: "
+                f"bound ${sum(r.bound for r in per_model.values()):,.2f}/h")
+
+    decomposed_bound = sum(r.bound for r in per_model.values())
+    replicas = {c: k for r in per_model.values() for c, k in r.replicas.items()}
+    routes = {key: v for r in per_model.values() for key, v in r.routes.items()}
+    all_optimal = all(r.status == "optimal" for r in per_model.values())
+    stats = {"models": len(problem.models), "configs": len(problem.configs),
+             "per_model_s": round(time.perf_counter() - t0, 3)}
+    over = over_availability(problem, replicas)
+    if not over:
+        cost = _cost(problem, replicas)
+        return _finish(problem, replicas, routes, min(decomposed_bound, cost), all_optimal, params,
+                       t0, "decomposed", stats)
+
+    # Phase 2: availability couples the models; solve the joint MILP.
+    say(f"availability binds on {', '.join(over)}: solving the joint MILP")
+    joint = milp.run(problem, left(), mip_gap=params.mip_gap * 0.1, whole_buckets=params.whole_buckets)
+    stats["joint_s"] = round(joint.wall_s, 3)
+    if joint.status == "infeasible":
+        raise InfeasibleError(_explain_joint(problem, over))
+    if joint.status == "no_solution":
+        raise NoSolutionError("no plan within the time limit (availability binds on "
+                              f"{', '.join(over)}); raise --time-limit")
+    bound = min(max(joint.bound, decomposed_bound), joint.objective)
+    return _finish(problem, joint.replicas, joint.routes, bound, joint.status == "optimal", params,
+                   t0, "joint", stats)
+
+
+def _cost(problem: Problem, replicas: dict[Config, int]) -> float:
+    return sum(problem.config_cost(c) * k for c, k in replicas.items())
+
+
+def _finish(problem, replicas, routes, bound, solver_optimal, params, t0, method, stats) -> Solution:
+    cost = _cost(problem, replicas)
+    gap = 0.0 if cost <= 0 else (cost - bound) / cost
+    status = "optimal" if solver_optimal and gap <= params.mip_gap + 1e-12 else "feasible"
+    wall = time.perf_counter() - t0
+    (params.progress or (lambda _m: None))(
+        f"{status}: ${cost:,.2f}/h, bound ${bound:,.2f}/h, gap {gap:.4%}, {wall:.2f}s")
+    return Solution(status, cost, bound, dict(sorted(replicas.items())), routes, wall, method, stats)
+
+
+def _explain_single(problem: Problem, model: str, params: SolveParams) -> str:
+    """Why one model cannot be served within availability: what it would need without limits."""
+    sub = problem.restrict(models={model})
+    free = milp.run(sub, 10.0, whole_buckets=params.whole_buckets,
+                    available={g: None for g in sub.available})
+    if free.status not in ("optimal", "feasible"):
+        return f"model {model!r} cannot be served by any allowed configuration"
+    need = ", ".join(f"{u} {g} (available {a})" for g, (u, a) in over_availability(sub, free.replicas).items())
+    return (f"model {model!r} needs more GPUs than available: its cheapest plan without limits uses "
+            f"{need or 'GPU types whose availability is too small'}")
+
+
+def _explain_joint(problem: Problem, over: dict[str, tuple[int, int]]) -> str:
+    detail = ", ".join(f"{g}: {u} wanted, {a} available" for g, (u, a) in over.items())
+    return ("the models together need more GPUs than available "
+            f"(each alone fits; cheapest combined choice: {detail}); raise `available` or lower demand")

@@ -1,0 +1,22 @@
+"""Small hand-made problems in the planner's own data model."""
+from __future__ import annotations
+
+from planner.problem import Config, Problem
+
+
+def make_problem(demand: dict, capacity: dict, price: dict, available: dict | None = None,
+                 max_utilization: float = 1.0) -> Problem:
+    """demand: {(model, (in, out)): rps}; capacity: {(model, gpu, tp): {(in, out): max_rps}}."""
+    models = tuple(dict.fromkeys(m for m, _ in demand))
+    buckets = {m: tuple(k for mm, k in demand if mm == m) for m in models}
+    configs = tuple(sorted(Config(*c) for c, caps in capacity.items() if any(v > 0 for v in caps.values())))
+    return Problem(
+        models=models,
+        buckets=buckets,
+        demand=dict(demand),
+        configs=configs,
+        capacity={c: {k: v for k, v in capacity[tuple(c)].items() if v > 0} for c in configs},
+        price=dict(price),
+        available={g: (available or {}).get(g) for g in price},
+        max_utilization=max_utilization,
+    )
