@@ -58,9 +58,10 @@ def main_callback(
 
 WorkloadArg = Annotated[Optional[Path], typer.Argument(
     help="Workload file (JSON or YAML): models with rate_rps, slo and buckets; optional gpus with "
-         "price_per_hour and available. Default: the bundled example.", show_default=False)]
+         "price_per_hour and available. Default: the bundled example.", show_default=False,
+    metavar="WORKLOAD")]
 ProfilesOpt = Annotated[Optional[Path], typer.Option(
-    "--profiles", help="Throughput table JSON ({entries: [{model, gpu, tp, input_tokens, output_tokens, "
+    "--profiles", metavar="FILE", help="Throughput table JSON ({entries: [{model, gpu, tp, input_tokens, output_tokens, "
                        "max_rps}]}). Only the configurations it lists are used.")]
 FillOpt = Annotated[bool, typer.Option(
     "--fill-estimates", help="With --profiles: fill missing configurations with roofline estimates.")]

@@ -23,7 +23,7 @@ def _group_rows(table: Table, groups: list[dict], with_model: bool) -> None:
 def _group_table(title: str | None, with_model: bool) -> Table:
     t = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     if with_model:
-        t.add_column("model")
+        t.add_column("model", no_wrap=True)
     t.add_column("GPU")
     t.add_column("TP", justify="right")
     t.add_column("replicas", justify="right")
@@ -62,23 +62,23 @@ def plan_report(console: Console, result) -> None:
     console.print(gt)
     console.print()
 
-    gap = plan["gap"]
-    console.print(f"total {_money(plan['cost_per_hour'])}/h   lower bound {_money(plan['lower_bound_per_hour'])}/h   "
-                  f"gap {gap:.3%}   status {plan['status']}   "
-                  f"({result.solution.method}, {result.wall_s:.2f}s)")
-    base = (plan.get("baseline") or {}).get("best_single_gpu")
-    if base:
-        console.print(f"best single GPU type: {base['gpu']} at {_money(base['cost_per_hour'])}/h "
-                      f"-> this plan saves {base['savings']:.1%}")
-    elif plan.get("baseline") is None and len(result.problem.price) > 1:
-        console.print("best single GPU type: none can serve every model alone")
+    console.print(f"cost {_money(plan['cost_per_hour'])}/h, {plan['status']}: lower bound "
+                  f"{_money(plan['lower_bound_per_hour'])}/h, gap {plan['gap']:.3%}")
+    console.print(f"solved in {result.wall_s:.2f}s ({result.solution.method})", style="dim")
+    if plan.get("baseline") is not None:
+        base = plan["baseline"]["best_single_gpu"]
+        if base:
+            console.print(f"best single GPU type: {base['gpu']} at {_money(base['cost_per_hour'])}/h; "
+                          f"this plan saves {base['savings']:.1%}")
+        else:
+            console.print("best single GPU type: none can serve every model alone")
 
 
 def catalog(console: Console, cat, what: str) -> None:
     if what == "gpus":
         t = Table(show_edge=False, pad_edge=False)
         for col in ("GPU", "mem GB", "HBM GB/s", "BF16 TFLOPS", "link GB/s", "GPUs/node", "$/GPU-h", "spot $/GPU-h"):
-            t.add_column(col, justify="left" if col == "GPU" else "right")
+            t.add_column(col, justify="left" if col == "GPU" else "right", no_wrap=col == "GPU")
         for g in cat.gpus.values():
             t.add_row(g.name, f"{g.memory_gb:g}", f"{g.memory_bandwidth_gbps:g}", f"{g.bf16_tflops:g}",
                       f"{g.interconnect_gbps:g}", str(g.gpus_per_node),
@@ -87,7 +87,7 @@ def catalog(console: Console, cat, what: str) -> None:
     else:
         t = Table(show_edge=False, pad_edge=False)
         for col in ("model", "params B", "layers", "hidden", "heads", "kv heads", "head dim", "experts"):
-            t.add_column(col, justify="left" if col == "model" else "right")
+            t.add_column(col, justify="left" if col == "model" else "right", no_wrap=col == "model")
         for name, s in cat.models.items():
             t.add_row(name, f"{s.params / 1e9:.2f}", str(s.num_layers), str(s.hidden_size), str(s.num_heads),
                       str(s.num_kv_heads), str(s.head_dim),

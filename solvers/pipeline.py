@@ -67,11 +67,14 @@ def plan_workload(workload_path: Path | str | None = None, profiles_path: Path |
     if options.baseline and len(problem.price) > 1:
         left = None if options.time_limit is None else max(options.time_limit - solution.wall_s, 0.1)
         baseline = best_single_gpu(problem, left, options.whole_buckets)
-    base_doc = None
-    if baseline is not None:
-        g, b = baseline
-        base_doc = {"best_single_gpu": {"gpu": g, "cost_per_hour": b.cost, "status": b.status,
-                                        "savings": 1 - solution.cost / b.cost if b.cost > 0 else 0.0}}
+    base_doc = None  # not computed
+    if options.baseline and len(problem.price) > 1:
+        base_doc = {"best_single_gpu": None}  # computed: no single type serves every model
+        if baseline is not None:
+            g, b = baseline
+            base_doc["best_single_gpu"] = {
+                "gpu": g, "cost_per_hour": round(b.cost, 9), "status": b.status,
+                "savings": round(1 - solution.cost / b.cost, 9) if b.cost > 0 else 0.0}
     plan = make_plan(
         problem, solution.status, solution.cost, solution.bound, solution.replicas, solution.routes,
         baseline=base_doc,
