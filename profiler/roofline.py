@@ -7,6 +7,7 @@ model x GPU x TP x bucket of a plan.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from planner.catalog import GpuSpec, ModelShape
@@ -105,6 +106,55 @@ def max_batch_by_memory(shape: ModelShape, gpu: GpuSpec, tp: int, n_in: int, n_o
     return min(int(free // per_request), eff.max_batch), free
 
 
+@dataclass(frozen=True)
+class Operating:
+    """Steady state of one replica at mean batch b (see slo_capacity); times in seconds."""
+
+    rate: float
+    batch: int
+    step_s: float
+    ttft_s: float
+    tpot_s: float
+
+
+def steady_state(t_p: float, t_d: Callable[[int], float], n_out: int, b: int) -> Operating:
+    """Little's law at mean batch b: D(b) = n_out T_d(b) + b T_p, r = b / D, M/D/1 prefill queue."""
+    step = t_d(b)
+    duration = n_out * step + b * t_p
+    rate = b / duration
+    rho = rate * t_p
+    wait = math.inf if rho >= 1 else rho * t_p / (2 * (1 - rho))
+    return Operating(rate, b, step, t_p + step + wait, duration / n_out)
+
+
+def slo_capacity(t_p: float, t_d: Callable[[int], float], n_out: int, ttft_ms: float,
+                 tpot_ms: float, b_max: int) -> tuple[Operating, str]:
+    """The largest batch <= b_max meeting both SLOs and its rate; (batch-1 state, why) if none does.
+
+    Shared by the roofline estimate and measured profiles (t_p, t_d from a fitted latency model).
+    TPOT, TTFT and r all grow with b, so a binary search over b finds the answer.
+    """
+    def ok(b: int) -> bool:
+        s = steady_state(t_p, t_d, n_out, b)
+        return s.ttft_s * 1e3 <= ttft_ms and s.tpot_s * 1e3 <= tpot_ms
+
+    one = steady_state(t_p, t_d, n_out, 1)
+    if b_max < 1:
+        return one, "no room for one request's KV cache"
+    if not ok(1):
+        if one.ttft_s * 1e3 > ttft_ms:
+            return one, f"TTFT {one.ttft_s * 1e3:.0f} ms at batch 1 exceeds the {ttft_ms:g} ms SLO"
+        return one, f"TPOT {one.tpot_s * 1e3:.1f} ms at batch 1 exceeds the {tpot_ms:g} ms SLO"
+    lo, hi = 1, b_max  # invariant: ok(lo)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return steady_state(t_p, t_d, n_out, lo), ""
+
+
 def estimate(shape: ModelShape, gpu: GpuSpec, tp: int, n_in: int, n_out: int,
              ttft_ms: float, tpot_ms: float, eff: Efficiency) -> Estimate:
     """Max request rate of one replica for one bucket under the SLO.
@@ -121,21 +171,13 @@ def estimate(shape: ModelShape, gpu: GpuSpec, tp: int, n_in: int, n_out: int,
     t_p = prefill_s(shape, gpu, tp, n_in, eff)
     context = n_in + (n_out + 1) / 2
 
-    def metrics(b: int) -> tuple[float, float, float, float]:
-        t_d = decode_step_s(shape, gpu, tp, b, context, eff)
-        duration = n_out * t_d + b * t_p
-        rate = b / duration
-        rho = rate * t_p
-        wait = math.inf if rho >= 1 else rho * t_p / (2 * (1 - rho))
-        return rate, t_d, t_p + t_d + wait, duration / n_out
-
-    def ok(b: int) -> bool:
-        _, _, ttft, tpot = metrics(b)
-        return ttft * 1e3 <= ttft_ms and tpot * 1e3 <= tpot_ms
+    def t_d(b: int) -> float:
+        return decode_step_s(shape, gpu, tp, b, context, eff)
 
     def zero(reason: str) -> Estimate:
-        _, t_d, ttft, tpot = metrics(1)
-        return Estimate(0.0, 0, t_p * 1e3, t_d * 1e3, ttft * 1e3, tpot * 1e3, max(b_mem, 0), reason)
+        s = steady_state(t_p, t_d, n_out, 1)
+        return Estimate(0.0, 0, t_p * 1e3, s.step_s * 1e3, s.ttft_s * 1e3, s.tpot_s * 1e3,
+                        max(b_mem, 0), reason)
 
     if why:
         return zero(why)
@@ -143,17 +185,7 @@ def estimate(shape: ModelShape, gpu: GpuSpec, tp: int, n_in: int, n_out: int,
         need = shape.params * eff.dtype_bytes / tp / GB
         return zero(f"does not fit: {need:.1f} GB weights per GPU, "
                     f"{max(free, 0) / GB:.1f} GB left for KV cache (< one request)")
-    if not ok(1):
-        _, t_d, ttft, tpot = metrics(1)
-        if ttft * 1e3 > ttft_ms:
-            return zero(f"TTFT {ttft * 1e3:.0f} ms at batch 1 exceeds the {ttft_ms:g} ms SLO")
-        return zero(f"TPOT {tpot * 1e3:.1f} ms at batch 1 exceeds the {tpot_ms:g} ms SLO")
-    lo, hi = 1, b_mem  # invariant: ok(lo)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if ok(mid):
-            lo = mid
-        else:
-            hi = mid - 1
-    rate, t_d, ttft, tpot = metrics(lo)
-    return Estimate(rate, lo, t_p * 1e3, t_d * 1e3, ttft * 1e3, tpot * 1e3, b_mem)
+    s, why = slo_capacity(t_p, t_d, n_out, ttft_ms, tpot_ms, b_mem)
+    if why:
+        return zero(why)
+    return Estimate(s.rate, s.batch, t_p * 1e3, s.step_s * 1e3, s.ttft_s * 1e3, s.tpot_s * 1e3, b_mem)
