@@ -178,6 +178,11 @@ def catalog(
     render.catalog(out, load_catalog(), what)
 
 
+from cli.profile_cmd import profile_app  # noqa: E402  (torch-free; imports torch inside its commands)
+
+app.add_typer(profile_app, name="profile")
+
+
 def main() -> None:
     app()
 
