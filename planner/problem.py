@@ -39,25 +39,38 @@ class Problem:
         return self.price[c.gpu] * c.tp
 
     def configs_of(self, model: str) -> tuple[Config, ...]:
-        return tuple(c for c in self.configs if c.model == model)
+        index = self.__dict__.get("_by_model")
+        if index is None:
+            index = {}
+            for c in self.configs:
+                index.setdefault(c.model, []).append(c)
+            object.__setattr__(self, "_by_model", index)  # a cache, not state: the problem is immutable
+        return tuple(index.get(model, ()))
 
     def restrict(self, models=None, gpus=None, available: dict | None = None) -> "Problem":
         """A sub-problem on some models and/or GPU types (same data, fewer rows)."""
         keep_m = tuple(m for m in self.models if models is None or m in models)
         keep_g = {g for g in self.price if gpus is None or g in gpus}
-        configs = tuple(c for c in self.configs if c.model in keep_m and c.gpu in keep_g)
+        pool = self.configs if models is None else [c for m in keep_m for c in self.configs_of(m)]
+        configs = tuple(c for c in pool if c.gpu in keep_g)
         avail = dict(self.available if available is None else available)
         return Problem(
             models=keep_m,
             buckets={m: self.buckets[m] for m in keep_m},
-            demand={(m, k): v for (m, k), v in self.demand.items() if m in keep_m},
+            demand={(m, k): self.demand[(m, k)] for m in keep_m for k in self.buckets[m]},
             configs=configs,
             capacity={c: self.capacity[c] for c in configs},
             price={g: p for g, p in self.price.items() if g in keep_g},
             available={g: a for g, a in avail.items() if g in keep_g},
             max_utilization=self.max_utilization,
-            source={key: s for key, s in self.source.items() if key[0] in configs},
+            source=self._source_of(configs),
         )
+
+    def _source_of(self, configs: tuple[Config, ...]) -> dict:
+        if len(configs) == len(self.configs):
+            return self.source
+        return {(c, k): self.source[(c, k)] for c in configs for k in self.capacity[c]
+                if (c, k) in self.source}
 
     def unserved(self) -> list[tuple[str, BucketKey]]:
         """Buckets with positive demand that no config can serve."""

@@ -151,8 +151,14 @@ def read_structured(path: Path) -> object:
 def load_workload(path: Path | str, catalog: Catalog, need_shapes: bool = True) -> Workload:
     """Read and validate a workload. need_shapes=False lets unknown models through (profiles size them)."""
     path = Path(path)
+    return load_workload_doc(read_structured(path), catalog, need_shapes, path)
+
+
+def load_workload_doc(doc: object, catalog: Catalog, need_shapes: bool = True,
+                      path: Path | str = "<workload>") -> Workload:
+    """Validate an already parsed workload document (relative config paths resolve against `path`)."""
+    path = Path(path)
     r = _Reader(str(path))
-    doc = read_structured(path)
     if not isinstance(doc, dict):
         r.fail("", "the workload must be a mapping with a `models` list")
     unknown = set(doc) - {"models", "gpus", "max_utilization", "tp_degrees", "name", "description"}

@@ -7,6 +7,9 @@ C1_demand   sum_c x[c,k] = d[m,k]
 C2_capacity sum_k x[c,k] / mu[c,k] <= U * n[c]
 C3_avail    sum_{c on g} t * n[c] <= A[g]           (A[g] given)
 C4_whole    x[c,k] <= d[m,k] * y[c,k],  sum_c y[c,k] = 1   (whole_buckets: Melange-style routing)
+C5_open     x[c,k] <= d[m,k] * n[c]      (valid: one replica can take the whole bucket only if it is
+            open; it tightens the LP relaxation where demand is small next to one replica's capacity,
+            the facility-location strengthening; skipped where C2 already implies it)
 
 PuLP maps HiGHS's time-limit status to "Optimal" (coin-or/pulp 445, 649), so the status, objective
 and dual bound are read from the highspy model PuLP leaves in `prob.solverModel`.
@@ -75,6 +78,10 @@ def build(problem: Problem, whole_buckets: bool = False, available: dict | None 
         mu = problem.capacity[c]
         prob += (pulp.lpSum((1.0 / mu[k]) * x[c, k] for k in mu)
                  <= problem.max_utilization * n[c]), _name("C2_capacity", i)
+        for k in mu:
+            d = problem.demand[(c.model, k)]
+            if d < problem.max_utilization * mu[k]:  # else implied by C2
+                prob += x[c, k] <= d * n[c], _name("C5_open", i, *k)
     for g in sorted(price):
         if avail.get(g) is not None:
             cs = [c for c in problem.configs if c.gpu == g]
@@ -105,13 +112,31 @@ def _swallow_highs_banner() -> None:
     _banner_done = True
 
 
+class _HighsWithStart(pulp.HiGHS):
+    """PuLP's HiGHS interface, plus a MIP start handed to Highs.setSolution before the run."""
+
+    def __init__(self, start: dict[str, float] | None = None, **kw):
+        super().__init__(**kw)
+        self.start = start
+
+    def callSolver(self, lp):
+        if self.start:
+            sol = highspy.HighsSolution()
+            sol.col_value = [float(self.start.get(v.name, 0.0)) for v in lp.variables()]
+            sol.value_valid = True
+            lp.solverModel.setSolution(sol)
+        super().callSolver(lp)
+
+
 def solve(model: MilpModel, time_limit: float | None = None, mip_gap: float = 1e-6,
-          threads: int | None = None, msg: bool = False) -> tuple[str, float | None, float, float]:
+          threads: int | None = None, msg: bool = False,
+          start: dict[str, float] | None = None) -> tuple[str, float | None, float, float]:
     """Run HiGHS; return (status, objective, bound, wall_s) as HiGHS itself reports them."""
     _swallow_highs_banner()
     t0 = time.perf_counter()
-    solver = pulp.HiGHS(msg=msg, timeLimit=None if time_limit is None else max(time_limit, 0.01),
-                        gapRel=mip_gap, threads=threads, random_seed=0)
+    solver = _HighsWithStart(start=start, msg=msg,
+                             timeLimit=None if time_limit is None else max(time_limit, 0.01),
+                             gapRel=mip_gap, threads=threads, random_seed=0)
     model.prob.solve(solver)
     h: highspy.Highs = model.prob.solverModel
     status = h.getModelStatus()
@@ -162,12 +187,34 @@ def clean(problem: Problem, n: dict[Config, int], x: dict) -> tuple[dict[Config,
 
 
 def run(problem: Problem, time_limit: float | None = None, mip_gap: float = 1e-6,
-        whole_buckets: bool = False, available: dict | None = None, threads: int | None = None) -> MilpResult:
-    """Build, solve and extract in one call."""
+        whole_buckets: bool = False, available: dict | None = None, threads: int | None = None,
+        start: tuple[dict, dict] | None = None) -> MilpResult:
+    """Build, solve and extract in one call; `start` = (replicas, routes) of a known plan."""
     model = build(problem, whole_buckets=whole_buckets, available=available)
-    status, obj, bound, wall = solve(model, time_limit, mip_gap, threads)
+    values = None
+    if start is not None:
+        replicas, routes = start
+        values = {model.n[c].name: float(k) for c, k in replicas.items() if c in model.n}
+        values.update({model.x[key].name: v for key, v in routes.items() if key in model.x})
+    status, obj, bound, wall = solve(model, time_limit, mip_gap, threads, start=values)
     if status in ("infeasible", "no_solution"):
         return MilpResult(status, None, bound, wall_s=wall)
     replicas, routes = extract(problem, model)
     cost = sum(problem.config_cost(c) * k for c, k in replicas.items())
     return MilpResult(status, cost, min(bound, cost), replicas, routes, wall)
+
+
+def availability_duals(problem: Problem, time_limit: float | None = None) -> dict[str, float] | None:
+    """Multipliers lambda_g >= 0 of C3 from the joint LP relaxation (a strong start for the
+    Lagrangian); None if the LP does not solve to optimality in time."""
+    _swallow_highs_banner()
+    model = build(problem)
+    solver = pulp.HiGHS(mip=False, msg=False, timeLimit=time_limit)
+    model.prob.solve(solver)
+    if model.prob.solverModel.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        return None
+    duals = {}
+    for g in problem.available:
+        con = model.prob.constraints.get(_name("C3_avail", g))
+        duals[g] = max(0.0, -(con.pi or 0.0)) if con is not None else 0.0
+    return duals

@@ -17,6 +17,7 @@ from typing import Callable
 from planner.errors import InfeasibleError, NoSolutionError
 from planner.problem import BucketKey, Config, Problem
 from solvers import milp
+from solvers.coupled import solve_coupled
 
 Progress = Callable[[str], None]
 
@@ -68,10 +69,13 @@ def solve(problem: Problem, params: SolveParams = SolveParams()) -> Solution:
         return None if deadline is None else max(deadline - time.perf_counter(), 0.0) * share
 
     # Phase 1: one MILP per model, each under the full availability (a relaxation).
+    phase_end = None if deadline is None else t0 + 0.3 * params.time_limit
     per_model: dict[str, milp.MilpResult] = {}
     for i, m in enumerate(problem.models):
         sub = problem.restrict(models={m})
-        budget = None if deadline is None else max(left() / (len(problem.models) - i) * 0.5, 0.05)
+        # about a third of the limit for this phase, spread over the models still to solve
+        budget = None if deadline is None else max(min(
+            left() * 0.25, max((phase_end - time.perf_counter()) / (len(problem.models) - i), 0.5)), 0.02)
         res = milp.run(sub, budget, mip_gap=params.mip_gap * 0.1, whole_buckets=params.whole_buckets)
         if res.status == "infeasible":
             raise InfeasibleError(_explain_single(problem, m, params))
@@ -94,18 +98,17 @@ def solve(problem: Problem, params: SolveParams = SolveParams()) -> Solution:
         return _finish(problem, replicas, routes, min(decomposed_bound, cost), all_optimal, params,
                        t0, "decomposed", stats)
 
-    # Phase 2: availability couples the models; solve the joint MILP.
-    say(f"availability binds on {', '.join(over)}: solving the joint MILP")
-    joint = milp.run(problem, left(), mip_gap=params.mip_gap * 0.1, whole_buckets=params.whole_buckets)
-    stats["joint_s"] = round(joint.wall_s, 3)
-    if joint.status == "infeasible":
+    # Phase 2: availability couples the models (solvers/coupled.py).
+    say(f"availability binds on {', '.join(over)}: Lagrangian bound, CP-SAT master, joint MILP")
+    res = solve_coupled(problem, per_model, deadline, params.mip_gap, params.whole_buckets, say)
+    if res is None:
+        if deadline is not None and time.perf_counter() >= deadline:
+            raise NoSolutionError("no plan within the time limit (availability binds on "
+                                  f"{', '.join(over)}); raise --time-limit")
         raise InfeasibleError(_explain_joint(problem, over))
-    if joint.status == "no_solution":
-        raise NoSolutionError("no plan within the time limit (availability binds on "
-                              f"{', '.join(over)}); raise --time-limit")
-    bound = min(max(joint.bound, decomposed_bound), joint.objective)
-    return _finish(problem, joint.replicas, joint.routes, bound, joint.status == "optimal", params,
-                   t0, "joint", stats)
+    stats.update(res.stats)
+    bound = min(max(res.bound, decomposed_bound), res.cost)
+    return _finish(problem, res.replicas, res.routes, bound, res.optimal, params, t0, "coupled", stats)
 
 
 def _cost(problem: Problem, replicas: dict[Config, int]) -> float:

@@ -45,7 +45,7 @@ def test_availability_forces_the_joint_milp_and_stays_optimal():
            ("b", "cheap", 1): {B: 1.0}, ("b", "dear", 1): {B: 2.0}}
     p = make_problem(d, cap, {"cheap": 1.0, "dear": 3.0}, available={"cheap": 3})
     sol = solve(p)
-    assert sol.method == "joint"
+    assert sol.method == "coupled"
     assert sol.status == "optimal"
     # best: one model on 2 cheap + other on 1 dear (3.0) = 5.0; or 3 cheap + ... → brute force decides
     assert sol.cost == pytest.approx(brute_force_cost(p))
