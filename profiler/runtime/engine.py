@@ -112,12 +112,17 @@ class Engine:
         return req.id
 
     def step(self) -> list[Request]:
+        return self.step_batch()[1]
+
+    def step_batch(self) -> tuple[list[Request], list[Request]]:
+        """One step; (requests that got a token, requests that finished). Streaming servers
+        timestamp each token from the first list."""
         kind, batch = self.scheduler.schedule()
         if not batch:
-            return []
+            return [], []
         for req, token in zip(batch, self.runner.run(kind, batch)):
             req.output.append(token)
-        return self.scheduler.update(kind, batch)
+        return batch, self.scheduler.update(kind, batch)
 
     def run(self) -> dict[int, list[int]]:
         """Step until every request finished; {request id: generated tokens}."""
