@@ -1,0 +1,203 @@
+"""`gpumix serve` (OpenAI-compatible, streaming) and endpoint-mode faults: a refusing server, a
+server answering errors, a server killed mid-run. Every server is on 127.0.0.1 at a port picked
+at run time and is stopped in a finally; every client call has a timeout."""
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.app import app
+
+runner = CliRunner()
+TINY = {"hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128,
+        "num_hidden_layers": 2, "vocab_size": 128}
+WORKLOAD = """
+models:
+  - name: tiny
+    config: tiny.json
+    rate_rps: 4
+    slo: {ttft_ms: 2000, tpot_ms: 500}
+    buckets:
+      - {input_tokens: 16, output_tokens: 8, share: 1.0}
+gpus:
+  - {name: testcpu, price_per_hour: 0.1}
+max_utilization: 0.8
+"""
+
+
+def hand_plan(rps: float = 4.0, max_rps: float = 50.0) -> dict:
+    return {"schema_version": 1, "status": "optimal", "cost_per_hour": 0.1, "lower_bound_per_hour": 0.1,
+            "gap": 0.0, "max_utilization": 0.8,
+            "replicas": [{"model": "tiny", "gpu": "testcpu", "tp": 1, "count": 1, "gpus": 1,
+                          "price_per_gpu_hour": 0.1, "cost_per_hour": 0.1, "utilization": rps / max_rps,
+                          "routes": [{"input_tokens": 16, "output_tokens": 8, "rps": rps, "max_rps": max_rps,
+                                      "source": "measured"}]}],
+            "inputs": {"workload": "wl.yaml", "profiles": None}}
+
+
+@pytest.fixture
+def files(tmp_path):
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY))
+    (tmp_path / "wl.yaml").write_text(WORKLOAD)
+    (tmp_path / "plan.json").write_text(json.dumps(hand_plan()))
+    return tmp_path
+
+
+def serve_process(*args, timeout_s: float = 60.0):
+    """Start `gpumix serve ... --port 0` and return (process, base URL) once it listens."""
+    cmd = [sys.executable, "-m", "cli.app", "serve", "--port", "0", *map(str, args)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+        if ready:
+            line = proc.stdout.readline()
+            if "http://" in line:
+                return proc, line.split(" on ", 1)[1].split("/v1")[0]
+        if proc.poll() is not None:
+            break
+    stop(proc)
+    raise RuntimeError(f"gpumix serve did not start: {proc.stderr.read()[-2000:]}")
+
+
+def stop(proc) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def server(files):
+    pytest.importorskip("torch")
+    proc, url = serve_process("--model", "tiny", "--workload", files / "wl.yaml", "--dtype", "fp32",
+                              "--threads", "1", "--max-batch", "8", "--max-seq", "64")
+    try:
+        yield proc, url
+    finally:
+        stop(proc)
+
+
+def post(url: str, body: dict, timeout: float = 30.0):
+    req = urllib.request.Request(url + "/v1/completions", json.dumps(body).encode(),
+                                 {"Content-Type": "application/json"})
+    return urllib.request.urlopen(req, timeout=timeout)
+
+
+def test_serve_speaks_openai_completions_with_streaming(server):
+    _, url = server
+    models = json.loads(urllib.request.urlopen(url + "/v1/models", timeout=10).read())
+    assert [m["id"] for m in models["data"]] == ["tiny"]
+    whole = json.loads(post(url, {"model": "tiny", "prompt": "a b c d", "max_tokens": 5}).read())
+    assert whole["usage"] == {"prompt_tokens": 4, "completion_tokens": 5, "total_tokens": 9}
+    assert len(whole["choices"][0]["text"].split()) == 5
+    with post(url, {"model": "tiny", "prompt": [1, 2, 3], "max_tokens": 4, "stream": True,
+                    "stream_options": {"include_usage": True}}) as resp:
+        assert resp.headers["Content-Type"] == "text/event-stream"
+        events = [line[6:] for line in resp.read().decode().splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert sum(1 for c in chunks if c["choices"] and c["choices"][0]["text"]) == 4
+    assert chunks[-1]["usage"]["completion_tokens"] == 4
+    for body, code in (({"model": "other", "prompt": "x"}, 404), ({"model": "tiny", "prompt": "x", "max_tokens": 0}, 400),
+                       ({"model": "tiny", "prompt": "x " * 60, "max_tokens": 10}, 400)):
+        with pytest.raises(urllib.error.HTTPError) as e:
+            post(url, body)
+        assert e.value.code == code and "message" in json.loads(e.value.read())["error"]
+
+
+def test_validate_against_a_refusing_endpoint_reports_and_exits_1(files):
+    from profiler.runtime.tp import free_port  # a port nothing listens on
+
+    t0 = time.monotonic()
+    r = runner.invoke(app, ["validate", str(files / "plan.json"), str(files / "wl.yaml"), "--endpoint",
+                            f"http://127.0.0.1:{free_port()}", "--duration", "2", "--drain", "1",
+                            "--report", str(files / "rep.json"), "-q"])
+    assert r.exit_code == 1, r.output
+    assert time.monotonic() - t0 < 30
+    rep = json.loads((files / "rep.json").read_text())
+    g = rep["groups"][0]
+    assert rep["passed"] is False and g["status"] == "error" and g["passed"] is False
+    assert "refused" in " ".join(g["reasons"]).lower() or "connect" in " ".join(g["reasons"]).lower()
+
+
+def test_validate_against_a_server_answering_errors(files):
+    pytest.importorskip("torch")
+    from profiler import server as srv
+    from profiler.replica import EngineLoop, ReplicaSpec, build_engine
+    from profiler.runtime.model import ModelArgs
+
+    args = ModelArgs.from_config(TINY)
+    loop = EngineLoop(build_engine(ReplicaSpec(args.to_dict(), n_slots=4, max_seq=64)), args.vocab).start()
+    httpd, thread = srv.start(loop, "tiny", 64)
+    try:
+        loop.kill("injected device fault")
+        deadline = time.monotonic() + 10
+        while loop.alive and time.monotonic() < deadline:
+            time.sleep(0.05)
+        r = runner.invoke(app, ["validate", str(files / "plan.json"), str(files / "wl.yaml"), "--endpoint",
+                                httpd.url, "--duration", "2", "--drain", "1", "--report", str(files / "rep.json"), "-q"])
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        loop.stop()
+    assert r.exit_code == 1, r.output
+    g = json.loads((files / "rep.json").read_text())["groups"][0]
+    assert g["status"] == "error" and "injected device fault" in " ".join(g["reasons"])
+
+
+def test_killing_the_server_mid_run_yields_a_report_not_a_hang(server, files):
+    proc, url = server
+    from profiler.validate import ValidateOptions, validate
+
+    written = []
+    opts = ValidateOptions(endpoint=url, gpu_name="testcpu", duration_s=4.0, drain_s=2.0)
+    killer = threading.Timer(1.5, proc.send_signal, (signal.SIGKILL,))
+    t0 = time.monotonic()
+    killer.start()
+    try:
+        rep = validate(files / "plan.json", files / "wl.yaml", opts, write=written.append)
+    finally:
+        killer.cancel()
+    assert time.monotonic() - t0 < 30
+    g = rep["groups"][0]
+    assert rep["passed"] is False and g["passed"] is False
+    assert 0 < g["completed"] < g["requests"]  # partial results kept
+    assert g["ttft_ms"]["p50"] is not None and g["errors"]
+    assert written and written[-1]["groups"][0]["completed"] == g["completed"]
+
+
+def test_profile_endpoint_writes_entries(server, files):
+    _, url = server
+    out = files / "ep.json"
+    r = runner.invoke(app, ["profile", "endpoint", str(files / "wl.yaml"), "--endpoint", url, "--gpu-name",
+                            "testcpu", "--out", str(out), "--duration", "1", "--start-rps", "4",
+                            "--max-steps", "2", "-q"])
+    assert r.exit_code == 0, r.output
+    from planner.profiles import load_profiles
+
+    (e,) = load_profiles(out)
+    assert e.source == "endpoint" and e.gpu == "testcpu" and e.max_rps > 0
+    assert json.loads(out.read_text())["endpoint_profiles"][0]["searches"][0]["steps"]
+
+
+def test_serve_bad_input_exits_2(files):
+    r = runner.invoke(app, ["serve", "--model", "no-such-model", "--port", "0"])
+    assert r.exit_code == 2
+    r = runner.invoke(app, ["serve", "--model", "tiny", "--workload", str(files / "wl.yaml"), "--tp", "2"])
+    assert r.exit_code == 2 and "--tp" in r.output
+
+
+def test_import_cli_stays_torch_free():
+    code = "import sys, planner, solvers, cli.app; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=60, cwd=Path(__file__).parent.parent).returncode == 0
