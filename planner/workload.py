@@ -66,6 +66,7 @@ class Workload:
     max_utilization: float
     tp_degrees: tuple[int, ...]
     path: str
+    instances: tuple | None = None  # planner.instances.InstanceType; None: rent loose GPUs
 
 
 class _Reader:
@@ -161,9 +162,9 @@ def load_workload_doc(doc: object, catalog: Catalog, need_shapes: bool = True,
     r = _Reader(str(path))
     if not isinstance(doc, dict):
         r.fail("", "the workload must be a mapping with a `models` list")
-    unknown = set(doc) - {"models", "gpus", "max_utilization", "tp_degrees", "name", "description"}
+    unknown = set(doc) - {"models", "gpus", "max_utilization", "tp_degrees", "name", "description", "instances"}
     if unknown:
-        r.fail(sorted(unknown)[0], "unknown key (expected models, gpus, max_utilization, tp_degrees)")
+        r.fail(sorted(unknown)[0], "unknown key (expected models, gpus, max_utilization, tp_degrees, instances)")
 
     max_util = r.number(doc, "max_utilization", "", required=False)
     if max_util is None:
@@ -193,7 +194,11 @@ def load_workload_doc(doc: object, catalog: Catalog, need_shapes: bool = True,
         for i, n in enumerate(names):
             if n in names[:i]:
                 r.fail(f"gpus[{i}].name", f"duplicate GPU type {n!r}")
-    return Workload(tuple(models), gpus, float(max_util), tp_degrees, str(path))
+    instances = None
+    if doc.get("instances") is not None:
+        from planner.instances import read_instances
+        instances = read_instances(doc["instances"], str(path), catalog, need_shapes)
+    return Workload(tuple(models), gpus, float(max_util), tp_degrees, str(path), instances)
 
 
 def _read_model(r: _Reader, m, where: str, path: Path, catalog: Catalog, need_shapes: bool) -> ModelDemand:
