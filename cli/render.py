@@ -62,6 +62,13 @@ def plan_report(console: Console, result) -> None:
     console.print(gt)
     console.print()
 
+    if plan.get("nodes") is not None:
+        nodes(console, plan)
+    if plan.get("partial"):
+        console.print("partial plan: " + ", ".join(f"{m['name']} {m['served_fraction']:.1%}"
+                                                   for m in plan["models"]) + " of demand served")
+    if plan.get("changes") is not None:
+        changes(console, plan)
     console.print(f"cost {_money(plan['cost_per_hour'])}/h, {plan['status']}: lower bound "
                   f"{_money(plan['lower_bound_per_hour'])}/h, gap {plan['gap']:.3%}")
     console.print(f"solved in {result.wall_s:.2f}s ({result.solution.method})", style="dim")
@@ -93,3 +100,34 @@ def catalog(console: Console, cat, what: str) -> None:
                       str(s.num_kv_heads), str(s.head_dim),
                       f"{s.experts_per_token}/{s.num_experts}" if s.num_experts > 1 else "-")
     console.print(t)
+
+
+def nodes(console: Console, plan: dict) -> None:
+    t = Table(title=f"Nodes ({len(plan['nodes'])})", title_justify="left", show_edge=False, pad_edge=False)
+    for col, just in (("instance", "left"), ("region", "left"), ("GPUs", "right"), ("$/h", "right"),
+                      ("replicas (model TP: GPU ids)", "left")):
+        t.add_column(col, justify=just)
+    for nd in plan["nodes"]:
+        reps = "; ".join(f"{r['model']} TP{r['tp']}: {','.join(map(str, r['gpu_ids']))}" for r in nd["replicas"])
+        t.add_row(nd["instance"] + (" (spot)" if nd.get("spot") else ""), nd["region"],
+                  f"{nd['gpus']} x {nd['gpu']}", _money(nd["price_per_hour"]), reps)
+    console.print(t)
+    console.print()
+
+
+def changes(console: Console, plan: dict) -> None:
+    ch = plan["changes"]
+    for verb in ("start", "stop", "keep"):
+        rows = ch.get(verb, [])
+        n = sum(r.get("count", 1) for r in rows)
+        console.print(f"{verb} {n} replica{'s' if n != 1 else ''}", style="bold")
+        for r in rows:
+            where = f" on node {r['node']} {r['instance']}" if r.get("instance") else ""
+            count = f"{r['count']} x " if "count" in r else ""
+            console.print(f"  {count}{r['model']} {r['gpu']} TP{r['tp']}{' spot' if r.get('spot') else ''}{where}",
+                          markup=False)
+    churn = plan.get("churn") or {}
+    if churn:
+        console.print(f"churn: {churn['replicas_started']} started at {_money(churn['cost_per_replica_started'])}"
+                      f" each; cost + churn {_money(churn['objective_per_hour'])}/h")
+    console.print()

@@ -13,7 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from planner.problem import Problem
+from planner.problem import Config, Problem
 
 SCHEMA_VERSION = 1
 
@@ -22,11 +22,13 @@ def make_plan(problem: Problem, status: str, cost: float, bound: float, replicas
               routes: dict, *, baseline: dict | None = None, inputs: dict | None = None,
               solver: dict | None = None) -> dict:
     by_config: dict = {}
-    for (c, k), v in routes.items():
-        by_config.setdefault(c, []).append((k, v))
+    for (key, k), v in routes.items():
+        by_config.setdefault(key, []).append((k, v))
     groups = []
-    for c, count in replicas.items():
-        rs = by_config.get(c, [])
+    for key, count in replicas.items():
+        # a key is a Config, or (Config, on spot) in instance plans: one group per variant
+        c, spot = (key, None) if isinstance(key, Config) else key
+        rs = by_config.get(key, [])
         load = sum(v / problem.capacity[c][k] for k, v in rs)
         groups.append({
             "model": c.model,
@@ -45,8 +47,11 @@ def make_plan(problem: Problem, status: str, cost: float, bound: float, replicas
                 "source": problem.source.get((c, k), "estimated"),
             } for k, v in rs],
         })
+        if spot is not None:
+            groups[-1]["spot"] = spot
     used: dict[str, int] = {}
-    for c, count in replicas.items():
+    for key, count in replicas.items():
+        c = key if isinstance(key, Config) else key[0]
         used[c.gpu] = used.get(c.gpu, 0) + c.tp * count
     gpus = [{
         "name": g,
@@ -83,6 +88,49 @@ def make_plan(problem: Problem, status: str, cost: float, bound: float, replicas
         "solver": solver or {},
         "inputs": inputs or {},
     }
+
+
+def node_entries(nodes) -> list[dict]:
+    """solvers.stage2.Node records as the plan's `nodes` list."""
+    return [{
+        "instance": nd.instance.name,
+        "region": nd.instance.region,
+        "gpu": nd.instance.gpu,
+        "gpus": nd.instance.gpus,
+        "spot": nd.spot,
+        "price_per_hour": nd.price,
+        "replicas": [{"model": r.config.model, "tp": r.config.tp, "gpu_ids": list(r.gpu_ids)}
+                     for r in nd.replicas],
+    } for nd in nodes]
+
+
+def make_node_plan(problem: Problem, status: str, cost: float, bound: float, replicas: dict, routes: dict,
+                   nodes, *, fractions: dict | None = None, extra: dict | None = None, **kw) -> dict:
+    """An instance plan: make_plan's document plus `nodes`; cost_per_hour is the sum of node prices.
+    `fractions` (partial plans) adds served_fraction per model; `extra` adds keys as given."""
+    plan = make_plan(problem, status, cost, bound, replicas, routes, **kw)
+    plan["nodes"] = node_entries(nodes)
+    plan["price_basis"] = ("cost_per_hour is the sum of node prices; per-group and per-model costs are at "
+                           "each GPU type's cheapest instance $/GPU-hour")
+    if fractions is not None:
+        plan["partial"] = True
+        for m in plan["models"]:
+            m["served_fraction"] = fractions.get(m["name"], 0.0)
+    for key, v in (extra or {}).items():
+        plan[key] = v
+    return plan
+
+
+def make_partial_plan(problem: Problem, status: str, cost: float, bound: float, replicas: dict, routes: dict,
+                      fractions: dict, *, extra: dict | None = None, **kw) -> dict:
+    """A plan without nodes that serves a share of some models' demand (--allow-partial)."""
+    plan = make_plan(problem, status, cost, bound, replicas, routes, **kw)
+    plan["partial"] = True
+    for m in plan["models"]:
+        m["served_fraction"] = fractions.get(m["name"], 0.0)
+    for key, v in (extra or {}).items():
+        plan[key] = v
+    return plan
 
 
 def dumps(plan: dict) -> str:

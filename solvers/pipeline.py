@@ -10,6 +10,7 @@ from planner.capacity import build_problem, require_servable
 from planner.catalog import load_catalog
 from planner.checker import check_plan
 from planner.errors import GpumixError
+from planner.instances import apply_instances
 from planner.plan import make_plan
 from planner.problem import Problem
 from planner.profiles import load_profiles
@@ -44,6 +45,18 @@ class PlanOptions:
     whole_buckets: bool = False
     baseline: bool = True
     progress: Progress | None = None
+    # instance plans and re-planning (docs/placement.md)
+    current: Path | str | None = None  # the running plan, to re-plan with little churn
+    churn_cost: float = 1.0  # $/h-equivalent per replica started or moved
+    spare_nodes: int = 0  # the plan survives losing any N nodes
+    allow_partial: bool = False  # serve the most it can when demand exceeds availability
+    spot_share: float = 0.0  # at most this share of each model's traffic on spot instances
+    workers: int = 8  # CP-SAT workers (interleaved in one thread: deterministic)
+    seed: int = 0
+
+    @property
+    def extended(self) -> bool:
+        return bool(self.current or self.spare_nodes or self.allow_partial or self.spot_share)
 
 
 def load_problem(workload_path: Path | str | None, profiles_path: Path | str | None,
@@ -52,6 +65,7 @@ def load_problem(workload_path: Path | str | None, profiles_path: Path | str | N
     profiles = load_profiles(profiles_path) if profiles_path else None
     workload = load_workload(workload_path or EXAMPLE_WORKLOAD, catalog,
                              need_shapes=profiles is None or fill_estimates)
+    workload = apply_instances(workload, catalog)  # no-op without `instances`
     problem, report = build_problem(workload, catalog, profiles, fill_estimates)
     return workload, problem, report
 
@@ -59,8 +73,15 @@ def load_problem(workload_path: Path | str | None, profiles_path: Path | str | N
 def plan_workload(workload_path: Path | str | None = None, profiles_path: Path | str | None = None,
                   options: PlanOptions = PlanOptions()) -> PlanResult:
     t0 = time.perf_counter()
-    _, problem, report = load_problem(workload_path, profiles_path, options.fill_estimates)
+    workload, problem, report = load_problem(workload_path, profiles_path, options.fill_estimates)
     require_servable(problem, report)
+    if workload.instances or options.extended:
+        from solvers.pipeline_nodes import plan_extended
+        plan, solution = plan_extended(workload, problem, workload_path, profiles_path, options)
+        violations = check_plan(plan, problem, workload.instances)
+        if violations:
+            raise CheckFailed("internal error: the plan failed the independent checker: " + violations[0])
+        return PlanResult(plan, problem, solution, None, report.notes, time.perf_counter() - t0)
     solution = solve(problem, SolveParams(options.time_limit, options.mip_gap, options.whole_buckets,
                                           options.progress))
     baseline = None
