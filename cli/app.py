@@ -72,9 +72,9 @@ def plan(
     workload: WorkloadArg = None,
     profiles: ProfilesOpt = None,
     out_path: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the plan JSON here (atomically).")] = None,
-    time_limit: Annotated[Optional[float], typer.Option(
+    time_limit: Annotated[float, typer.Option(
         "--time-limit", min=0.1, help="Solver time limit in seconds; on timeout the best plan so far "
-                                      "is returned with status 'feasible' and its gap.")] = None,
+                                      "is returned with status 'feasible' and its gap.")] = 120.0,
     fmt: Annotated[Format, typer.Option("--format", help="table: a report for people; json: the plan on stdout.")] = Format.table,
     fill_estimates: FillOpt = False,
     whole_buckets: Annotated[bool, typer.Option(
@@ -82,7 +82,8 @@ def plan(
                                 "splitting it; for comparison.")] = False,
     mip_gap: Annotated[float, typer.Option("--mip-gap", min=0.0, max=0.5,
                                            help="Relative gap at which a plan counts as optimal.")] = 1e-4,
-    no_baseline: Annotated[bool, typer.Option("--no-baseline", help="Skip the best single-GPU-type comparison.")] = False,
+    no_baseline: Annotated[bool, typer.Option("--no-baseline", help="Skip the best single-GPU-type comparison "
+                                              "(computed by default for up to 100 models).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes on stderr.")] = False,
     current: Annotated[Optional[Path], typer.Option(
         "--current", metavar="PLAN", help="The running plan: re-plan for the new workload at least cost plus "

@@ -27,6 +27,7 @@ from planner.problem import Config, Problem
 from solvers import milp
 
 COST_SCALE = 10_000
+SMALL_CONFIGS = 600  # joint models this small go straight to HiGHS after a first incumbent
 
 
 @dataclass
@@ -158,7 +159,10 @@ def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline:
     if incumbent is not None:
         say(f"incumbent ${ub:,.2f}/h")
 
-    best_lb = sum(base_bound.values())
+    best_lb = lb_now = sum(base_bound.values())
+    if len(problem.configs) <= SMALL_CONFIGS:  # HiGHS alone closes small joint models fastest
+        return _joint(problem, columns, incumbent, ub, best_lb, deadline, mip_gap, whole_buckets,
+                      say, stats)
     lam = {g: 0.0 for g in finite}
     usage = {g: sum(base_usage[m].get(g, 0) for m in problem.models) for g in finite}
     duals = milp.availability_duals(problem, share(0.1, 30.0)) if left() > 0.3 else None
@@ -167,8 +171,8 @@ def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline:
         out = lagrangian(lam)
         if out is None:
             return None
-        best_lb = max(best_lb, out[0])
-        usage = out[1]
+        lb_now, usage = out
+        best_lb = max(best_lb, lb_now)
         say(f"Lagrangian bound ${best_lb:,.2f}/h at the LP duals")
         # mix the plans priced at the duals with the ones we have
         take(master(problem, columns, share(0.1, 5.0) or 5.0, hint=incumbent)[0])
@@ -201,21 +205,22 @@ def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline:
                     ub = sum(columns[m][j].cost for m, j in incumbent.items())
                     say(f"incumbent ${ub:,.2f}/h from the joint MILP over {len(movers)} competing models")
 
-    # Subgradient steps while they fit in the first half of the time.
-    theta, stall = 0.5, 0
-    while (stats["lagrangian_iters"] < 30 and (total is None or left() > 0.5 * total)
+    # Subgradient steps (each adds priced plans for the master) while they fit in ~60% of the time.
+    theta, stall = 1.0, 0
+    while (stats["lagrangian_iters"] < 40 and (total is None or left() > 0.4 * total)
            and (ub == math.inf or ub - best_lb > mip_gap * ub)):
         excess = {g: usage[g] - a for g, a in finite.items()}
         norm = sum(v * v for g, v in excess.items() if v > 0 or lam[g] > 0)
         if norm == 0 or theta < 1e-3:
             break
         target = ub if ub < math.inf else best_lb * 1.05 + 1.0
-        lam = {g: max(0.0, lam[g] + theta * max(target - best_lb, 1e-6 * target) / norm * excess[g])
-               for g in finite}
+        lam = {g: max(0.0, lam[g] + theta * max(target - lb_now, 1e-6 * target) / norm * excess[g])
+               for g in finite}  # Polyak step towards the incumbent
         out = lagrangian(lam)
         if out is None:
             return None
         lb, usage = out
+        lb_now = lb
         if lb > best_lb + 1e-9:
             best_lb, stall = lb, 0
         else:
@@ -228,12 +233,18 @@ def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline:
     stats["lagrangian_bound"] = round(best_lb, 6)
     stats["columns"] = sum(len(c) for c in columns.values())
 
+    return _joint(problem, columns, incumbent, ub, best_lb, deadline, mip_gap, whole_buckets, say, stats)
+
+
+def _joint(problem, columns, incumbent, ub, bound, deadline, mip_gap, whole_buckets, say,
+           stats) -> CoupledResult | None:
+    """The full joint MILP, warm-started from the incumbent, for the rest of the time."""
+    left = math.inf if deadline is None else deadline - time.perf_counter()
     replicas, routes = _plan_of(columns, incumbent) if incumbent is not None else ({}, {})
-    bound = best_lb
     optimal = incumbent is not None and ub - bound <= mip_gap * ub
-    if not optimal and left() > 0.2:
+    if not optimal and left > 0.2:
         say(f"joint MILP warm-started at ${ub:,.2f}/h" if incumbent else "joint MILP, no incumbent yet")
-        joint = milp.run(problem, None if deadline is None else left(), mip_gap=mip_gap * 0.1,
+        joint = milp.run(problem, None if deadline is None else left, mip_gap=mip_gap * 0.1,
                          whole_buckets=whole_buckets, start=(replicas, routes) if incumbent else None)
         stats["joint_s"] = round(joint.wall_s, 3)
         if joint.status == "infeasible":
@@ -302,7 +313,8 @@ def _greedy(problem: Problem, columns: dict[str, list[Column]], finite: dict[str
             if left() <= 0:
                 return None
             sub = problem.restrict(models={m}, available={g: residual.get(g) for g in problem.available})
-            res = milp.run(sub, max(min(left() * 0.05, 5.0), 0.05), mip_gap * 0.1, whole_buckets)
+            # a quick repair: 1% is plenty here, the master and the joint MILP polish it
+            res = milp.run(sub, max(min(left() * 0.05, 5.0), 0.05), max(mip_gap, 0.01), whole_buckets)
             if res.status not in ("optimal", "feasible"):
                 failed = m
                 break

@@ -50,8 +50,9 @@ def _name(*parts) -> str:
 
 
 def build(problem: Problem, whole_buckets: bool = False, available: dict | None = None,
-          price: dict | None = None) -> MilpModel:
-    """The MILP of the module docstring. `available`/`price` override the problem's (sub-problems)."""
+          price: dict | None = None, strengthen: bool = True) -> MilpModel:
+    """The MILP of the module docstring. `available`/`price` override the problem's (sub-problems);
+    strengthen=False leaves out C5 (the plain textbook model, for baselines)."""
     avail = problem.available if available is None else available
     price = problem.price if price is None else price
     prob = pulp.LpProblem("gpumix_stage1", pulp.LpMinimize)
@@ -78,7 +79,7 @@ def build(problem: Problem, whole_buckets: bool = False, available: dict | None 
         mu = problem.capacity[c]
         prob += (pulp.lpSum((1.0 / mu[k]) * x[c, k] for k in mu)
                  <= problem.max_utilization * n[c]), _name("C2_capacity", i)
-        for k in mu:
+        for k in mu if strengthen else ():
             d = problem.demand[(c.model, k)]
             if d < problem.max_utilization * mu[k]:  # else implied by C2
                 prob += x[c, k] <= d * n[c], _name("C5_open", i, *k)

@@ -19,6 +19,7 @@ from solvers.baselines import best_single_gpu
 from solvers.stage1 import Progress, Solution, SolveParams, solve
 
 EXAMPLE_WORKLOAD = DATA_DIR / "examples" / "workload.yaml"
+BASELINE_MAX_MODELS = 100  # one full solve per GPU type: skipped above this many models
 
 
 class CheckFailed(GpumixError):
@@ -85,11 +86,12 @@ def plan_workload(workload_path: Path | str | None = None, profiles_path: Path |
     solution = solve(problem, SolveParams(options.time_limit, options.mip_gap, options.whole_buckets,
                                           options.progress))
     baseline = None
-    if options.baseline and len(problem.price) > 1:
+    want_baseline = options.baseline and len(problem.price) > 1 and len(problem.models) <= BASELINE_MAX_MODELS
+    if want_baseline:
         left = None if options.time_limit is None else max(options.time_limit - solution.wall_s, 0.1)
         baseline = best_single_gpu(problem, left, options.whole_buckets)
     base_doc = None  # not computed
-    if options.baseline and len(problem.price) > 1:
+    if want_baseline:
         base_doc = {"best_single_gpu": None}  # computed: no single type serves every model
         if baseline is not None:
             g, b = baseline

@@ -68,10 +68,15 @@ def solve(problem: Problem, params: SolveParams = SolveParams()) -> Solution:
     def left(share: float = 1.0) -> float | None:
         return None if deadline is None else max(deadline - time.perf_counter(), 0.0) * share
 
-    # Phase 1: one MILP per model, each under the full availability (a relaxation).
-    phase_end = None if deadline is None else t0 + 0.3 * params.time_limit
+    # Phase 1: one MILP per model, each under the full availability (a relaxation). With finite
+    # availability the models may still couple, so this phase gets at most 40% of a time limit;
+    # past that, the joint MILP takes over (never worse than the monolithic model with 60%).
+    coupled = any(a is not None for a in problem.available.values())
+    phase_end = None if deadline is None else t0 + (0.4 if coupled else 1.0) * params.time_limit
     per_model: dict[str, milp.MilpResult] = {}
     for i, m in enumerate(problem.models):
+        if coupled and phase_end is not None and time.perf_counter() > phase_end:
+            return _joint_fallback(problem, per_model, params, t0, deadline, say)
         sub = problem.restrict(models={m})
         # about a third of the limit for this phase, spread over the models still to solve
         budget = None if deadline is None else max(min(
@@ -111,6 +116,21 @@ def solve(problem: Problem, params: SolveParams = SolveParams()) -> Solution:
     return _finish(problem, res.replicas, res.routes, bound, res.optimal, params, t0, "coupled", stats)
 
 
+def _joint_fallback(problem, per_model, params, t0, deadline, say) -> Solution:
+    """The joint MILP from scratch; the models solved alone so far still add up to a bound."""
+    say(f"per-model phase out of time after {len(per_model)} models: joint MILP")
+    left = max(deadline - time.perf_counter(), 0.05)
+    joint = milp.run(problem, left, mip_gap=params.mip_gap * 0.1, whole_buckets=params.whole_buckets)
+    if joint.status == "infeasible":
+        raise InfeasibleError(_explain_joint(problem, {}))
+    if joint.status == "no_solution":
+        raise NoSolutionError("no plan within the time limit; raise --time-limit")
+    bound = min(max(joint.bound, sum(r.bound for r in per_model.values())), joint.objective)
+    stats = {"models": len(problem.models), "configs": len(problem.configs), "joint_s": round(joint.wall_s, 3)}
+    return _finish(problem, joint.replicas, joint.routes, bound, joint.status == "optimal", params, t0,
+                   "joint", stats)
+
+
 def _cost(problem: Problem, replicas: dict[Config, int]) -> float:
     return sum(problem.config_cost(c) * k for c, k in replicas.items())
 
@@ -138,6 +158,8 @@ def _explain_single(problem: Problem, model: str, params: SolveParams) -> str:
 
 
 def _explain_joint(problem: Problem, over: dict[str, tuple[int, int]]) -> str:
+    if not over:
+        return "the models together need more GPUs than available; raise `available` or lower demand"
     detail = ", ".join(f"{g}: {u} wanted, {a} available" for g, (u, a) in over.items())
     return ("the models together need more GPUs than available "
             f"(each alone fits; cheapest combined choice: {detail}); raise `available` or lower demand")

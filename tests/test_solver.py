@@ -81,8 +81,8 @@ def test_time_limit_returns_feasible_plan_with_gap():
     dearest = max(gpus, key=gpus.get)
     tight = {g: int(u * 0.6) for g, u in used.items() if g != dearest}
     p = make_problem(demand, cap, gpus, available=tight, max_utilization=0.9)
-    sol = solve(p, SolveParams(time_limit=2.0))
-    assert sol.wall_s < 2.0 * 1.1 + 0.5
+    sol = solve(p, SolveParams(time_limit=4.0))
+    assert sol.wall_s < 4.0 * 1.1
     assert sol.status in ("optimal", "feasible")
     assert sol.bound <= sol.cost + 1e-6
     assert check_plan(plan_of(p, sol), p) == []
