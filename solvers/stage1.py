@@ -18,6 +18,7 @@ from planner.errors import InfeasibleError, NoSolutionError
 from planner.problem import BucketKey, Config, Problem
 from solvers import milp
 from solvers.coupled import solve_coupled
+from solvers.presolve import drop_dominated
 
 Progress = Callable[[str], None]
 
@@ -62,6 +63,7 @@ def over_availability(problem: Problem, replicas: dict[Config, int]) -> dict[str
 
 def solve(problem: Problem, params: SolveParams = SolveParams()) -> Solution:
     t0 = time.perf_counter()
+    problem, dropped = drop_dominated(problem)
     deadline = None if params.time_limit is None else t0 + params.time_limit
     say = params.progress or (lambda _msg: None)
 
@@ -95,7 +97,7 @@ def solve(problem: Problem, params: SolveParams = SolveParams()) -> Solution:
     replicas = {c: k for r in per_model.values() for c, k in r.replicas.items()}
     routes = {key: v for r in per_model.values() for key, v in r.routes.items()}
     all_optimal = all(r.status == "optimal" for r in per_model.values())
-    stats = {"models": len(problem.models), "configs": len(problem.configs),
+    stats = {"models": len(problem.models), "configs": len(problem.configs), "dominated": dropped,
              "per_model_s": round(time.perf_counter() - t0, 3)}
     over = over_availability(problem, replicas)
     if not over:

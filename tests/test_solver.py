@@ -133,3 +133,17 @@ def test_property_plan_is_checked_and_brute_force_optimal(case):
     assert sol.bound <= sol.cost + 1e-6
     assert sol.cost == pytest.approx(truth, rel=1e-4)
     assert sol.status == "optimal"
+
+
+def test_presolve_drops_only_safely_dominated_configs():
+    from solvers.presolve import drop_dominated
+    d = {("m", B): 3.0}
+    cap = {("m", "fast", 1): {B: 2.0},     # dominates slow (cheaper, faster, unlimited)
+           ("m", "slow", 1): {B: 1.0},
+           ("m", "scarce", 1): {B: 5.0},   # dominates nothing it could replace without availability risk
+           ("m", "dear", 1): {B: 3.0}}     # dominated by scarce on speed and price, but scarce is limited
+    p = make_problem(d, cap, {"fast": 1.0, "slow": 1.5, "scarce": 0.5, "dear": 2.0}, available={"scarce": 1})
+    q, dropped = drop_dominated(p)
+    assert Config("m", "slow", 1) not in q.configs and Config("m", "dear", 1) in q.configs
+    assert dropped == 1
+    assert solve(q).cost == pytest.approx(brute_force_cost(p))
