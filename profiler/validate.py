@@ -20,7 +20,7 @@ import math
 import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from planner.catalog import norm_name
@@ -225,11 +225,9 @@ def local_gpu_name(opts: ValidateOptions) -> str:
 
 
 def local_devices(device: str) -> int:
-    if device.startswith("cuda"):
-        import torch
+    import torch
 
-        return torch.cuda.device_count()
-    return 1  # in-process replicas on CPU run TP 1 only
+    return torch.cuda.device_count()
 
 
 def skip_reason(t: Target, opts: ValidateOptions, here: str | None, served: list[str] | None) -> str:
@@ -246,11 +244,11 @@ def skip_reason(t: Target, opts: ValidateOptions, here: str | None, served: list
         if served is not None and name not in served:
             return f"the endpoint serves {', '.join(served) or 'no model'}, not {name}"
         return ""
+    if t.tp > 1:
+        return "in-process replicas run TP 1 only (TP > 1 is not implemented yet)"
     have = local_devices(opts.device)
-    if t.tp * opts.replicas > have:
-        return (f"needs {t.tp * opts.replicas} {opts.device} device(s) for {opts.replicas} TP{t.tp} "
-                f"replica(s), this machine has {have}" + (" (in-process CPU replicas run TP 1)"
-                                                          if opts.device == "cpu" else ""))
+    if opts.device.startswith("cuda") and min(opts.replicas, t.count) > have:
+        return f"needs {min(opts.replicas, t.count)} GPUs for {opts.replicas} replica(s), this machine has {have}"
     return ""
 
 
@@ -285,8 +283,9 @@ def run_group(t: Target, opts: ValidateOptions, profiles: list[dict]) -> dict:
             setup = run_setup(t, opts, profiles)
             row["run"] = setup
             spec = ReplicaSpec(**{k: v for k, v in setup.items() if k != "from"})
-            for j in range(n):
-                loops.append(EngineLoop(build_engine(spec), spec.args["vocab"]).start())
+            for j in range(n):  # replica j on GPU j; CPU replicas share the cores
+                dev = f"cuda:{j}" if opts.device == "cuda" else opts.device
+                loops.append(EngineLoop(build_engine(replace(spec, device=dev)), spec.args["vocab"]).start())
             backends = [ReplicaBackend(lp, opts.seed + j) for j, lp in enumerate(loops)]
         for b in backends:
             _warm(b, sorted({(i, o) for i, o, _ in t.per_replica}), timeout_s=60.0)
