@@ -43,6 +43,7 @@ class MilpModel:
     prob: pulp.LpProblem
     n: dict[Config, pulp.LpVariable]
     x: dict[tuple[Config, BucketKey], pulp.LpVariable]
+    avail: dict[str, pulp.LpConstraint] = field(default_factory=dict)  # C3 rows, for their duals
 
 
 def _name(*parts) -> str:
@@ -83,12 +84,14 @@ def build(problem: Problem, whole_buckets: bool = False, available: dict | None 
             d = problem.demand[(c.model, k)]
             if d < problem.max_utilization * mu[k]:  # else implied by C2
                 prob += x[c, k] <= d * n[c], _name("C5_open", i, *k)
+    avail_rows = {}
     for g in sorted(price):
         if avail.get(g) is not None:
             cs = [c for c in problem.configs if c.gpu == g]
             if cs:
-                prob += pulp.lpSum(c.tp * n[c] for c in cs) <= avail[g], _name("C3_avail", g)
-    return MilpModel(prob, n, x)
+                avail_rows[g] = pulp.lpSum(c.tp * n[c] for c in cs) <= avail[g]
+                prob += avail_rows[g], _name("C3_avail", g)
+    return MilpModel(prob, n, x, avail_rows)
 
 
 _banner_done = False
@@ -214,8 +217,5 @@ def availability_duals(problem: Problem, time_limit: float | None = None) -> dic
     model.prob.solve(solver)
     if model.prob.solverModel.getModelStatus() != highspy.HighsModelStatus.kOptimal:
         return None
-    duals = {}
-    for g in problem.available:
-        con = model.prob.constraints.get(_name("C3_avail", g))
-        duals[g] = max(0.0, -(con.pi or 0.0)) if con is not None else 0.0
-    return duals
+    return {g: max(0.0, -(model.avail[g].pi or 0.0)) if g in model.avail else 0.0
+            for g in problem.available}
