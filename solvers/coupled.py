@@ -127,8 +127,10 @@ def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline:
         bound, usage = 0.0, {g: 0 for g in finite}
         for m in problem.models:
             col = columns[m][0]
-            if not priced.intersection(base_usage[m]):
-                bound += base_bound[m]  # its lambda=0 optimum pays no multiplier: phi_m unchanged
+            if not priced.intersection(base_usage[m]) or left() < 0.1:
+                # prices only rise, so phi_m(lambda) >= phi_m(0) >= its bound: valid when the
+                # lambda=0 optimum pays no multiplier (then equal) and when time is up (then weaker)
+                bound += base_bound[m]
             else:
                 if m not in subs:
                     subs[m] = problem.restrict(models={m})
