@@ -320,3 +320,15 @@ def test_checker_catches_node_violations():
     bad = json.loads(json.dumps(doc))
     bad["nodes"][0]["replicas"] = []  # replicas no longer placed
     assert any("placed" in e for e in check_plan(bad, problem, insts))
+
+
+def test_partial_without_instances(tmp_path):
+    w = write(tmp_path, WL.replace("rate_rps: 6", "rate_rps: 60")
+              + "gpus: [{name: L40S, price_per_hour: 1.861, available: 2}]\n")
+    assert runner.invoke(app, ["plan", str(w), "-q"]).exit_code == 3
+    out = tmp_path / "p.json"
+    r = runner.invoke(app, ["plan", str(w), "-q", "--allow-partial", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    plan = json.loads(out.read_text())
+    assert plan["partial"] and "nodes" not in plan and 0 < plan["models"][0]["served_fraction"] < 1
+    assert runner.invoke(app, ["check", str(out), str(w)]).exit_code == 0
