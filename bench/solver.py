@@ -50,8 +50,17 @@ def child(spec: dict) -> dict:
         _, problem, _ = load_problem(spec["workload"], spec["profiles"])
         status, cost, bound = monolithic(problem, spec["limit"], spec["kind"], spec.get("log"))
         out = {"status": status, "cost": cost, "bound": bound}
-    out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_mb"] = peak_rss_mb()
     return out
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS. VmHWM starts afresh at exec; ru_maxrss would carry the forking
+    parent's peak (a Linux quirk) and overstate small runs."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure(spec: dict, timeout: float) -> dict:
