@@ -42,7 +42,22 @@ class Server(ThreadingHTTPServer):
                  request_timeout_s: float = 600.0):
         self.loop, self.model_name, self.max_seq = loop, model_name, max_seq
         self.request_timeout_s = request_timeout_s
+        # one thread writes every stream's tokens: a step wakes it once, not once per request
+        # (per-request wake-ups fight the engine thread for the GIL and the cores)
+        self.outbox: queue.Queue = queue.Queue()
+        threading.Thread(target=self._write_streams, name="gpumix-stream-writer", daemon=True).start()
         super().__init__(addr, Handler)
+
+    def _write_streams(self) -> None:
+        while True:
+            batch = [self.outbox.get()]
+            while True:
+                try:
+                    batch.append(self.outbox.get_nowait())
+                except queue.Empty:
+                    break
+            for stream, tok, done, err in batch:
+                stream.on_event(tok, done, err)
 
     @property
     def url(self) -> str:
@@ -113,14 +128,25 @@ class Handler(BaseHTTPRequestHandler):
         if not self.server.loop.alive:
             self._error(503, self.server.loop.error or "replica stopped", "server_error")
             return
-        events: queue.Queue = queue.Queue()
-        self.server.loop.submit(prompt, max_tokens,
-                                lambda tok, t, done, err: events.put((tok, done, err)))
         rid = f"cmpl-{uuid.uuid4().hex[:16]}"
         usage = {"prompt_tokens": len(prompt), "completion_tokens": 0,
                  "total_tokens": len(prompt)}
+        events: queue.Queue = queue.Queue()
         if req.get("stream"):
-            self._stream(events, rid, usage, bool((req.get("stream_options") or {}).get("include_usage")))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.end_headers()
+            self.wfile.flush()
+            stream = _Stream(self, rid, usage, bool((req.get("stream_options") or {}).get("include_usage")))
+            outbox = self.server.outbox
+            self.server.loop.submit(prompt, max_tokens,
+                                    lambda tok, t, done, err: outbox.put((stream, tok, done, err)))
+        else:
+            self.server.loop.submit(prompt, max_tokens,
+                                    lambda tok, t, done, err: events.put((tok, done, err)))
+        if req.get("stream"):
+            self._stream(stream, rid)
         else:
             self._whole(events, rid, usage)
 
@@ -135,34 +161,10 @@ class Handler(BaseHTTPRequestHandler):
                 "model": self.server.model_name,
                 "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}
 
-    def _stream(self, events, rid, usage, include_usage: bool) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.end_headers()
-        deadline = time.monotonic() + self.server.request_timeout_s
-        try:
-            while True:
-                tok, done, err = self._next(events, deadline)
-                if err:
-                    doc = {"error": {"message": err, "type": "server_error", "code": 500}}
-                    self.wfile.write(f"data: {json.dumps(doc)}\n\n".encode())
-                    break
-                if done:
-                    self.wfile.write(f"data: {json.dumps(self._chunk(rid, '', 'length'))}\n\n".encode())
-                    if include_usage:
-                        u = {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]}
-                        doc = {"id": rid, "object": "text_completion", "model": self.server.model_name,
-                               "choices": [], "usage": u}
-                        self.wfile.write(f"data: {json.dumps(doc)}\n\n".encode())
-                    self.wfile.write(b"data: [DONE]\n\n")
-                    break
-                usage["completion_tokens"] += 1
-                self.wfile.write(f"data: {json.dumps(self._chunk(rid, f' t{tok}', None))}\n\n".encode())
-                self.wfile.flush()
-            self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client left; the engine finishes the request (no cancellation)
+    def _stream(self, stream: "_Stream", rid: str) -> None:
+        """Wait while the writer thread streams the answer (the connection closes on return)."""
+        if not stream.finished.wait(self.server.request_timeout_s):
+            stream.fail(f"no answer within {self.server.request_timeout_s:g} s")
 
     def _whole(self, events, rid, usage) -> None:
         deadline = time.monotonic() + self.server.request_timeout_s
@@ -179,6 +181,47 @@ class Handler(BaseHTTPRequestHandler):
         usage["total_tokens"] = usage["prompt_tokens"] + len(text)
         doc = self._chunk(rid, "".join(text), "length")
         self._json(200, {**doc, "usage": usage})
+
+
+class _Stream:
+    """One streamed answer, written by the server's writer thread."""
+
+    def __init__(self, handler: Handler, rid: str, usage: dict, include_usage: bool):
+        self.handler, self.rid, self.usage, self.include_usage = handler, rid, usage, include_usage
+        self.finished = threading.Event()
+
+    def _send(self, doc) -> None:
+        data = doc if isinstance(doc, str) else json.dumps(doc)
+        self.handler.wfile.write(f"data: {data}\n\n".encode())
+
+    def fail(self, message: str) -> None:
+        if not self.finished.is_set():
+            try:
+                self._send({"error": {"message": message, "type": "server_error", "code": 500}})
+            except OSError:
+                pass
+            self.finished.set()
+
+    def on_event(self, tok, done: bool, err: str | None) -> None:
+        if self.finished.is_set():
+            return
+        h, name = self.handler, self.handler.server.model_name
+        try:
+            if err:
+                self.fail(err)
+                return
+            if done:
+                self._send(h._chunk(self.rid, "", "length"))
+                if self.include_usage:
+                    u = {**self.usage, "total_tokens": self.usage["prompt_tokens"] + self.usage["completion_tokens"]}
+                    self._send({"id": self.rid, "object": "text_completion", "model": name, "choices": [], "usage": u})
+                self._send("[DONE]")
+                self.finished.set()
+                return
+            self.usage["completion_tokens"] += 1
+            self._send(h._chunk(self.rid, f" t{tok}", None))
+        except OSError:  # the client left; the engine finishes the request (no cancellation)
+            self.finished.set()
 
 
 def start(loop: EngineLoop, model_name: str, max_seq: int, host: str = "127.0.0.1", port: int = 0,
