@@ -132,37 +132,48 @@ class _HighsWithStart(pulp.HiGHS):
         super().callSolver(lp)
 
 
-def solve(model: MilpModel, time_limit: float | None = None, mip_gap: float = 1e-6,
-          threads: int | None = None, msg: bool = False,
-          start: dict[str, float] | None = None) -> tuple[str, float | None, float, float]:
-    """Run HiGHS; return (status, objective, bound, wall_s) as HiGHS itself reports them."""
+def solve_prob(prob: pulp.LpProblem, time_limit: float | None = None, mip_gap: float = 1e-6,
+               threads: int | None = None, msg: bool = False,
+               start: dict[str, float] | None = None) -> tuple[str, float | None, float, float]:
+    """Run HiGHS on any PuLP model; (status, objective, bound, wall_s) as HiGHS itself reports them.
+    status: optimal | feasible | infeasible | no_solution; bound is -inf when HiGHS has none."""
     _swallow_highs_banner()
     t0 = time.perf_counter()
     solver = _HighsWithStart(start=start, msg=msg,
                              timeLimit=None if time_limit is None else max(time_limit, 0.01),
                              gapRel=mip_gap, threads=threads, random_seed=0)
-    model.prob.solve(solver)
-    h: highspy.Highs = model.prob.solverModel
+    prob.solve(solver)
+    h: highspy.Highs = prob.solverModel
     status = h.getModelStatus()
     info = h.getInfo()
     has_solution = info.primal_solution_status == 2  # kSolutionStatusFeasible
     objective = info.objective_function_value if has_solution else None
-    mip = any(v.cat == pulp.LpInteger for v in model.n.values())
+    mip = prob.isMIP()
     bound = info.mip_dual_bound if mip else (objective if objective is not None else -math.inf)
     S = highspy.HighsModelStatus
     if status == S.kOptimal:
         out = "optimal"
-        if not mip:
+        if not mip or not math.isfinite(bound):
             bound = objective
     elif status in (S.kInfeasible, S.kUnboundedOrInfeasible):
-        out, bound = "infeasible", math.inf  # costs are >= 0, so never unbounded
+        out, bound = "infeasible", math.inf  # our objectives are bounded below, so never unbounded
     elif has_solution:
         out = "feasible"
     else:
         out = "no_solution"
-    if not math.isfinite(bound) and out not in ("infeasible",):
-        bound = 0.0  # all prices are >= 0
+    if not math.isfinite(bound) and out != "infeasible":
+        bound = -math.inf
     return out, objective, bound, time.perf_counter() - t0
+
+
+def solve(model: MilpModel, time_limit: float | None = None, mip_gap: float = 1e-6,
+          threads: int | None = None, msg: bool = False,
+          start: dict[str, float] | None = None) -> tuple[str, float | None, float, float]:
+    """solve_prob for the stage-1 model: a missing bound becomes 0 (all prices are >= 0)."""
+    status, objective, bound, wall = solve_prob(model.prob, time_limit, mip_gap, threads, msg, start)
+    if not math.isfinite(bound) and status != "infeasible":
+        bound = 0.0
+    return status, objective, bound, wall
 
 
 def extract(problem: Problem, model: MilpModel) -> tuple[dict[Config, int], dict[tuple[Config, BucketKey], float]]:

@@ -30,16 +30,14 @@ smallest fixed, then the cost with both fixed.
 from __future__ import annotations
 
 import math
-import os
-import sys
 import time
 from dataclasses import dataclass, field
 
-import highspy
 import pulp
 
 from planner.instances import InstanceType
 from planner.problem import BucketKey, Config, Problem
+from solvers import milp
 
 Item = tuple[Config, bool]  # (config, on spot)
 Offer = tuple[InstanceType, bool]
@@ -153,40 +151,11 @@ class _Model:
         self.items = items
 
 
-def _swallow_banner() -> None:
-    """HiGHS prints a banner to fd 1 on its first Highs object; JSON on stdout must stay clean."""
-    if getattr(_swallow_banner, "done", False):
-        return
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 1)
-            highspy.Highs()
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-    _swallow_banner.done = True
-
-
 def _run(prob: pulp.LpProblem, time_limit, mip_gap, threads=None) -> tuple[str, float | None, float]:
-    """Status, objective and dual bound as HiGHS reports them (PuLP's LpStatus maps a time-limit
-    stop to "Optimal", so it is not read)."""
-    _swallow_banner()
-    prob.solve(pulp.HiGHS(msg=False, timeLimit=None if time_limit is None else max(time_limit, 0.05),
-                          gapRel=mip_gap, threads=threads, random_seed=0))
-    h = prob.solverModel
-    st = h.getModelStatus()
-    info = h.getInfo()
-    has = info.primal_solution_status == 2
-    obj = info.objective_function_value if has else None
-    S = highspy.HighsModelStatus
-    if st == S.kOptimal:
-        return "optimal", obj, info.mip_dual_bound if math.isfinite(info.mip_dual_bound) else obj
-    if st in (S.kInfeasible, S.kUnboundedOrInfeasible):
-        return "infeasible", None, math.inf
-    bound = info.mip_dual_bound
-    return ("feasible" if has else "no_solution"), obj, bound if math.isfinite(bound) else -math.inf
+    """Status, objective and dual bound as HiGHS reports them (PuLP's LpStatus is not read)."""
+    st, obj, bound, _ = milp.solve_prob(prob, None if time_limit is None else max(time_limit, 0.05),
+                                        mip_gap, threads)
+    return st, obj, bound
 
 
 def solve(problem: Problem, instances=None, *, spot_share: float = 0.0, current: dict[Item, int] | None = None,
