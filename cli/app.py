@@ -65,6 +65,9 @@ ProfilesOpt = Annotated[Optional[Path], typer.Option(
                        "max_rps}]}). Only the configurations it lists are used.")]
 FillOpt = Annotated[bool, typer.Option(
     "--fill-estimates", help="With --profiles: fill missing configurations with roofline estimates.")]
+CatalogOpt = Annotated[Optional[Path], typer.Option(
+    "--catalog", metavar="FILE", help="SkyPilot catalog CSV (vms.csv): its GPU instances and prices replace "
+                                      "the bundled instances (docs/ecosystem.md).")]
 
 
 @app.command()
@@ -84,6 +87,7 @@ def plan(
                                            help="Relative gap at which a plan counts as optimal.")] = 1e-4,
     no_baseline: Annotated[bool, typer.Option("--no-baseline", help="Skip the best single-GPU-type comparison.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes on stderr.")] = False,
+    catalog_csv: CatalogOpt = None,
 ):
     """Size and route a fleet: replicas per (model, GPU type, TP), routing per request bucket."""
     from planner.errors import GpumixError
@@ -94,7 +98,7 @@ def plan(
     try:
         result = plan_workload(workload, profiles, PlanOptions(
             time_limit=time_limit, mip_gap=mip_gap, fill_estimates=fill_estimates,
-            whole_buckets=whole_buckets, baseline=not no_baseline, progress=progress))
+            whole_buckets=whole_buckets, baseline=not no_baseline, progress=progress, catalog=catalog_csv))
         text = dumps(result.plan)
         if out_path is not None:
             write_atomic(out_path, text)
@@ -120,6 +124,7 @@ def check(
     workload: WorkloadArg = None,
     profiles: ProfilesOpt = None,
     fill_estimates: FillOpt = False,
+    catalog_csv: CatalogOpt = None,
 ):
     """Check a plan against a workload with the independent plan checker (exit 1 on a violation)."""
     from planner.checker import check_plan
@@ -129,7 +134,7 @@ def check(
 
     try:
         doc = read_structured(plan_file)
-        _, problem, _ = load_problem(workload, profiles, fill_estimates)
+        _, problem, _ = load_problem(workload, profiles, fill_estimates, catalog_csv)
     except GpumixError as e:
         raise _fail(e) from None
     violations = check_plan(doc, problem)

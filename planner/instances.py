@@ -57,10 +57,12 @@ class _Fail:
         raise InputError(self.path, field, message)
 
 
-def read_instances(raw, path: str, catalog: Catalog | None, need_shapes: bool = True) -> tuple[InstanceType, ...]:
-    """The workload's `instances` value, validated (InputError names file and field)."""
+def read_instances(raw, path: str, catalog: Catalog | None, need_shapes: bool = True,
+                   bundled: tuple[InstanceType, ...] | None = None) -> tuple[InstanceType, ...]:
+    """The workload's `instances` value, validated (InputError names file and field).
+    `bundled` replaces data/instances.json as the catalog names resolve against (--catalog)."""
     fail = _Fail(path)
-    bundled = load_instance_catalog()
+    bundled = load_instance_catalog() if bundled is None else bundled
     if raw == "catalog":
         out = bundled
     else:

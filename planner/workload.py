@@ -149,14 +149,16 @@ def read_structured(path: Path) -> object:
         raise InputError(str(path), where, f"malformed YAML: {problem}") from None
 
 
-def load_workload(path: Path | str, catalog: Catalog, need_shapes: bool = True) -> Workload:
-    """Read and validate a workload. need_shapes=False lets unknown models through (profiles size them)."""
+def load_workload(path: Path | str, catalog: Catalog, need_shapes: bool = True,
+                  instance_catalog: tuple | None = None) -> Workload:
+    """Read and validate a workload. need_shapes=False lets unknown models through (profiles size them).
+    instance_catalog (--catalog) replaces the bundled instances; without `instances` it offers all."""
     path = Path(path)
-    return load_workload_doc(read_structured(path), catalog, need_shapes, path)
+    return load_workload_doc(read_structured(path), catalog, need_shapes, path, instance_catalog)
 
 
 def load_workload_doc(doc: object, catalog: Catalog, need_shapes: bool = True,
-                      path: Path | str = "<workload>") -> Workload:
+                      path: Path | str = "<workload>", instance_catalog: tuple | None = None) -> Workload:
     """Validate an already parsed workload document (relative config paths resolve against `path`)."""
     path = Path(path)
     r = _Reader(str(path))
@@ -195,9 +197,10 @@ def load_workload_doc(doc: object, catalog: Catalog, need_shapes: bool = True,
             if n in names[:i]:
                 r.fail(f"gpus[{i}].name", f"duplicate GPU type {n!r}")
     instances = None
-    if doc.get("instances") is not None:
+    if doc.get("instances") is not None or instance_catalog is not None:
         from planner.instances import read_instances
-        instances = read_instances(doc["instances"], str(path), catalog, need_shapes)
+        raw = doc["instances"] if doc.get("instances") is not None else "catalog"
+        instances = read_instances(raw, str(path), catalog, need_shapes, instance_catalog)
     return Workload(tuple(models), gpus, float(max_util), tp_degrees, str(path), instances)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from data import DATA_DIR
 from planner.capacity import build_problem, require_servable
@@ -14,7 +15,7 @@ from planner.instances import apply_instances
 from planner.plan import make_plan
 from planner.problem import Problem
 from planner.profiles import load_profiles
-from planner.workload import load_workload
+from planner.workload import Workload, load_workload
 from solvers.baselines import best_single_gpu
 from solvers.stage1 import Progress, Solution, SolveParams, solve
 
@@ -54,6 +55,7 @@ class PlanOptions:
     spot_share: float = 0.0  # at most this share of each model's traffic on spot instances
     workers: int = 8  # CP-SAT workers (interleaved in one thread: deterministic)
     seed: int = 0
+    catalog: Path | str | None = None  # a SkyPilot catalog CSV: instance shapes and prices (planner/skypilot.py)
 
     @property
     def extended(self) -> bool:
@@ -61,24 +63,39 @@ class PlanOptions:
 
 
 def load_problem(workload_path: Path | str | None, profiles_path: Path | str | None,
-                 fill_estimates: bool = False):
+                 fill_estimates: bool = False, catalog_path: Path | str | None = None,
+                 transform: Callable[[Workload], Workload] | None = None):
+    """`transform` edits the validated workload before sizing (solvers/sweep.py scales demand, SLOs)."""
     catalog = load_catalog()
     profiles = load_profiles(profiles_path) if profiles_path else None
-    workload = load_workload(workload_path or EXAMPLE_WORKLOAD, catalog,
-                             need_shapes=profiles is None or fill_estimates)
+    need_shapes = profiles is None or fill_estimates
+    sky = None
+    if catalog_path is not None:
+        from planner.skypilot import load_skypilot_csv
+        sky = load_skypilot_csv(catalog_path, catalog, need_shapes)
+    workload = load_workload(workload_path or EXAMPLE_WORKLOAD, catalog, need_shapes=need_shapes,
+                             instance_catalog=sky.instances if sky else None)
+    if transform is not None:
+        workload = transform(workload)
     workload = apply_instances(workload, catalog)  # no-op without `instances`
     problem, report = build_problem(workload, catalog, profiles, fill_estimates)
+    if sky is not None:
+        report.notes[:0] = sky.notes
     return workload, problem, report
 
 
 def plan_workload(workload_path: Path | str | None = None, profiles_path: Path | str | None = None,
-                  options: PlanOptions = PlanOptions()) -> PlanResult:
+                  options: PlanOptions = PlanOptions(),
+                  transform: Callable[[Workload], Workload] | None = None) -> PlanResult:
     t0 = time.perf_counter()
-    workload, problem, report = load_problem(workload_path, profiles_path, options.fill_estimates)
+    workload, problem, report = load_problem(workload_path, profiles_path, options.fill_estimates,
+                                             options.catalog, transform)
     require_servable(problem, report)
     if workload.instances or options.extended:
         from solvers.pipeline_nodes import plan_extended
         plan, solution = plan_extended(workload, problem, workload_path, profiles_path, options)
+        if options.catalog is not None:
+            plan["inputs"]["catalog"] = str(options.catalog)
         violations = check_plan(plan, problem, workload.instances)
         if violations:
             raise CheckFailed("internal error: the plan failed the independent checker: " + violations[0])

@@ -1,0 +1,161 @@
+"""SkyPilot catalog CSVs (skypilot-org/skypilot-catalog `vms.csv`) as instance shapes and prices.
+
+Columns read: InstanceType, AcceleratorName, AcceleratorCount, Price, SpotPrice, Region (others,
+AvailabilityZone included, are ignored). One InstanceType per (InstanceType, Region):
+
+- AWS-style rows repeat an instance per availability zone: the on-demand price is the lowest zone
+  price, the spot price the median of the zones that give one (data/instances.json does the same).
+- GCP rows put the GPU charge on a row with a blank InstanceType; the host VM is its own row. Such a
+  row becomes an instance `HOST+Nx GPU` priced GPU + host, with the host GCP sells that GPU on (A100
+  on a2-highgpu, A100-80GB on a2-ultragpu, H100 on a3-highgpu, L4 on g2-standard, others on
+  n1-standard with 8 vCPUs per GPU) when the CSV has that host's row in the region; otherwise the
+  row is skipped with a note rather than priced without its VM.
+- Rows without a price, with a fractional accelerator count, or without an accelerator (CPU VMs)
+  are skipped; every skip is counted in a note. Accelerators missing from data/gpus.json are named
+  in a note and dropped (kept under their own name when a throughput table sizes them).
+
+GPU specs come from the bundled catalog, matched by name or alias (plus SKY_NAMES below).
+"""
+from __future__ import annotations
+
+import csv
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from planner.catalog import Catalog
+from planner.errors import InputError
+from planner.instances import InstanceType
+
+REQUIRED = ("InstanceType", "AcceleratorName", "AcceleratorCount", "Price", "SpotPrice", "Region")
+
+# SkyPilot accelerator names that differ from data/gpus.json names and aliases
+SKY_NAMES = {"A100": "A100-40GB", "H100-MEGA": "H100", "H100-80GB": "H100", "A100-40GB": "A100-40GB"}
+
+# GCP: accelerator -> host VM for a count (None: n1-standard with 8 vCPUs per GPU)
+GCP_HOSTS = {
+    "A100": {1: "a2-highgpu-1g", 2: "a2-highgpu-2g", 4: "a2-highgpu-4g", 8: "a2-highgpu-8g",
+             16: "a2-megagpu-16g"},
+    "A100-80GB": {1: "a2-ultragpu-1g", 2: "a2-ultragpu-2g", 4: "a2-ultragpu-4g", 8: "a2-ultragpu-8g"},
+    "H100": {8: "a3-highgpu-8g"},
+    "H100-MEGA": {8: "a3-megagpu-8g"},
+    "L4": {1: "g2-standard-4", 2: "g2-standard-24", 4: "g2-standard-48", 8: "g2-standard-96"},
+}
+
+
+@dataclass(frozen=True)
+class SkyCatalog:
+    instances: tuple[InstanceType, ...]
+    notes: tuple[str, ...]
+
+
+def _price(text: str | None) -> float | None:
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        return None
+    return v if v > 0 else None
+
+
+def _host_for(acc: str, count: int) -> str:
+    hosts = GCP_HOSTS.get(acc)
+    if hosts is not None:
+        return hosts.get(count, "")
+    return f"n1-standard-{min(8 * count, 96)}"
+
+
+def load_skypilot_csv(path: Path | str, catalog: Catalog, need_shapes: bool = True) -> SkyCatalog:
+    """Read a SkyPilot vms.csv; InputError (file, field) when it is not one."""
+    path = Path(path)
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+            header = rows[0].keys() if rows else ()
+    except FileNotFoundError:
+        raise InputError(str(path), "--catalog", "file not found") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise InputError(str(path), "--catalog", f"cannot read CSV: {e}") from None
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise InputError(str(path), missing[0], "missing column (a SkyPilot catalog CSV has "
+                         + ", ".join(REQUIRED) + ")")
+
+    skipped: Counter = Counter()
+    unknown: Counter = Counter()
+    vm_price: dict[tuple[str, str], tuple[float, float | None]] = {}  # GCP hosts: (VM, region) -> prices
+    offers: dict[tuple[str, str], dict] = defaultdict(lambda: {"price": [], "spot": []})
+    gpu_rows = []
+    for line, row in enumerate(rows, start=2):
+        name = (row["InstanceType"] or "").strip()
+        acc = (row["AcceleratorName"] or "").strip()
+        region = (row["Region"] or "").strip()
+        price, spot = _price(row["Price"]), _price(row["SpotPrice"])
+        if not acc:
+            if name and price is not None and ((name, region) not in vm_price
+                                               or price < vm_price[(name, region)][0]):
+                vm_price[(name, region)] = (price, spot)
+            skipped["no accelerator"] += 1
+            continue
+        try:
+            count_f = float(row["AcceleratorCount"])
+        except (TypeError, ValueError):
+            raise InputError(str(path), f"line {line}: AcceleratorCount",
+                             f"must be a number, got {row['AcceleratorCount']!r}") from None
+        if count_f < 1 or not count_f.is_integer():
+            skipped["fractional accelerator count"] += 1
+            continue
+        count = int(count_f)
+        if price is None:
+            skipped["blank on-demand price"] += 1
+            continue
+        spec = catalog.gpu(SKY_NAMES.get(acc, acc))
+        if spec is None:
+            unknown[acc] += 1
+            if need_shapes:
+                continue
+        gpu = spec.name if spec else acc
+        if not name:
+            gpu_rows.append((acc, gpu, count, price, spot, region))
+            continue
+        o = offers[(name, region)]
+        o.update(gpu=gpu, gpus=count)
+        o["price"].append(price)
+        if spot is not None:
+            o["spot"].append(spot)
+
+    for acc, gpu, count, price, spot, region in gpu_rows:  # GCP: GPU charge + its host VM
+        host = _host_for(acc, count)
+        if (host, region) not in vm_price:
+            skipped["GCP accelerator without its host VM row in the CSV"] += 1
+            continue
+        host_price, host_spot = vm_price[(host, region)]
+        o = offers[(f"{host}+{count}x{acc}", region)]
+        o.update(gpu=gpu, gpus=count)
+        o["price"].append(price + host_price)
+        if spot is not None:
+            o["spot"].append(spot + (host_spot if host_spot is not None else host_price))
+
+    instances = tuple(
+        InstanceType(name, o["gpu"], o["gpus"], round(min(o["price"]), 6), region, None,
+                     round(statistics.median(o["spot"]), 6) if o["spot"] else None,
+                     f"SkyPilot catalog {path.name}")
+        for (name, region), o in sorted(offers.items()))
+    notes = []
+    if instances:
+        notes.append(f"catalog {path.name}: {len(instances)} instance types in "
+                     f"{len({t.region for t in instances})} regions")
+    for why, n in sorted(skipped.items()):
+        if why != "no accelerator":  # CPU VMs: expected in every cloud's catalog
+            notes.append(f"catalog {path.name}: skipped {n} row{'s' if n != 1 else ''}: {why}")
+    if unknown:
+        what = ", ".join(f"{a} ({n} row{'s' if n != 1 else ''})" for a, n in sorted(unknown.items()))
+        verdict = "skipped" if need_shapes else "kept for the throughput table"
+        notes.append(f"catalog {path.name}: accelerators not in data/gpus.json, {verdict}: {what}")
+    if not instances:
+        raise InputError(str(path), "--catalog", "no usable GPU instance rows"
+                         + (f" ({'; '.join(notes)})" if notes else ""))
+    return SkyCatalog(instances, tuple(notes))
