@@ -191,6 +191,10 @@ from cli.validate_cmd import register as register_validate  # noqa: E402  (torch
 
 register_validate(app)
 
+from cli.export_cmd import register as register_export  # noqa: E402  (matplotlib only inside --plot)
+
+register_export(app)
+
 
 def main() -> None:
     app()

@@ -1,0 +1,313 @@
+"""A plan as launch files: vLLM command lines, Kubernetes manifests, SkyPilot tasks, router weights.
+
+Pure functions from the plan JSON (docs/formats.md) to {relative path: text}; nothing is written
+here. Names follow the replica groups: `<model>-<gpu>-tp<N>[-spot]` in DNS-1123 form, the same in
+every format and in router-weights.json, so a router can address what the manifests start.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass
+from functools import lru_cache
+
+import yaml
+
+from data import DATA_DIR
+from planner.catalog import norm_name
+from planner.errors import InputError
+
+FORMATS = ("vllm", "k8s", "skypilot")
+PORT = 8000
+DEFAULT_IMAGE = "vllm/vllm-openai:latest"
+
+# nvidia.com/gpu.product node labels set by NVIDIA GPU Feature Discovery (the product name nvidia-smi
+# reports, spaces as dashes). Check yours: kubectl get nodes -L nvidia.com/gpu.product
+K8S_GPU_PRODUCT = {
+    "B200": "NVIDIA-B200",
+    "H200": "NVIDIA-H200",
+    "H100": "NVIDIA-H100-80GB-HBM3",
+    "H100-PCIe": "NVIDIA-H100-PCIe",
+    "A100-80GB": "NVIDIA-A100-SXM4-80GB",
+    "A100-40GB": "NVIDIA-A100-SXM4-40GB",
+    "L40S": "NVIDIA-L40S",
+    "L40": "NVIDIA-L40",
+    "A10G": "NVIDIA-A10G",
+    "L4": "NVIDIA-L4",
+    "T4": "Tesla-T4",
+    "V100": "Tesla-V100-SXM2-32GB",
+}
+# SkyPilot accelerator names where they differ from gpumix's
+SKY_ACCELERATOR = {"A100-40GB": "A100", "V100": "V100-32GB"}
+# bundled-catalog regions that name a cloud without regions (data/instances.json)
+SKY_CLOUD_REGIONS = {"lambda": "lambda", "runpod": "runpod"}
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    model: str
+    gpu: str
+    tp: int
+    count: int
+    spot: bool
+    routes: tuple[dict, ...]
+
+
+def dns_name(text: str, limit: int = 63) -> str:
+    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return s[:limit].rstrip("-") or "x"
+
+
+@lru_cache(maxsize=1)
+def _hf_ids() -> dict[str, str]:
+    doc = json.loads((DATA_DIR / "models" / "index.json").read_text())
+    out = {}
+    for m in doc["models"]:
+        if m.get("hf_id"):
+            for alias in (m["name"], m["hf_id"], *m.get("aliases", ())):
+                out[norm_name(alias)] = m["hf_id"]
+    return out
+
+
+def hf_id(model: str) -> str | None:
+    """The Hugging Face id for a plan model name; a name with an org prefix is taken as one."""
+    if "/" in model:
+        return model
+    return _hf_ids().get(norm_name(model))
+
+
+def groups_of(plan: object, source: str = "<plan>") -> list[Group]:
+    """The plan's replica groups, validated enough to export (InputError names the field)."""
+    if not isinstance(plan, dict) or not isinstance(plan.get("replicas"), list):
+        raise InputError(source, "replicas", "not a gpumix plan (no `replicas` list)")
+    out, seen = [], set()
+    for i, g in enumerate(plan["replicas"]):
+        where = f"replicas[{i}]"
+        if not isinstance(g, dict):
+            raise InputError(source, where, "must be a mapping")
+        for key, typ in (("model", str), ("gpu", str), ("tp", int), ("count", int), ("routes", list)):
+            if not isinstance(g.get(key), typ) or isinstance(g.get(key), bool):
+                raise InputError(source, f"{where}.{key}", "missing or of the wrong type")
+        if g["count"] < 1:
+            continue
+        spot = bool(g.get("spot"))
+        name = dns_name(f"{g['model']}-{g['gpu']}-tp{g['tp']}" + ("-spot" if spot else ""))
+        if name in seen:
+            raise InputError(source, where, f"two replica groups map to the name {name!r}")
+        seen.add(name)
+        out.append(Group(name, g["model"], g["gpu"], g["tp"], g["count"], spot, tuple(g["routes"])))
+    if not out:
+        raise InputError(source, "replicas", "the plan has no replicas to export")
+    return out
+
+
+def _max_model_len(groups: list[Group]) -> dict[str, int]:
+    """Per model: its longest bucket (input + output) rounded up to a power of two. Without a cap vLLM
+    sizes for the model's full context, which does not fit small GPUs; raise it if requests run
+    longer than their bucket."""
+    longest: dict[str, int] = {}
+    for g in groups:
+        for r in g.routes:
+            longest[g.model] = max(longest.get(g.model, 1), int(r["input_tokens"]) + int(r["output_tokens"]))
+    return {m: 1 << (n - 1).bit_length() for m, n in longest.items()}
+
+
+def vllm_args(model: str, tp: int, port: int, max_len: int | None) -> list[str]:
+    args = [hf_id(model) or model, "--served-model-name", model, "--tensor-parallel-size", str(tp),
+            "--port", str(port)]
+    if max_len:
+        args += ["--max-model-len", str(max_len)]
+    return args
+
+
+def _model_comment(models) -> str:
+    unknown = sorted({m for m in models if hf_id(m) is None})
+    if not unknown:
+        return ""
+    return "".join(f"# {m}: not in the model catalog; the name stands in for its Hugging Face id, "
+                   f"replace it\n" for m in unknown)
+
+
+def vllm_files(plan: dict, groups: list[Group]) -> dict[str, str]:
+    """One script per replica group (what each of its replicas runs) and, for instance plans, one per node."""
+    max_len = _max_model_len(groups)
+    files = {}
+    for g in groups:
+        cmd = shlex.join(["vllm", "serve", *vllm_args(g.model, g.tp, PORT, max_len.get(g.model))])
+        files[f"vllm/{g.name}.sh"] = (
+            f"#!/bin/sh\n# {g.model} on {g.gpu}{' (spot)' if g.spot else ''}: run this on each of {g.count} "
+            f"replica{'s' if g.count != 1 else ''}, {g.tp} GPU{'s' if g.tp != 1 else ''} each\n"
+            f"{_model_comment([g.model])}exec {cmd}\n")
+    for i, nd in enumerate(plan.get("nodes") or []):
+        lines = [f"#!/bin/sh\n# node {i}: {nd['instance']} in {nd['region'] or '-'}"
+                 f"{' (spot)' if nd.get('spot') else ''}, {nd['gpus']} x {nd['gpu']}\n",
+                 _model_comment(r["model"] for r in nd["replicas"])]
+        for j, r in enumerate(nd["replicas"]):
+            cmd = shlex.join(["vllm", "serve", *vllm_args(r["model"], r["tp"], PORT + j,
+                                                          max_len.get(r["model"]))])
+            lines.append(f"CUDA_VISIBLE_DEVICES={','.join(map(str, r['gpu_ids']))} {cmd} &\n")
+        lines.append("wait\n")
+        files[f"vllm/node-{i:03d}-{dns_name(nd['instance'])}.sh"] = "".join(lines)
+    return files
+
+
+class _Dumper(yaml.SafeDumper):
+    """No &anchors for shared dicts (kubectl reads them, people stumble); multi-line strings as |."""
+
+    def ignore_aliases(self, data):
+        return True
+
+
+_Dumper.add_representer(str, lambda d, s: d.represent_scalar("tag:yaml.org,2002:str", s,
+                                                            style="|" if "\n" in s else None))
+
+
+def _yaml(doc: dict, comment: str = "") -> str:
+    return comment + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120)
+
+
+def k8s_files(groups: list[Group], image: str = DEFAULT_IMAGE) -> dict[str, str]:
+    """A Deployment per replica group (replicas = count, TP GPUs each, pinned to the GPU type) and
+    a Service per model selecting all its groups' pods."""
+    max_len = _max_model_len(groups)
+    files = {}
+    for g in groups:
+        labels = {"app.kubernetes.io/part-of": "gpumix", "gpumix/model": dns_name(g.model), "gpumix/group": g.name}
+        amd = g.gpu.upper().startswith("MI")
+        resource = "amd.com/gpu" if amd else "nvidia.com/gpu"
+        product = K8S_GPU_PRODUCT.get(g.gpu)
+        selector = {"nvidia.com/gpu.product": product} if product else {"gpumix/gpu": dns_name(g.gpu)}
+        comment = _model_comment([g.model])
+        if not product:
+            comment += f"# {g.gpu}: no known node label; label its nodes gpumix/gpu={dns_name(g.gpu)}\n"
+        container = {
+            "name": "vllm",
+            "image": image,
+            "command": ["vllm", "serve"],
+            "args": vllm_args(g.model, g.tp, PORT, max_len.get(g.model)),
+            "ports": [{"name": "http", "containerPort": PORT}],
+            "resources": {"limits": {resource: g.tp}},
+            "readinessProbe": {"httpGet": {"path": "/health", "port": PORT}, "periodSeconds": 10},
+        }
+        pod = {"nodeSelector": selector, "containers": [container]}
+        if g.tp > 1:  # NCCL between the TP ranks needs more shared memory than the 64 MiB default
+            container["volumeMounts"] = [{"name": "shm", "mountPath": "/dev/shm"}]
+            pod["volumes"] = [{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}}]
+        files[f"k8s/{g.name}-deployment.yaml"] = _yaml({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": g.name, "labels": labels},
+            "spec": {
+                "replicas": g.count,
+                "selector": {"matchLabels": {"gpumix/group": g.name}},
+                "template": {"metadata": {"labels": labels}, "spec": pod},
+            },
+        }, comment)
+    for model in sorted({g.model for g in groups}):
+        name = dns_name(model)
+        files[f"k8s/{name}-service.yaml"] = _yaml({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "gpumix", "gpumix/model": name}},
+            "spec": {"selector": {"gpumix/model": name},
+                     "ports": [{"name": "http", "port": 80, "targetPort": PORT}]},
+        }, "# spreads requests evenly over the model's pods; router-weights.json has the planned split\n")
+    return files
+
+
+def _resources(gpu: str, gpus: int, region: str, spot: bool, instance: str | None = None) -> dict:
+    res: dict = {"accelerators": f"{SKY_ACCELERATOR.get(gpu, gpu)}:{gpus}"}
+    if region in SKY_CLOUD_REGIONS:
+        res["cloud"] = SKY_CLOUD_REGIONS[region]
+    elif region:
+        res["region"] = region
+    if instance and "+" not in instance and region not in SKY_CLOUD_REGIONS:
+        res["instance_type"] = instance  # GCP pairs (host+GPU) and stand-in names are not instance types
+    res["use_spot"] = spot
+    return res
+
+
+def skypilot_files(plan: dict, groups: list[Group]) -> dict[str, str]:
+    """Instance plans: a task per set of identical nodes (num_nodes, each node runs its replicas).
+    Plans without nodes: a task per replica group, with a SkyServe `service` section for its count."""
+    max_len = _max_model_len(groups)
+    files = {}
+    setup = "pip install vllm"
+    nodes = plan.get("nodes") or []
+    if nodes:
+        sets: dict[str, list] = {}
+        for nd in nodes:
+            sig = json.dumps([nd["instance"], nd["region"], bool(nd.get("spot")),
+                              sorted((r["model"], r["tp"], tuple(r["gpu_ids"])) for r in nd["replicas"])])
+            sets.setdefault(sig, []).append(nd)
+        for i, same in enumerate(sets.values()):
+            nd = same[0]
+            run = [f"CUDA_VISIBLE_DEVICES={','.join(map(str, r['gpu_ids']))} "
+                   + shlex.join(["vllm", "serve", *vllm_args(r["model"], r["tp"], PORT + j, max_len.get(r["model"]))])
+                   + " &" for j, r in enumerate(nd["replicas"])]
+            name = dns_name(f"gpumix-{i:02d}-{nd['instance']}" + ("-spot" if nd.get("spot") else ""))
+            files[f"skypilot/{name}.yaml"] = _yaml({
+                "name": name,
+                "num_nodes": len(same),
+                "resources": _resources(nd["gpu"], nd["gpus"], nd["region"], bool(nd.get("spot")), nd["instance"]),
+                "setup": setup,
+                "run": "\n".join(run + ["wait"]) + "\n",
+            }, f"# sky launch -c {name} {name}.yaml: {len(same)} x {nd['instance']}, each serving "
+               + ", ".join(f"{r['model']} TP{r['tp']}" for r in nd["replicas"]) + "\n"
+               + _model_comment(r["model"] for r in nd["replicas"]))
+        return files
+    for g in groups:
+        cmd = shlex.join(["vllm", "serve", *vllm_args(g.model, g.tp, PORT, max_len.get(g.model))])
+        files[f"skypilot/{g.name}.yaml"] = _yaml({
+            "name": g.name,
+            "resources": {**_resources(g.gpu, g.tp, "", g.spot), "ports": PORT},
+            "service": {"readiness_probe": "/health", "replicas": g.count},
+            "setup": setup,
+            "run": cmd + "\n",
+        }, f"# sky serve up {g.name}.yaml starts {g.count} replica{'s' if g.count != 1 else ''}; "
+           f"sky launch starts one\n" + _model_comment([g.model]))
+    return files
+
+
+def router_weights(groups: list[Group]) -> dict:
+    """Per model, per bucket: each replica group's share of the bucket's routed traffic."""
+    models: dict[str, dict] = {}
+    for g in groups:
+        for r in g.routes:
+            key = (int(r["input_tokens"]), int(r["output_tokens"]))
+            models.setdefault(g.model, {}).setdefault(key, []).append((g, float(r["rps"])))
+    out = {}
+    for model in sorted(models):
+        buckets = []
+        for (i, o), rows in sorted(models[model].items()):
+            total = sum(rps for _, rps in rows)
+            buckets.append({
+                "input_tokens": i, "output_tokens": o, "rps": round(total, 9),
+                "groups": [{"group": g.name, "gpu": g.gpu, "tp": g.tp, "spot": g.spot, "rps": round(rps, 9),
+                            "weight": round(rps / total, 9) if total > 0 else round(1 / len(rows), 9)}
+                           for g, rps in sorted(rows, key=lambda x: x[0].name)],
+            })
+        out[model] = {"service": dns_name(model), "buckets": buckets}
+    return {"schema_version": 1,
+            "note": "send a request of a bucket to a group with probability `weight` (the group's share of "
+                    "the bucket's planned req/s); group names match the k8s Deployments, vllm scripts and "
+                    "SkyPilot tasks",
+            "models": out}
+
+
+def export(plan: dict, formats, source: str = "<plan>", image: str = DEFAULT_IMAGE) -> dict[str, str]:
+    """{relative path: text} for the formats asked, plus router-weights.json."""
+    groups = groups_of(plan, source)
+    files = {"router-weights.json": json.dumps(router_weights(groups), indent=2) + "\n"}
+    for fmt in formats:
+        if fmt == "vllm":
+            files.update(vllm_files(plan, groups))
+        elif fmt == "k8s":
+            files.update(k8s_files(groups, image))
+        elif fmt == "skypilot":
+            files.update(skypilot_files(plan, groups))
+        else:
+            raise InputError(source, "--format", f"unknown format {fmt!r} (expected {', '.join(FORMATS)})")
+    return files
