@@ -46,8 +46,12 @@ class MilpModel:
     avail: dict[str, pulp.LpConstraint] = field(default_factory=dict)  # C3 rows, for their duals
 
 
-def _name(*parts) -> str:
+def var_name(*parts) -> str:
+    """A solver-safe name for a variable or row keyed by domain parts."""
     return "_".join(str(p) for p in parts).replace(" ", "").replace("-", "m").replace(".", "p").replace("/", "s")
+
+
+_name = var_name
 
 
 def build(problem: Problem, whole_buckets: bool = False, available: dict | None = None,

@@ -62,8 +62,7 @@ def offers_of(instances, spot_share: float) -> list[Offer]:
     return out
 
 
-def _name(*parts) -> str:
-    return "_".join(str(p) for p in parts).replace(" ", "").replace("-", "m").replace(".", "p").replace("/", "s")
+_name = milp.var_name
 
 
 class _Model:
