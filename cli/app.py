@@ -75,9 +75,9 @@ def plan(
     workload: WorkloadArg = None,
     profiles: ProfilesOpt = None,
     out_path: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the plan JSON here (atomically).")] = None,
-    time_limit: Annotated[Optional[float], typer.Option(
+    time_limit: Annotated[float, typer.Option(
         "--time-limit", min=0.1, help="Solver time limit in seconds; on timeout the best plan so far "
-                                      "is returned with status 'feasible' and its gap.")] = None,
+                                      "is returned with status 'feasible' and its gap.")] = 120.0,
     fmt: Annotated[Format, typer.Option("--format", help="table: a report for people; json: the plan on stdout.")] = Format.table,
     fill_estimates: FillOpt = False,
     whole_buckets: Annotated[bool, typer.Option(
@@ -85,8 +85,23 @@ def plan(
                                 "splitting it; for comparison.")] = False,
     mip_gap: Annotated[float, typer.Option("--mip-gap", min=0.0, max=0.5,
                                            help="Relative gap at which a plan counts as optimal.")] = 1e-4,
-    no_baseline: Annotated[bool, typer.Option("--no-baseline", help="Skip the best single-GPU-type comparison.")] = False,
+    no_baseline: Annotated[bool, typer.Option("--no-baseline", help="Skip the best single-GPU-type comparison "
+                                              "(computed by default for up to 100 models).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes on stderr.")] = False,
+    current: Annotated[Optional[Path], typer.Option(
+        "--current", metavar="PLAN", help="The running plan: re-plan for the new workload at least cost plus "
+                                          "churn, and print what to start, stop and keep.")] = None,
+    churn_cost: Annotated[float, typer.Option(
+        "--churn-cost", min=0.0, help="With --current: $/h-equivalent charged per replica started or "
+                                      "moved.")] = 1.0,
+    spare_nodes: Annotated[int, typer.Option(
+        "--spare-nodes", min=0, help="Still meet all demand after losing any N nodes (needs instances).")] = 0,
+    allow_partial: Annotated[bool, typer.Option(
+        "--allow-partial", help="When demand exceeds availability, serve the largest share of the "
+                                "worst-served model first, then the cheapest; report the share per model.")] = False,
+    spot_share: Annotated[float, typer.Option(
+        "--spot-share", min=0.0, max=1.0, help="Let at most this share of each model's traffic run on spot "
+                                               "instances (needs instances with spot prices).")] = 0.0,
     catalog_csv: CatalogOpt = None,
 ):
     """Size and route a fleet: replicas per (model, GPU type, TP), routing per request bucket."""
@@ -98,7 +113,9 @@ def plan(
     try:
         result = plan_workload(workload, profiles, PlanOptions(
             time_limit=time_limit, mip_gap=mip_gap, fill_estimates=fill_estimates,
-            whole_buckets=whole_buckets, baseline=not no_baseline, progress=progress, catalog=catalog_csv))
+            whole_buckets=whole_buckets, baseline=not no_baseline, progress=progress,
+            current=current, churn_cost=churn_cost, spare_nodes=spare_nodes, allow_partial=allow_partial,
+            spot_share=spot_share, catalog=catalog_csv))
         text = dumps(result.plan)
         if out_path is not None:
             write_atomic(out_path, text)
@@ -134,10 +151,10 @@ def check(
 
     try:
         doc = read_structured(plan_file)
-        _, problem, _ = load_problem(workload, profiles, fill_estimates, catalog_csv)
+        wl, problem, _ = load_problem(workload, profiles, fill_estimates, catalog_csv)
     except GpumixError as e:
         raise _fail(e) from None
-    violations = check_plan(doc, problem)
+    violations = check_plan(doc, problem, wl.instances)
     for v in violations:
         err.print(f"{plan_file}: {v}", markup=False, soft_wrap=True)
     if violations:
