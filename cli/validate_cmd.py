@@ -94,7 +94,7 @@ def validate(
     report_path: Annotated[Optional[Path], typer.Option("--report", help="Write the report JSON here "
                                                         "(after every group, so a cut-short run keeps its results).")] = None,
     endpoint: Annotated[Optional[str], typer.Option(
-        "--endpoint", help="Drive this OpenAI-compatible server (http://HOST:PORT[/v1]) instead of "
+        "--endpoint", help="Drive this OpenAI-compatible server (http://HOST:PORT, optionally with /v1) instead of "
                            "in-process replicas: vLLM, SGLang, TGI or `gpumix serve`.")] = None,
     endpoint_model: Annotated[Optional[str], typer.Option(
         "--endpoint-model", help="Model name the server knows (default: the plan's model name).")] = None,
@@ -275,7 +275,7 @@ def _serve_spec(model, workload, profiles, device, dtype, layers, hidden, vocab,
 @profile_app.command("endpoint")
 def profile_endpoint(
     workload: Annotated[Path, typer.Argument(help="Workload: models, buckets and SLOs to measure.")],
-    endpoint: Annotated[str, typer.Option("--endpoint", help="OpenAI-compatible server, http://HOST:PORT[/v1].")],
+    endpoint: Annotated[str, typer.Option("--endpoint", help="OpenAI-compatible server, http://HOST:PORT, optionally with /v1.")],
     gpu_name: Annotated[str, typer.Option("--gpu-name", help="`gpu` of the entries (the server's GPU type).")],
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Throughput table to write or merge into.")] = Path("profiles.json"),
     tp: Annotated[int, typer.Option("--tp", min=1, help="The server's tensor-parallel size.")] = 1,

@@ -100,12 +100,9 @@ def test_planning_imports_neither_torch_nor_matplotlib():
 _GROUP = typer.main.get_command(app)
 _COMMANDS = [[n] for n in _GROUP.commands] + [[n, s] for n, c in _GROUP.commands.items()
                                               for s in getattr(c, "commands", {})]
-# rich reads "[/v1]" in their --endpoint help as a closing markup tag (cli/validate_cmd.py, not escaped)
-_MARKUP_BUG = pytest.mark.xfail(strict=True, reason="unescaped [/v1] in --endpoint help (cli/validate_cmd.py)")
 
 
-@pytest.mark.parametrize("args", [pytest.param(a, marks=_MARKUP_BUG) if a in (["validate"], ["profile", "endpoint"])
-                                  else a for a in _COMMANDS], ids=" ".join)
+@pytest.mark.parametrize("args", _COMMANDS, ids=" ".join)
 def test_help_everywhere(args):
     r = runner.invoke(app, [*args, "-h"])
     assert r.exit_code == 0 and "Usage" in r.output
