@@ -18,6 +18,7 @@ joint MILP (HiGHS), whose own bound can only raise the final lower bound.
 from __future__ import annotations
 
 import math
+import random
 import time
 from dataclasses import dataclass, field
 
@@ -27,6 +28,7 @@ from planner.problem import Config, Problem
 from solvers import milp
 
 COST_SCALE = 10_000
+LNS_SIZE = 12  # models re-solved together in one neighbourhood
 SMALL_CONFIGS = 600  # joint models this small go straight to HiGHS after a first incumbent
 
 
@@ -181,57 +183,29 @@ def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline:
         if incumbent is not None:
             say(f"incumbent ${ub:,.2f}/h from {sum(len(c) for c in columns.values())} candidate plans")
 
-    # A joint MILP over the models that compete for scarce types, the rest fixed.
-    if incumbent is not None and ub - best_lb > mip_gap * ub and left() > 0.5:
+    # Large neighbourhood search: re-solve a few competing models jointly, the rest fixed.
+    if incumbent is not None and ub - best_lb > mip_gap * ub:
         scarce = {g for g in finite if lam.get(g, 0) > 0 or usage.get(g, 0) > finite[g]}
         movers = [m for m in problem.models
                   if scarce.intersection(base_usage[m]) or scarce.intersection(columns[m][incumbent[m]].usage)]
-        fixed = [m for m in problem.models if m not in movers]
-        if movers and fixed:
-            residual = dict(problem.available)
-            for m in fixed:
-                for g, u in columns[m][incumbent[m]].usage.items():
-                    if residual.get(g) is not None:
-                        residual[g] -= u
-            sub = problem.restrict(models=set(movers), available=residual)
-            start = _plan_of(columns, {m: incumbent[m] for m in movers})
-            res = milp.run(sub, share(0.4, 120.0), mip_gap * 0.1, whole_buckets, start=start)
-            stats["restricted_models"] = len(movers)
-            if res.objective is not None:
-                fixed_cost = sum(columns[m][incumbent[m]].cost for m in fixed)
-                if fixed_cost + res.objective < ub - 1e-9:
-                    for m in movers:  # the restricted solution becomes each mover's column
-                        col = _column(sub, milp.MilpResult("feasible", None, 0.0, *_split(res, m)))
-                        columns[m].append(col)
-                        incumbent[m] = len(columns[m]) - 1
-                    ub = sum(columns[m][j].cost for m, j in incumbent.items())
-                    say(f"incumbent ${ub:,.2f}/h from the joint MILP over {len(movers)} competing models")
+        window = None if total is None else 0.55 * left()
+        lns_end = None if window is None else time.perf_counter() + window
+        rng = random.Random(0)
+        rounds = 0
+        while movers and (lns_end is None and rounds < 3 * LNS_SIZE or
+                          lns_end is not None and time.perf_counter() < lns_end):
+            rounds += 1
+            group = set(movers if len(movers) <= LNS_SIZE else rng.sample(movers, LNS_SIZE))
+            better = _improve(problem, columns, incumbent, group, max(mip_gap, 1e-3), whole_buckets,
+                              None if lns_end is None else
+                              max(min(lns_end - time.perf_counter(), window / 6, 5.0), 0.05))
+            if better is not None:
+                ub = sum(columns[m][j].cost for m, j in incumbent.items())
+                say(f"incumbent ${ub:,.2f}/h (neighbourhood search, round {rounds})")
+            if len(movers) <= LNS_SIZE:
+                break
+        stats["lns_rounds"] = rounds
 
-    # Subgradient steps (each adds priced plans for the master) while they fit in ~60% of the time.
-    theta, stall = 1.0, 0
-    while (stats["lagrangian_iters"] < 40 and (total is None or left() > 0.4 * total)
-           and (ub == math.inf or ub - best_lb > mip_gap * ub)):
-        excess = {g: usage[g] - a for g, a in finite.items()}
-        norm = sum(v * v for g, v in excess.items() if v > 0 or lam[g] > 0)
-        if norm == 0 or theta < 1e-3:
-            break
-        target = ub if ub < math.inf else best_lb * 1.05 + 1.0
-        lam = {g: max(0.0, lam[g] + theta * max(target - lb_now, 1e-6 * target) / norm * excess[g])
-               for g in finite}  # Polyak step towards the incumbent
-        out = lagrangian(lam)
-        if out is None:
-            return None
-        lb, usage = out
-        lb_now = lb
-        if lb > best_lb + 1e-9:
-            best_lb, stall = lb, 0
-        else:
-            stall += 1
-            if stall >= 2:
-                theta, stall = theta / 2, 0
-        take(master(problem, columns, share(0.05, 2.0) or 2.0, hint=incumbent)[0])
-        say(f"Lagrangian {stats['lagrangian_iters']}: bound ${best_lb:,.2f}/h, incumbent "
-            + (f"${ub:,.2f}/h" if ub < math.inf else "none"))
     stats["lagrangian_bound"] = round(best_lb, 6)
     stats["columns"] = sum(len(c) for c in columns.values())
 
@@ -259,6 +233,34 @@ def _joint(problem, columns, incumbent, ub, bound, deadline, mip_gap, whole_buck
         return None
     cost = sum(problem.config_cost(c) * k for c, k in replicas.items())
     return CoupledResult(replicas, routes, cost, min(bound, cost), optimal, stats)
+
+
+def _improve(problem: Problem, columns, incumbent: dict[str, int], group: set[str], mip_gap: float,
+             whole_buckets: bool, time_limit: float | None) -> bool | None:
+    """Re-solve `group` jointly against the availability the others leave; on a cheaper plan,
+    update `incumbent` (and `columns`) in place and return True."""
+    residual = dict(problem.available)
+    for m, j in incumbent.items():
+        if m not in group:
+            for g, u in columns[m][j].usage.items():
+                if residual.get(g) is not None:
+                    residual[g] -= u
+    sub = problem.restrict(models=group, available=residual)
+    start = _plan_of(columns, {m: incumbent[m] for m in group})
+    res = milp.run(sub, time_limit, mip_gap * 0.1, whole_buckets, start=start)
+    if res.objective is None:
+        return None
+    now = sum(columns[m][incumbent[m]].cost for m in group)
+    if res.objective >= now - 1e-9:
+        return None
+    for m in sorted(group):
+        col = _column(sub, milp.MilpResult("feasible", None, 0.0, *_split(res, m)))
+        j = next((j for j, c in enumerate(columns[m]) if _same(c, col)), None)
+        if j is None:
+            columns[m].append(col)
+            j = len(columns[m]) - 1
+        incumbent[m] = j
+    return True
 
 
 def _plan_of(columns: dict[str, list[Column]], choice: dict[str, int]) -> tuple[dict, dict]:
