@@ -4,15 +4,15 @@ Relax C3 with multipliers lambda_g >= 0 (one per GPU type with finite availabili
     L(lambda) = sum_m phi_m(lambda) - sum_g lambda_g * A_g,
     phi_m(lambda) = min cost of model m alone at prices p_g + lambda_g   (its own C1, C2, C3)
 Every L(lambda) is a lower bound on every plan (weak duality), using each sub-MILP's proven bound
-for phi_m. It is at least as strong as the LP relaxation: integrality stays inside each model.
-A model whose lambda=0 optimum touches no priced type keeps phi_m(lambda) = phi_m(0) (prices only
-rise elsewhere), so each iteration re-solves only the models on priced types. Subgradient steps
-(Polyak, against the incumbent) move lambda.
+for phi_m. lambda is the joint LP relaxation's dual of C3, where L(lambda) is at least the LP bound
+(each model keeps its integrality). A model whose lambda=0 optimum touches no priced type keeps
+phi_m(lambda) = phi_m(0) (prices only rise elsewhere), so only the models on priced types re-solve.
 
 Every sub-MILP solution is a candidate plan (a column) for its model. The CP-SAT master picks one
 column per model:  min sum cost * z  s.t.  sum_j z[m,j] = 1,  sum usage[m,j,g] * z <= A_g.
 Costs are scaled to integers (1e4 per $/h, i.e. exact for prices with <= 4 decimals); the true cost
-of the chosen plan is recomputed in floating point. The master's incumbent then warm-starts the
+of the chosen plan is recomputed in floating point. Large neighbourhood search then re-solves a
+few competing models at a time against what the others leave, and the incumbent warm-starts the
 joint MILP (HiGHS), whose own bound can only raise the final lower bound.
 """
 from __future__ import annotations
@@ -100,10 +100,10 @@ def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline:
                   mip_gap: float, whole_buckets: bool, say) -> CoupledResult | None:
     """None when no plan within availability was found (the caller reports infeasibility).
 
-    Order: LP duals -> Lagrangian bound and columns at those prices -> CP-SAT master (greedy
-    repair if it finds nothing) -> joint MILP over the models that compete for scarce types, the
-    others fixed (a good plan fast) -> subgradient steps while time allows -> the full joint MILP,
-    warm-started, whose bound joins the Lagrangian one.
+    Order: a first plan (CP-SAT master over the per-model plans, else greedy repair) -> LP duals
+    of C3 -> Lagrangian bound and new columns at those prices -> master again -> large
+    neighbourhood search (a few competing models re-solved jointly, the rest fixed) -> the full
+    joint MILP, warm-started, whose bound joins the Lagrangian one.
     """
     t0 = time.perf_counter()
     total = None if deadline is None else deadline - t0
@@ -163,7 +163,7 @@ def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline:
     if incumbent is not None:
         say(f"incumbent ${ub:,.2f}/h")
 
-    best_lb = lb_now = sum(base_bound.values())
+    best_lb = sum(base_bound.values())
     if len(problem.configs) <= SMALL_CONFIGS:  # HiGHS alone closes small joint models fastest
         return _joint(problem, columns, incumbent, ub, best_lb, deadline, mip_gap, whole_buckets,
                       say, stats)
@@ -175,8 +175,7 @@ def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline:
         out = lagrangian(lam)
         if out is None:
             return None
-        lb_now, usage = out
-        best_lb = max(best_lb, lb_now)
+        best_lb, usage = max(best_lb, out[0]), out[1]
         say(f"Lagrangian bound ${best_lb:,.2f}/h at the LP duals")
         # mix the plans priced at the duals with the ones we have
         take(master(problem, columns, share(0.1, 5.0) or 5.0, hint=incumbent)[0])
