@@ -103,6 +103,9 @@ def plan(
         "--spot-share", min=0.0, max=1.0, help="Let at most this share of each model's traffic run on spot "
                                                "instances (needs instances with spot prices).")] = 0.0,
     catalog_csv: CatalogOpt = None,
+    share_gpus: Annotated[bool, typer.Option(
+        "--share-gpus", help="Let several models share a GPU set (within memory and time; docs/sharing.md): "
+                             "long tails of small, lightly used models cost far less.")] = False,
 ):
     """Size and route a fleet: replicas per (model, GPU type, TP), routing per request bucket."""
     from planner.errors import GpumixError
@@ -115,7 +118,7 @@ def plan(
             time_limit=time_limit, mip_gap=mip_gap, fill_estimates=fill_estimates,
             whole_buckets=whole_buckets, baseline=not no_baseline, progress=progress,
             current=current, churn_cost=churn_cost, spare_nodes=spare_nodes, allow_partial=allow_partial,
-            spot_share=spot_share, catalog=catalog_csv))
+            spot_share=spot_share, catalog=catalog_csv, share_gpus=share_gpus))
         text = dumps(result.plan)
         if out_path is not None:
             write_atomic(out_path, text)
@@ -154,7 +157,12 @@ def check(
         wl, problem, _ = load_problem(workload, profiles, fill_estimates, catalog_csv)
     except GpumixError as e:
         raise _fail(e) from None
-    violations = check_plan(doc, problem, wl.instances)
+    sharing = None
+    if isinstance(doc, dict) and doc.get("shared"):  # memory of shared groups needs the model shapes
+        from planner.catalog import load_catalog
+        from planner.sharing import build_sharing
+        sharing = build_sharing(wl, load_catalog(), problem)
+    violations = check_plan(doc, problem, wl.instances, sharing)
     for v in violations:
         err.print(f"{plan_file}: {v}", markup=False, soft_wrap=True)
     if violations:

@@ -41,6 +41,8 @@ def plan_report(console: Console, result) -> None:
         groups_by_model.setdefault(g["model"], []).append(g)
     if len(plan["models"]) <= COMPACT_ABOVE:
         for m in plan["models"]:
+            if m.get("shared") and not groups_by_model.get(m["name"]):
+                continue  # in the shared table below
             t = _group_table(f"{m['name']}: {m['rate_rps']:,.2f} req/s, {m['gpus']} GPUs, "
                              f"{_money(m['cost_per_hour'])}/h", with_model=False)
             _group_rows(t, groups_by_model.get(m["name"], []), with_model=False)
@@ -52,6 +54,8 @@ def plan_report(console: Console, result) -> None:
         console.print(t)
         console.print()
 
+    if plan.get("shared"):
+        shared(console, plan)
     gt = Table(title="GPUs", title_justify="left", show_edge=False, pad_edge=False)
     for col, just in (("GPU", "left"), ("used", "right"), ("available", "right"),
                       ("$/GPU-h", "right"), ("$/h", "right")):
@@ -130,4 +134,25 @@ def changes(console: Console, plan: dict) -> None:
     if churn:
         console.print(f"churn: {churn['replicas_started']} started at {_money(churn['cost_per_replica_started'])}"
                       f" each; cost + churn {_money(churn['objective_per_hour'])}/h")
+    console.print()
+
+
+def shared(console: Console, plan: dict) -> None:
+    """Shared GPU sets: which models share which GPUs, their time shares and memory (one row a model)."""
+    t = Table(title=f"Shared GPU sets ({sum(g['count'] for g in plan['shared'])})", title_justify="left",
+              show_edge=False, pad_edge=False)
+    for col, just in (("#", "right"), ("GPU", "left"), ("TP", "right"), ("sets", "right"), ("$/h", "right"),
+                      ("model", "left"), ("req/s", "right"), ("time", "right"), ("GB/GPU", "right")):
+        t.add_column(col, justify=just, no_wrap=col == "model")
+    for i, g in enumerate(plan["shared"]):
+        for j, e in enumerate(g["models"]):
+            head = [str(i), g["gpu"], str(g["tp"]), str(g["count"]), _money(g["cost_per_hour"])] if j == 0 else [""] * 5
+            t.add_row(*head, e["model"], f"{sum(r['rps'] for r in e['routes']):,.2f}", f"{e['time_fraction']:.0%}",
+                      f"{e['memory_gb_per_gpu']:.1f}")
+        t.add_row("", "", "", "", "", "(set total)", "", f"{g['utilization']:.0%}",
+                  f"{g['memory_gb_per_gpu']:.1f}/{g['memory_budget_gb_per_gpu']:.1f}", end_section=True)
+    console.print(t)
+    ded = (plan.get("solver") or {}).get("dedicated_only_cost_per_hour")
+    if ded:
+        console.print(f"dedicated-only plan: {_money(ded)}/h; sharing saves {1 - plan['cost_per_hour'] / ded:.1%}")
     console.print()

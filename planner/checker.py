@@ -11,6 +11,9 @@ Checks (labels as in planner/problem.py):
           type, node shapes and prices as the instance list says, nodes per instance type <= available,
           node replicas = group counts, cost_per_hour = sum of node prices, spot share, spare nodes
   partial (plans with `partial`) C1 against served_fraction x demand, 0 <= served_fraction <= 1
+  shared  (plans with `shared`, planner/sharing.check_shared) S1 a shared model in one group and on no
+          dedicated replica, S2 time sum_m f_m <= count x U, S3 memory per GPU within the GPU's budget;
+          their routes count in C1, their GPUs in C3, their price x tp x count in cost
 """
 from __future__ import annotations
 
@@ -30,9 +33,10 @@ def _num(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def check_plan(plan: dict, problem: Problem, instances=None) -> list[str]:
+def check_plan(plan: dict, problem: Problem, instances=None, sharing=None) -> list[str]:
     """Violations, one line each; empty when the plan is valid for the problem (and, for plans with
-    `nodes`, for the instance list; without one, node shapes and prices are not checked)."""
+    `nodes`, for the instance list; without one, node shapes and prices are not checked). `sharing`
+    (planner/sharing.SharingModel) is needed to check the memory of `shared` groups."""
     errs: list[str] = []
     if not isinstance(plan, dict):
         return ["plan: must be a JSON object"]
@@ -105,6 +109,12 @@ def check_plan(plan: dict, problem: Problem, instances=None) -> list[str]:
         used[gpu] = used.get(gpu, 0) + tp * count
         cost += problem.price[gpu] * tp * count
 
+    if plan.get("shared") is not None:
+        from planner.sharing import check_shared
+        dedicated = {g.get("model") for g in groups if isinstance(g, dict)}
+        shared_errs, shared_cost = check_shared(plan, problem, sharing, served, used, dedicated)
+        errs += shared_errs
+        cost += shared_cost
     fraction = _fractions(plan, problem, errs)
     for m in problem.models:
         for k in problem.buckets[m]:

@@ -20,7 +20,9 @@ SCHEMA_VERSION = 1
 
 def make_plan(problem: Problem, status: str, cost: float, bound: float, replicas: dict,
               routes: dict, *, baseline: dict | None = None, inputs: dict | None = None,
-              solver: dict | None = None) -> dict:
+              solver: dict | None = None, shared: list[dict] | None = None) -> dict:
+    """`shared` (planner/sharing.shared_entries, --share-gpus): groups of GPU sets hosting several
+    models; their GPUs count in `gpus`, their cost in each model's cost (by time share)."""
     by_config: dict = {}
     for (key, k), v in routes.items():
         by_config.setdefault(key, []).append((k, v))
@@ -53,6 +55,13 @@ def make_plan(problem: Problem, status: str, cost: float, bound: float, replicas
     for key, count in replicas.items():
         c = key if isinstance(key, Config) else key[0]
         used[c.gpu] = used.get(c.gpu, 0) + c.tp * count
+    share_cost: dict[str, float] = {}
+    for grp in shared or ():
+        used[grp["gpu"]] = used.get(grp["gpu"], 0) + grp["gpus"]
+        busy = sum(e["time_fraction"] for e in grp["models"])
+        for e in grp["models"]:  # the group's cost split by time share (evenly if idle)
+            part = e["time_fraction"] / busy if busy > 0 else 1 / len(grp["models"])
+            share_cost[e["model"]] = share_cost.get(e["model"], 0.0) + round(grp["cost_per_hour"] * part, 9)
     gpus = [{
         "name": g,
         "used": used[g],
@@ -72,9 +81,12 @@ def make_plan(problem: Problem, status: str, cost: float, bound: float, replicas
             "cost_per_hour": sum(grp["cost_per_hour"] for grp in mine),
             "gpus": sum(grp["gpus"] for grp in mine),
         })
+        if m in share_cost:
+            models[-1]["cost_per_hour"] += share_cost[m]
+            models[-1]["shared"] = True
     cost = round(cost, 9)  # drop float noise (46.436600000000006); the bound rounds down, staying valid
     bound = min(math.floor(bound * 1e9) / 1e9, cost)
-    return {
+    doc = {
         "schema_version": SCHEMA_VERSION,
         "status": status,
         "cost_per_hour": cost,
@@ -88,6 +100,9 @@ def make_plan(problem: Problem, status: str, cost: float, bound: float, replicas
         "solver": solver or {},
         "inputs": inputs or {},
     }
+    if shared is not None:  # only plans made with --share-gpus have the key
+        doc["shared"] = shared
+    return doc
 
 
 def node_entries(nodes) -> list[dict]:

@@ -56,6 +56,7 @@ class PlanOptions:
     workers: int = 8  # CP-SAT workers (interleaved in one thread: deterministic)
     seed: int = 0
     catalog: Path | str | None = None  # a SkyPilot catalog CSV: instance shapes and prices (planner/skypilot.py)
+    share_gpus: bool = False  # let several models share GPU sets (docs/sharing.md, solvers/share.py)
 
     @property
     def extended(self) -> bool:
@@ -91,6 +92,9 @@ def plan_workload(workload_path: Path | str | None = None, profiles_path: Path |
     workload, problem, report = load_problem(workload_path, profiles_path, options.fill_estimates,
                                              options.catalog, transform)
     require_servable(problem, report)
+    if options.share_gpus:
+        from solvers.pipeline_share import plan_shared
+        return plan_shared(workload, problem, report, workload_path, profiles_path, options, t0)
     if workload.instances or options.extended:
         from solvers.pipeline_nodes import plan_extended
         plan, solution = plan_extended(workload, problem, workload_path, profiles_path, options)

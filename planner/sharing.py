@@ -1,0 +1,229 @@
+"""Co-location capacity model: when several models fit on one GPU set, in memory and in time.
+
+A shared group is `count` identical GPU sets (GPU type g, TP degree t: t GPUs in one node); every
+set hosts every model of the group, and each model's routed load is spread evenly over the sets.
+Symbols as in docs/capacity-model.md; per GPU of a set (weights and KV shard over TP):
+
+  time    f_m = sum_k x[m,k] / mu[(m,g,t),k]         busy share of one set, in sets' worth
+          sum_m f_m <= count * U                       (U = max_utilization, as for replicas)
+  memory  mem_m = W_m + A_m + kv_m * max(sum_k (x[m,k] / count) * h[m,k] * (n_in + n_out),
+                                         max_k (n_in + n_out))
+          sum_m mem_m <= M * memory_utilization - reserve_gb
+    W_m   weights per GPU (P * dtype_bytes / t); A_m one prefill's activations at the longest input;
+    kv_m  KV bytes per token per GPU; h[m,k] = (ttft_slo + n_out * tpot_slo) seconds, the longest a
+          request that meets its SLO stays, so x * h bounds its concurrent requests (Little's law);
+          at least one request of the longest context always fits.
+  The reserve (CUDA context, graphs) is paid once per GPU: one engine process hosts all the models.
+
+mu is the dedicated replica's capacity (docs/capacity-model.md), so a model's time share assumes it
+gets the set's whole bandwidth while it runs (time slicing, no speed-up from co-batching). A model
+needs its shape (a config.json or a catalog name) and the GPU its memory size to be shared: a model
+known only from a throughput table can still be planned, but only on dedicated replicas.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from planner.catalog import Catalog
+from planner.problem import BucketKey, Config, Problem
+from planner.workload import Workload
+from profiler.roofline import GB, Efficiency
+
+REL_TOL = 1e-6
+ABS_TOL = 1e-9
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """One model on one GPU set type, per GPU of the set (bytes)."""
+
+    weights: float
+    activations: float
+    kv_per_token: float
+    hold_s: dict[BucketKey, float]  # SLO-bounded request duration per bucket
+
+
+@dataclass(frozen=True)
+class SharingModel:
+    footprint: dict[Config, Footprint]
+    budget: dict[str, float]  # gpu -> bytes per GPU for weights, activations and KV
+    why_not: dict[str, str] = field(default_factory=dict)  # model -> why it cannot be shared
+
+
+def build_sharing(workload: Workload, catalog: Catalog, problem: Problem) -> SharingModel:
+    specs = {o.name: o.spec for o in (workload.gpus or ())}
+    for g in problem.price:
+        if g not in specs:
+            specs[g] = catalog.gpu(g)
+    budget, effs = {}, {}
+    for g, spec in specs.items():
+        if spec is None or g not in problem.price:
+            continue
+        eff = Efficiency.from_dict(catalog.gpu_efficiency(g))
+        effs[g] = eff
+        budget[g] = spec.memory_gb * GB * eff.memory_utilization - eff.reserve_gb * GB
+    demand = {m.name: m for m in workload.models}
+    footprint, why_not = {}, {}
+    for c in problem.configs:
+        m = demand[c.model]
+        if m.shape is None:
+            why_not[c.model] = "no model shape (throughput table only): its memory is unknown"
+            continue
+        if c.gpu not in budget:
+            continue
+        eff, s = effs[c.gpu], m.shape
+        n_in = max(b.input_tokens for b in m.buckets)
+        footprint[c] = Footprint(
+            weights=s.params * eff.dtype_bytes / c.tp,
+            activations=n_in * (4 * s.hidden_size + 2 * s.intermediate_size / c.tp) * eff.dtype_bytes,
+            kv_per_token=float(s.kv_bytes_per_token(c.tp, eff.kv_dtype_bytes)),
+            hold_s={b.key: (m.slo.ttft_ms + b.output_tokens * m.slo.tpot_ms) / 1e3 for b in m.buckets})
+    for m in problem.models:
+        if m not in why_not and not any(c in footprint for c in problem.configs_of(m)):
+            why_not[m] = "no GPU type with a known memory size serves it"
+    return SharingModel(footprint, budget, why_not)
+
+
+def time_fraction(problem: Problem, c: Config, rps: dict[BucketKey, float]) -> float:
+    """Sets' worth of time the load `rps` (bucket -> req/s) of c.model takes on c's GPU set type."""
+    mu = problem.capacity[c]
+    return sum(v / mu[k] for k, v in rps.items() if v > 0)
+
+
+def memory_per_gpu(fp: Footprint, rps: dict[BucketKey, float], count: int = 1) -> float:
+    """Bytes per GPU one model takes on each of `count` sets sharing its load `rps`."""
+    tokens = sum(v / count * fp.hold_s[k] * (k[0] + k[1]) for k, v in rps.items() if v > 0)
+    longest = max(k[0] + k[1] for k in fp.hold_s)
+    return fp.weights + fp.activations + fp.kv_per_token * max(tokens, longest)
+
+
+def min_memory_per_gpu(fp: Footprint) -> float:
+    """The least a model takes on any set that hosts it, whatever its load and the set count."""
+    return fp.weights + fp.activations + fp.kv_per_token * max(k[0] + k[1] for k in fp.hold_s)
+
+
+def full_demand(problem: Problem, model: str) -> dict[BucketKey, float]:
+    return {k: problem.demand[(model, k)] for k in problem.buckets[model]}
+
+
+def can_serve_all(problem: Problem, c: Config) -> bool:
+    return all(problem.demand[(c.model, k)] <= 0 or k in problem.capacity[c] for k in problem.buckets[c.model])
+
+
+def check_shared(plan: dict, problem: Problem, sharing: SharingModel | None, served: dict,
+                 used: dict, dedicated: set) -> tuple[list[str], float]:
+    """The checks of plan["shared"] (planner/checker.py): S1 each shared model in exactly one group and
+    on no dedicated replica, S2 time sum f_m <= count * U, S3 memory per GPU <= budget. Adds the
+    groups' routes to `served` and GPUs to `used`; returns (violations, cost per hour)."""
+    errs: list[str] = []
+    groups = plan.get("shared")
+    if not isinstance(groups, list):
+        return ["shared: not a list"], 0.0
+    if groups and sharing is None:
+        return ["shared: memory cannot be checked without the workload's model shapes"], 0.0
+    cost = 0.0
+    hosted: dict[str, int] = {}
+    for i, g in enumerate(groups):
+        w = f"shared[{i}]"
+        if not isinstance(g, dict):
+            errs.append(f"{w}: not an object")
+            continue
+        gpu, tp, count, models = g.get("gpu"), g.get("tp"), g.get("count"), g.get("models")
+        if not isinstance(tp, int) or isinstance(tp, bool) or tp < 1 or \
+                not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            errs.append(f"{w}: tp and count must be positive integers")
+            continue
+        if gpu not in problem.price:
+            errs.append(f"{w}.gpu: {gpu!r} is not an allowed GPU type")
+            continue
+        if not isinstance(models, list) or not models:
+            errs.append(f"{w}.models: missing or empty")
+            continue
+        busy, mem = 0.0, 0.0
+        for j, entry in enumerate(models):
+            mw = f"{w}.models[{j}]"
+            m = entry.get("model") if isinstance(entry, dict) else None
+            if m not in problem.buckets:
+                errs.append(f"{mw}.model: {m!r} is not in the workload")
+                continue
+            hosted[m] = hosted.get(m, 0) + 1
+            c = Config(m, gpu, tp)
+            fp = sharing.footprint.get(c)
+            if fp is None:
+                errs.append(f"{mw}: {m} on {gpu} TP{tp} has no memory footprint "
+                            f"({sharing.why_not.get(m, 'no capacity or memory data')})")
+                continue
+            rps: dict[BucketKey, float] = {}
+            for r_i, r in enumerate(entry.get("routes") or []):
+                k = (r.get("input_tokens"), r.get("output_tokens")) if isinstance(r, dict) else None
+                v = r.get("rps") if isinstance(r, dict) else None
+                if k is None or not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0:
+                    errs.append(f"{mw}.routes[{r_i}]: needs input_tokens, output_tokens and rps >= 0")
+                    continue
+                if k not in problem.buckets[m]:
+                    errs.append(f"{mw}.routes[{r_i}]: bucket {k[0]}/{k[1]} is not a bucket of {m}")
+                    continue
+                if v > 0 and k not in problem.capacity.get(c, {}):
+                    errs.append(f"{mw}.routes[{r_i}]: {m} on {gpu} TP{tp} cannot serve bucket {k[0]}/{k[1]}")
+                    continue
+                rps[k] = rps.get(k, 0.0) + v
+                served[(m, k)] = served.get((m, k), 0.0) + v
+            busy += time_fraction(problem, c, rps)
+            mem += memory_per_gpu(fp, rps, count)
+        cap = count * problem.max_utilization
+        if busy > cap * (1 + REL_TOL) + ABS_TOL:
+            errs.append(f"{w}: S2 time: the models keep {count} x {gpu} TP{tp} busy {busy:.6f} sets' worth "
+                        f"> {cap:.6f} (count x max_utilization)")
+        budget = sharing.budget.get(gpu)
+        if budget is None:
+            errs.append(f"{w}: S3 memory: {gpu} has no known memory size")
+        elif mem > budget * (1 + REL_TOL):
+            errs.append(f"{w}: S3 memory: {mem / GB:.2f} GB per GPU of weights, activations and KV cache "
+                        f"> {budget / GB:.2f} GB usable on {gpu}")
+        used[gpu] = used.get(gpu, 0) + tp * count
+        cost += problem.price[gpu] * tp * count
+    for m, n in sorted(hosted.items()):
+        if n > 1:
+            errs.append(f"S1 {m}: in {n} shared groups (a shared model lives in exactly one)")
+        if m in dedicated:
+            errs.append(f"S1 {m}: both in a shared group and on dedicated replicas")
+    return errs, cost
+
+
+@dataclass(frozen=True)
+class SharedSet:
+    """A solver's shared group: `count` sets of `tp` x `gpu`, each hosting all `models`."""
+
+    gpu: str
+    tp: int
+    count: int
+    models: tuple[str, ...]
+
+
+def shared_entries(problem: Problem, sharing: SharingModel, sets: list[SharedSet]) -> list[dict]:
+    """The plan's `shared` list: each model's whole demand on its group, with time and memory use."""
+    out = []
+    for s in sets:
+        entries, busy, mem = [], 0.0, 0.0
+        for m in s.models:
+            c = Config(m, s.gpu, s.tp)
+            rps = full_demand(problem, m)
+            f, mb = time_fraction(problem, c, rps), memory_per_gpu(sharing.footprint[c], rps, s.count)
+            busy, mem = busy + f, mem + mb
+            entries.append({
+                "model": m,
+                "time_fraction": f / s.count,
+                "memory_gb_per_gpu": round(mb / GB, 6),
+                "routes": [{"input_tokens": k[0], "output_tokens": k[1], "rps": v,
+                            "max_rps": problem.capacity[c][k], "source": problem.source.get((c, k), "estimated")}
+                           for k, v in rps.items() if v > 0]})
+        price = problem.price[s.gpu]
+        out.append({
+            "gpu": s.gpu, "tp": s.tp, "count": s.count, "gpus": s.tp * s.count,
+            "price_per_gpu_hour": price, "cost_per_hour": round(price * s.tp * s.count, 9),
+            "utilization": busy / s.count,
+            "memory_gb_per_gpu": round(mem / GB, 6),
+            "memory_budget_gb_per_gpu": round(sharing.budget[s.gpu] / GB, 6),
+            "models": entries})
+    return out
+

@@ -1,0 +1,175 @@
+"""--share-gpus: co-location model, checker S1-S3, bound validity (brute force), long-tail target, CLI."""
+import copy
+import itertools
+import json
+import random
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.app import app
+from data import DATA_DIR
+from planner.catalog import load_catalog
+from planner.checker import check_plan
+from planner.problem import Config
+from planner.sharing import (Footprint, SharedSet, SharingModel, build_sharing, check_shared, memory_per_gpu,
+                             shared_entries)
+from solvers.pipeline import PlanOptions, load_problem, plan_workload
+from solvers.share import ShareParams, solve_shared
+from bruteforce import brute_force_cost
+from helpers import make_problem
+
+runner = CliRunner()
+LONGTAIL = DATA_DIR / "examples" / "longtail.yaml"
+GB = 1e9
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def longtail():
+    ded = plan_workload(LONGTAIL, options=PlanOptions(time_limit=60, baseline=False))
+    shared = plan_workload(LONGTAIL, options=PlanOptions(time_limit=60, share_gpus=True))
+    return ded, shared
+
+
+def test_longtail_shared_plan_costs_at_most_half_and_is_optimal(longtail):
+    ded, shared = longtail
+    assert ded.plan["status"] == "optimal" and shared.plan["status"] == "optimal"
+    assert shared.plan["cost_per_hour"] <= 0.5 * ded.plan["cost_per_hour"]
+    assert shared.plan["solver"]["dedicated_only_cost_per_hour"] == pytest.approx(ded.plan["cost_per_hour"])
+    assert shared.solution.wall_s < 30  # target 10 s (docs/benchmarks.md); slack for a busy test machine
+    assert shared.plan["shared"] and all(len(g["models"]) >= 2 for g in shared.plan["shared"])
+
+
+def test_longtail_plan_counts_shared_sets_in_gpus_and_model_costs(longtail):
+    plan = longtail[1].plan
+    used = {}
+    for g in plan["replicas"] + plan["shared"]:
+        used[g["gpu"]] = used.get(g["gpu"], 0) + g["gpus"]
+    assert {g["name"]: g["used"] for g in plan["gpus"]} == used
+    assert sum(m["cost_per_hour"] for m in plan["models"]) == pytest.approx(plan["cost_per_hour"])
+    for g in plan["shared"]:
+        assert g["memory_gb_per_gpu"] <= g["memory_budget_gb_per_gpu"] + 1e-6
+        assert g["utilization"] <= plan["max_utilization"] + 1e-9
+
+
+def test_checker_catches_time_memory_and_double_placement(longtail):
+    plan, problem = longtail[1].plan, longtail[1].problem
+    wl, _, _ = load_problem(LONGTAIL, None)
+    sharing = build_sharing(wl, load_catalog(), problem)
+    assert check_plan(plan, problem, sharing=sharing) == []
+    assert any("without the workload's model shapes" in v for v in check_plan(plan, problem))
+
+    heavy = copy.deepcopy(plan)  # move every shared model onto the first group's single set
+    first = heavy["shared"][0]
+    for g in heavy["shared"][1:]:
+        first["models"] += g["models"]
+    heavy["shared"] = [first]
+    heavy["cost_per_hour"] = round(sum(g["cost_per_hour"] for g in heavy["replicas"] + heavy["shared"]), 9)
+    errs = check_plan(heavy, problem, sharing=sharing)
+    assert any("S3 memory" in v for v in errs), errs
+
+    busy = copy.deepcopy(plan)  # three times the load on one group: demand broken and time too
+    for e in busy["shared"][0]["models"]:
+        for r in e["routes"]:
+            r["rps"] *= 30
+    errs = check_plan(busy, problem, sharing=sharing)
+    assert any("S2 time" in v for v in errs) and any(v.startswith("C1") for v in errs)
+
+    twice = copy.deepcopy(plan)
+    twice["shared"][1]["models"].append(copy.deepcopy(twice["shared"][0]["models"][0]))
+    assert any("S1" in v for v in check_plan(twice, problem, sharing=sharing))
+
+
+def _tiny(seed: int):
+    """3-4 models, 2 GPU types, 1-2 buckets; footprints drawn so that 1-3 models fit a set."""
+    rng = random.Random(seed)
+    models = [f"m{i}" for i in range(rng.choice([3, 4]))]
+    demand, capacity = {}, {}
+    for m in models:
+        for k in rng.sample([(256, 64), (1024, 128)], rng.choice([1, 2])):
+            demand[(m, k)] = round(rng.uniform(0.05, 2.0), 3)
+    price = {"A": 1.0, "B": round(rng.uniform(1.2, 2.6), 2)}
+    for m in models:
+        for g, mult in (("A", 1.0), ("B", 2.0)):
+            capacity[(m, g, 1)] = {k: round(rng.uniform(1.0, 4.0) * mult, 3) for (mm, k) in demand if mm == m}
+    problem = make_problem(demand, capacity, price, max_utilization=0.9)
+    budget = {"A": 20 * GB, "B": 40 * GB}
+    fp = {}
+    for m in models:
+        w = rng.uniform(4, 17) * GB
+        for g in ("A", "B"):
+            fp[Config(m, g, 1)] = Footprint(w, 0.1 * GB, 2e5, {k: 3.0 for (mm, k) in demand if mm == m})
+    return problem, SharingModel(fp, budget)
+
+
+def _brute_force_shared(problem, sharing, max_count=2):
+    """Cheapest plan over every split into dedicated models and shared groups (1..max_count sets)."""
+    ded = {m: brute_force_cost(problem.restrict(models={m})) for m in problem.models}
+    best = float("inf")
+    models = list(problem.models)
+    for labels in itertools.product(range(len(models) + 1), repeat=len(models)):  # 0 = dedicated
+        groups = {}
+        for m, lab in zip(models, labels):
+            if lab:
+                groups.setdefault(lab, []).append(m)
+        cost = sum(ded[m] for m, lab in zip(models, labels) if not lab)
+        for members in groups.values():
+            options = []
+            for g in problem.price:
+                for count in range(1, max_count + 1):
+                    sets = [SharedSet(g, 1, count, tuple(members))]
+                    if all(Config(m, g, 1) in problem.capacity for m in members):
+                        plan = {"shared": shared_entries(problem, sharing, sets)}
+                        errs, c = check_shared(plan, problem, sharing, {}, {}, set())
+                        if not errs:
+                            options.append(c)
+            cost += min(options, default=float("inf"))
+        best = min(best, cost)
+    return best
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_bound_below_every_plan_and_cost_optimal_on_tiny_instances(seed):
+    problem, sharing = _tiny(seed)
+    sol = solve_shared(problem, sharing, ShareParams(time_limit=30, workers=1))
+    brute = _brute_force_shared(problem, sharing)
+    assert sol.bound <= brute + 1e-6
+    assert sol.cost >= brute - 1e-6
+    if sol.status == "optimal":
+        assert sol.cost == pytest.approx(brute, rel=1e-4)
+
+
+def test_memory_model_scales_kv_with_load_and_splits_it_over_sets():
+    fp = Footprint(weights=10 * GB, activations=0.0, kv_per_token=1e5, hold_s={(1000, 100): 2.0})
+    low = memory_per_gpu(fp, {(1000, 100): 0.0})
+    assert low == pytest.approx(10 * GB + 1e5 * 1100)  # room for one request of the longest context
+    busy = memory_per_gpu(fp, {(1000, 100): 10.0})
+    assert busy == pytest.approx(10 * GB + 1e5 * 10 * 2.0 * 1100)
+    assert memory_per_gpu(fp, {(1000, 100): 10.0}, count=2) == pytest.approx(10 * GB + 1e5 * 5 * 2.0 * 1100)
+
+
+def test_cli_share_gpus_json_check_and_unchanged_default(tmp_path):
+    out = tmp_path / "p.json"
+    r = run("plan", LONGTAIL, "--share-gpus", "-q", "--out", out, "--format", "json")
+    assert r.exit_code == 0, r.output
+    plan = json.loads(r.stdout)
+    assert plan["shared"] and plan["inputs"]["share_gpus"] is True
+    r = run("check", out, LONGTAIL)
+    assert r.exit_code == 0, r.output
+    r = run("plan", LONGTAIL, "-q", "--format", "json", "--no-baseline")
+    assert r.exit_code == 0 and "shared" not in json.loads(r.stdout)
+    r = run("plan", LONGTAIL, "--share-gpus", "-q")
+    assert r.exit_code == 0 and "Shared GPU sets" in r.stdout and "dedicated-only plan" in r.stdout
+
+
+def test_cli_share_gpus_with_instances_is_rejected(tmp_path):
+    wl = tmp_path / "wl.yaml"
+    wl.write_text(LONGTAIL.read_text().replace("../models/", str(DATA_DIR / "models") + "/")
+                  + "instances: [g6e.xlarge]\n")
+    r = run("plan", wl, "--share-gpus", "-q")
+    assert r.exit_code == 2
+    assert "--share-gpus" in r.output and "instances" in r.output
