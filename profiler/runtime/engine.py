@@ -85,24 +85,32 @@ class ModelRunner:
         self.device = model.output.weight.device
         model.setup_cache(n_slots, max_seq)
 
-    @torch.inference_mode()
-    def run(self, kind: str, batch: list[Request]) -> list[int]:
+    @staticmethod
+    def inputs(kind: str, batch: list[Request]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A step as CPU int64 tensors: tokens, pos [B, S] and slots [B] (what TP ranks receive)."""
         if kind == "prefill":  # one request: its whole prompt
             (req,) = batch
-            tokens = torch.tensor([req.prompt], device=self.device)
-            pos = torch.arange(len(req.prompt), device=self.device)[None]
+            tokens = torch.tensor([req.prompt])
+            pos = torch.arange(len(req.prompt))[None]
         else:  # every running request: its last token
-            tokens = torch.tensor([[r.output[-1]] for r in batch], device=self.device)
-            pos = torch.tensor([[r.length - 1] for r in batch], device=self.device)
-        slots = torch.tensor([r.slot for r in batch], device=self.device)
-        logits = self.model(tokens, pos, slots, last_only=True)  # [B, 1, V]
-        return logits[:, -1].argmax(-1).tolist()
+            tokens = torch.tensor([[r.output[-1]] for r in batch])
+            pos = torch.tensor([[r.length - 1] for r in batch])
+        return tokens, pos, torch.tensor([r.slot for r in batch])
+
+    @torch.inference_mode()
+    def forward(self, tokens: torch.Tensor, pos: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        dev = self.device
+        return self.model(tokens.to(dev), pos.to(dev), slots.to(dev), last_only=True)[:, -1]  # [B, V]
+
+    def run(self, kind: str, batch: list[Request]) -> list[int]:
+        return self.forward(*self.inputs(kind, batch)).argmax(-1).tolist()
 
 
 class Engine:
-    def __init__(self, model: Transformer, n_slots: int, max_seq: int):
+    def __init__(self, model: Transformer, n_slots: int, max_seq: int,
+                 runner: ModelRunner | None = None):
         self.scheduler = Scheduler(n_slots, max_seq)
-        self.runner = ModelRunner(model, n_slots, max_seq)
+        self.runner = runner or ModelRunner(model, n_slots, max_seq)
         self._next_id = 0
 
     def add(self, prompt: list[int], max_new_tokens: int) -> int:
@@ -123,6 +131,12 @@ class Engine:
         for req, token in zip(batch, self.runner.run(kind, batch)):
             req.output.append(token)
         return batch, self.scheduler.update(kind, batch)
+
+    def heartbeat(self) -> None:
+        """Called by a driving loop while it has nothing to step (TP ranks use it as a keep-alive)."""
+
+    def close(self) -> None:
+        """Release what the engine holds beyond its model (TP: the worker processes)."""
 
     def run(self) -> dict[int, list[int]]:
         """Step until every request finished; {request id: generated tokens}."""
