@@ -27,18 +27,28 @@ class ReplicaSpec:
     n_slots: int = 32
     max_seq: int = 2048
     seed: int = 0
-    threads: int | None = None  # CPU threads; None: torch's default
+    threads: int | None = None  # CPU threads per rank; None: torch's default (TP: cores / tp)
+    tp: int = 1  # ranks: this process runs rank 0, spawned workers the rest (runtime.tp_engine)
 
 
 def build_engine(spec: ReplicaSpec):
+    """An Engine, or for tp > 1 a TPEngine on GPUs cuda:b..b+tp-1 (b from `device`); close() it."""
+    import os
+
     import torch
 
     from profiler.runtime.engine import Engine
     from profiler.runtime.model import DTYPES, ModelArgs, build
 
-    if spec.device == "cpu" and spec.threads:
-        torch.set_num_threads(spec.threads)
+    threads = spec.threads or (max(1, (os.cpu_count() or 1) // spec.tp) if spec.tp > 1 else None)
+    if spec.device == "cpu" and threads:
+        torch.set_num_threads(threads)
     dev = "cuda:0" if spec.device == "cuda" else spec.device
+    if spec.tp > 1:
+        from profiler.runtime.tp_engine import TPEngine
+
+        return TPEngine(ModelArgs(**spec.args), spec.tp, dev, DTYPES[spec.dtype], spec.n_slots,
+                        spec.max_seq, spec.seed, threads)
     model = build(ModelArgs(**spec.args), dev, DTYPES[spec.dtype], spec.seed)
     return Engine(model, spec.n_slots, spec.max_seq)
 
@@ -70,12 +80,14 @@ class EngineLoop:
             self._inbox.put((prompt, max_new_tokens, on_token))
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop the loop, fail what is pending, close the engine (TP: stop or kill its ranks)."""
         self._stop.set()
         self._inbox.put(None)
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
         if not self._thread.is_alive():  # else the loop still owns its subscribers
             self._fail_all(self.error or "replica stopped")
+        self.engine.close()
 
     def kill(self, reason: str = "replica killed") -> None:
         """Fault injection: the next step raises, as a crashed device would."""
@@ -106,6 +118,7 @@ class EngineLoop:
                 if self._stop.is_set():
                     break
                 if self.engine.scheduler.idle():
+                    self.engine.heartbeat()
                     continue
                 stepped, finished = self.engine.step_batch()
                 t = time.perf_counter()
