@@ -2,7 +2,7 @@
 
   gpumix validate PLAN.json [WORKLOAD] --device cpu|cuda [--gpu-name NAME] [--duration S] [--report R.json]
   gpumix validate PLAN.json --endpoint http://HOST:PORT [--gpu-name NAME] ...
-  gpumix serve --model M [--workload W] [--tp 1] --port P
+  gpumix serve --model M [--workload W] [--tp N] --port P
   gpumix profile endpoint WORKLOAD --endpoint URL --gpu-name NAME --out PROFILES.json
 
 Exit codes: 0 every validated group held; 1 a group failed, or nothing was validated; 2 bad input.
@@ -173,7 +173,8 @@ def serve(
     workload: Annotated[Optional[Path], typer.Option("--workload", help="Resolve --model here (its `config`).")] = None,
     profiles: Annotated[Optional[Path], typer.Option(
         "--profiles", help="Run the model as this profile ran it (provenance run_args, dtype, threads).")] = None,
-    tp: Annotated[int, typer.Option("--tp", min=1, help="Tensor-parallel degree (1 only for now).")] = 1,
+    tp: Annotated[int, typer.Option("--tp", min=1, help="Tensor-parallel degree: this process is rank 0 "
+                                                      "(engine and HTTP), tp - 1 spawned worker ranks.")] = 1,
     host: Annotated[str, typer.Option("--host", help="Address to bind (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port; 0 picks a free one "
                                                                       "(printed on stdout).")] = 8000,
@@ -196,13 +197,12 @@ def serve(
     from planner.errors import GpumixError, InputError
 
     try:
-        if tp != 1:
-            raise InputError("gpumix serve", "--tp", "only TP 1 is served for now")
         if dtype is not None and dtype not in ("bf16", "fp16", "fp32"):
             raise InputError("gpumix serve", "--dtype", f"must be bf16, fp16 or fp32, got {dtype!r}")
         _check_device("gpumix serve", device)
         spec, name = _serve_spec(model, workload, profiles, device, dtype, scale_layers, scale_hidden,
-                                 scale_vocab, max_batch, max_seq, threads, seed)
+                                 scale_vocab, max_batch, max_seq, threads, seed, tp)
+        _check_tp("gpumix serve", spec)
         from profiler import server as srv
         from profiler.replica import EngineLoop, build_engine
 
@@ -210,11 +210,12 @@ def serve(
         try:
             httpd = srv.Server((host, port), loop, served_name or name, spec.max_seq)
         except OSError as e:
+            loop.stop()
             raise InputError("gpumix serve", "--port", f"cannot listen on {host}:{port}: {e.strerror}") from None
     except GpumixError as e:
         raise _fail(e) from None
     print(f"gpumix serve: {served_name or name} on {httpd.url}/v1 ({spec.n_slots} slots, "
-          f"{spec.max_seq} tokens each, {spec.dtype})", flush=True)
+          f"{spec.max_seq} tokens each, {spec.dtype}, TP {spec.tp})", flush=True)
     try:
         httpd.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
@@ -224,8 +225,25 @@ def serve(
         loop.stop()
 
 
+def _check_tp(cmd: str, spec) -> None:
+    """The model splits over --tp ranks, and on CUDA there is a GPU for each."""
+    from planner.errors import InputError
+    from profiler.runtime.model import ModelArgs, head_count_ok
+
+    why = head_count_ok(ModelArgs(**spec.args), spec.tp)
+    if why:
+        raise InputError(cmd, "--tp", why)
+    if spec.device.startswith("cuda"):
+        import torch
+
+        base = int(spec.device.partition(":")[2] or 0)
+        if base + spec.tp > torch.cuda.device_count():
+            raise InputError(cmd, "--tp", f"needs GPUs {base}..{base + spec.tp - 1}, torch sees "
+                                          f"{torch.cuda.device_count()}")
+
+
 def _serve_spec(model, workload, profiles, device, dtype, layers, hidden, vocab, max_batch, max_seq,
-                threads, seed):
+                threads, seed, tp=1):
     from planner.catalog import load_catalog, norm_name
     from planner.errors import InputError
     from profiler.replica import ReplicaSpec
@@ -269,7 +287,7 @@ def _serve_spec(model, workload, profiles, device, dtype, layers, hidden, vocab,
     batches = [d["batch"] for d in (prov.get("sweep") or {}).get("decode", [])]
     return ReplicaSpec(args=args.to_dict(), device=device, dtype=dtype or prov.get("dtype") or "bf16",
                        n_slots=max_batch or (max(batches) if batches else (256 if device.startswith("cuda") else 32)),
-                       max_seq=max_seq, seed=seed, threads=threads or prov.get("threads")), name
+                       max_seq=max_seq, seed=seed, threads=threads or prov.get("threads"), tp=tp), name
 
 
 @profile_app.command("endpoint")

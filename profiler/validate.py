@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -59,6 +61,7 @@ class ValidateOptions:
     min_rate_fraction: float = MIN_RATE_FRACTION
     min_slo_attainment: float = MIN_SLO_ATTAINMENT
     kill_replica_after_s: float | None = None  # fault injection (tests): the replica dies mid-run
+    kill_rank_after_s: float | None = None  # fault injection (tests): replica 0's last TP rank is SIGKILLed
 
     @property
     def drain(self) -> float:
@@ -207,7 +210,7 @@ def run_setup(t: Target, opts: ValidateOptions, profiles: list[dict]) -> dict:
         source = "profile provenance"
     sweep_batches = [d["batch"] for d in (prov.get("sweep") or {}).get("decode", [])]
     default_batch = 256 if opts.device.startswith("cuda") else 32
-    return {"args": args.to_dict(), "device": opts.device,
+    return {"args": args.to_dict(), "device": opts.device, "tp": t.tp,
             "dtype": opts.dtype or prov.get("dtype") or "bf16",
             "n_slots": opts.max_batch or (max(sweep_batches) if sweep_batches else default_batch),
             "max_seq": longest, "seed": opts.seed,
@@ -244,11 +247,9 @@ def skip_reason(t: Target, opts: ValidateOptions, here: str | None, served: list
         if served is not None and name not in served:
             return f"the endpoint serves {', '.join(served) or 'no model'}, not {name}"
         return ""
-    if t.tp > 1:
-        return "in-process replicas run TP 1 only (TP > 1 is not implemented yet)"
-    have = local_devices(opts.device)
-    if opts.device.startswith("cuda") and min(opts.replicas, t.count) > have:
-        return f"needs {min(opts.replicas, t.count)} GPUs for {opts.replicas} replica(s), this machine has {have}"
+    n = min(opts.replicas, t.count)
+    if opts.device.startswith("cuda") and n * t.tp > (have := local_devices(opts.device)):
+        return f"needs {n * t.tp} GPUs for {n} replica(s) of TP {t.tp}, this machine has {have}"
     return ""
 
 
@@ -270,7 +271,7 @@ def run_group(t: Target, opts: ValidateOptions, profiles: list[dict]) -> dict:
     shape = 1.0 if opts.arrivals == "poisson" else opts.gamma_shape
     schedules = [loadgen.arrivals(t.per_replica, opts.duration_s, opts.seed + j, shape) for j in range(n)]
     row: dict = {"replicas_run": n}
-    loops, killer = [], None
+    loops, killers = [], []
     try:
         if opts.endpoint:
             from profiler.client import Endpoint, EndpointBackend
@@ -279,28 +280,36 @@ def run_group(t: Target, opts: ValidateOptions, profiles: list[dict]) -> dict:
             backends = [EndpointBackend(ep, opts.endpoint_model or t.model, opts.prompt) for _ in range(n)]
         else:
             from profiler.replica import EngineLoop, ReplicaBackend, ReplicaSpec, build_engine
+            from profiler.runtime.model import ModelArgs, head_count_ok
 
             setup = run_setup(t, opts, profiles)
             row["run"] = setup
             spec = ReplicaSpec(**{k: v for k, v in setup.items() if k != "from"})
-            for j in range(n):  # replica j on GPU j; CPU replicas share the cores
-                dev = f"cuda:{j}" if opts.device == "cuda" else opts.device
+            why = head_count_ok(ModelArgs(**spec.args), t.tp)
+            if why:
+                raise ValueError(f"the model as run cannot be split: {why}")
+            for j in range(n):  # replica j on GPUs j*tp..j*tp+tp-1; CPU replicas share the cores
+                dev = f"cuda:{j * t.tp}" if opts.device == "cuda" else opts.device
                 loops.append(EngineLoop(build_engine(replace(spec, device=dev)), spec.args["vocab"]).start())
             backends = [ReplicaBackend(lp, opts.seed + j) for j, lp in enumerate(loops)]
         for b in backends:
             _warm(b, sorted({(i, o) for i, o, _ in t.per_replica}), timeout_s=60.0)
         if opts.kill_replica_after_s is not None and loops:
-            killer = threading.Timer(opts.kill_replica_after_s, loops[0].kill,
-                                     ("fault injection: replica 0 killed mid-run",))
-            killer.start()
+            killers.append(threading.Timer(opts.kill_replica_after_s, loops[0].kill,
+                                           ("fault injection: replica 0 killed mid-run",)))
+        if opts.kill_rank_after_s is not None and loops and t.tp > 1:
+            pid = loops[0].engine.ranks.pids()[-1]
+            killers.append(threading.Timer(opts.kill_rank_after_s, os.kill, (pid, signal.SIGKILL)))
+        for k in killers:
+            k.start()
         res = loadgen.run(backends, schedules, drain_s=opts.drain,
                           request_timeout_s=opts.duration_s + opts.drain + 5.0)
     except Exception as e:  # noqa: BLE001 - a replica that cannot start is this group's result
         row.update(status="error", passed=False, reasons=[f"{type(e).__name__}: {e}"])
         return row
     finally:
-        if killer is not None:
-            killer.cancel()
+        for k in killers:
+            k.cancel()
         for lp in loops:
             lp.stop()
     row.update(loadgen.summarize(res.records, schedules, slo.ttft_ms, slo.tpot_ms))

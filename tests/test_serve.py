@@ -194,8 +194,8 @@ def test_profile_endpoint_writes_entries(server, files):
 def test_serve_bad_input_exits_2(files):
     r = runner.invoke(app, ["serve", "--model", "no-such-model", "--port", "0"])
     assert r.exit_code == 2
-    r = runner.invoke(app, ["serve", "--model", "tiny", "--workload", str(files / "wl.yaml"), "--tp", "2"])
-    assert r.exit_code == 2 and "--tp" in r.output
+    r = runner.invoke(app, ["serve", "--model", "tiny", "--workload", str(files / "wl.yaml"), "--tp", "3"])
+    assert r.exit_code == 2 and "--tp" in r.output and "heads" in r.output  # 4 heads over 3 ranks
 
 
 def test_import_cli_stays_torch_free():
