@@ -29,7 +29,7 @@ from solvers import milp
 
 COST_SCALE = 10_000
 LNS_SIZE = 12  # models re-solved together in one neighbourhood
-SMALL_CONFIGS = 600  # joint models this small go straight to HiGHS after a first incumbent
+SMALL_CONFIGS = 2000  # joint models this small (M size) go straight to HiGHS after a first incumbent
 
 
 @dataclass
