@@ -169,7 +169,11 @@ def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline:
                       say, stats)
     lam = {g: 0.0 for g in finite}
     usage = {g: sum(base_usage[m].get(g, 0) for m in problem.models) for g in finite}
-    duals = milp.availability_duals(problem, share(0.1, 30.0)) if left() > 0.3 else None
+    lp = milp.availability_duals(problem, share(0.25, 60.0)) if left() > 0.3 else None
+    duals = None
+    if lp is not None:
+        best_lb = max(best_lb, lp[0] * (1 - 1e-9))  # the LP relaxation's optimum is a bound too
+        duals = lp[1]
     if duals and any(duals.get(g, 0) > 0 for g in finite):
         lam = {g: duals.get(g, 0.0) for g in finite}
         out = lagrangian(lam)

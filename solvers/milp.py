@@ -223,14 +223,15 @@ def run(problem: Problem, time_limit: float | None = None, mip_gap: float = 1e-6
     return MilpResult(status, cost, min(bound, cost), replicas, routes, wall)
 
 
-def availability_duals(problem: Problem, time_limit: float | None = None) -> dict[str, float] | None:
-    """Multipliers lambda_g >= 0 of C3 from the joint LP relaxation (a strong start for the
-    Lagrangian); None if the LP does not solve to optimality in time."""
+def availability_duals(problem: Problem, time_limit: float | None = None) -> tuple[float, dict[str, float]] | None:
+    """The joint LP relaxation: its optimum (a valid lower bound) and the multipliers lambda_g >= 0
+    of C3 (where the Lagrangian starts); None if the LP does not solve to optimality in time."""
     _swallow_highs_banner()
     model = build(problem)
     solver = pulp.HiGHS(mip=False, msg=False, timeLimit=time_limit)
     model.prob.solve(solver)
     if model.prob.solverModel.getModelStatus() != highspy.HighsModelStatus.kOptimal:
         return None
-    return {g: max(0.0, -(model.avail[g].pi or 0.0)) if g in model.avail else 0.0
-            for g in problem.available}
+    objective = model.prob.solverModel.getInfo().objective_function_value
+    return objective, {g: max(0.0, -(model.avail[g].pi or 0.0)) if g in model.avail else 0.0
+                       for g in problem.available}
