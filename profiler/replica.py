@@ -120,16 +120,19 @@ class EngineLoop:
                 if self.engine.scheduler.idle():
                     self.engine.heartbeat()
                     continue
-                stepped, finished = self.engine.step_batch()
-                t = time.perf_counter()
-                for req in stepped:
-                    self._subscribers[req.id](req.output[-1], t, False, None)
-                for req in finished:
-                    self._subscribers.pop(req.id)(None, t, True, None)
+                self._step()
         except Exception as e:  # noqa: BLE001 - a dead replica reports why to every waiter
             with self._lock:
                 self.error = f"replica died: {type(e).__name__}: {e}"
         self._fail_all(self.error or "replica stopped")
+
+    def _step(self) -> None:
+        stepped, finished = self.engine.step_batch()
+        t = time.perf_counter()
+        for req in stepped:
+            self._subscribers[req.id](req.output[-1], t, False, None)
+        for req in finished:
+            self._subscribers.pop(req.id)(None, t, True, None)
 
     def _fail_all(self, reason: str) -> None:
         with self._lock:
