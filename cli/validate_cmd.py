@@ -67,7 +67,8 @@ def render_report(console: Console, report: dict) -> None:
         result = {"passed": "[green]passed[/green]", "failed": "[red]FAILED[/red]",
                   "error": "[red]ERROR[/red]", "skipped": "[dim]skipped[/dim]"}[g["status"]]
         measured = g["status"] != "skipped" and "achieved_rps" in g
-        t.add_row(g["model"], g["gpu"], str(g["tp"]), f"{g.get('replicas_run', 0)}/{g['count']}",
+        name = g["model"] + (f" (shared[{g['shared']}])" if "shared" in g else "")
+        t.add_row(name, g["gpu"], str(g["tp"]), f"{g.get('replicas_run', 0)}/{g['count']}",
                   f"{g['planned_rps']:,.2f}",
                   f"{g['achieved_rps']:,.2f}" if measured else "-",
                   f"{_ms(g.get('ttft_ms'), 'p50')} / {_ms(g.get('ttft_ms'), 'p99')}" if measured else "-",
@@ -77,6 +78,11 @@ def render_report(console: Console, report: dict) -> None:
     for g in report["groups"]:
         if g["status"] == "skipped":
             console.print(f"skipped {g['model']} on {g['gpu']} TP{g['tp']}: {g['reasons'][0]}", markup=False)
+    for s in report.get("shared", []):
+        console.print(f"shared[{s['index']}] ({' + '.join(s['models'])}) on {s['gpu']} TP{s['tp']}: "
+                      f"{s['status']}, planned time use {s['planned_utilization']} per set"
+                      + (f", plan memory {s['memory_gb_per_gpu']} GB per GPU" if s.get("memory_gb_per_gpu") else ""),
+                      markup=False)
     verdict = "[green]PASSED[/green]" if report["passed"] else "[red]FAILED[/red]"
     console.print(f"{verdict}: {report['validated']} group(s) validated, {report['skipped']} skipped")
 

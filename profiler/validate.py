@@ -11,7 +11,8 @@ arrivals, the plan's bucket mix) for the duration -> loadgen.summarize -> pass w
 
 A group that cannot run here is `skipped` (never passed); a group whose replica or server fails
 is `error` with whatever it measured before. The report is written after every group, so a run
-cut short still leaves what it measured.
+cut short still leaves what it measured. Shared groups (plan["shared"]) run after the replica groups,
+all models of a set at once (profiler/validate_shared.py).
 """
 from __future__ import annotations
 
@@ -133,14 +134,14 @@ def plan_problem(plan: dict, workload: Workload) -> Problem:
     (routes' max_rps) and prices, so the checker can run without the profiles the plan used."""
     capacity: dict[Config, dict] = {}
     price: dict[str, float] = {}
-    for g in plan["replicas"]:
-        if not isinstance(g, dict):
-            continue
-        c = Config(g.get("model"), g.get("gpu"), g.get("tp"))
+    shared = [(g, m) for g in plan.get("shared") or [] if isinstance(g, dict)
+              for m in g.get("models") or [] if isinstance(m, dict)]
+    for g, m in [(g, g) for g in plan["replicas"] if isinstance(g, dict)] + shared:
+        c = Config(m.get("model"), g.get("gpu"), g.get("tp"))
         if isinstance(c.gpu, str):
             p = g.get("price_per_gpu_hour")
             price[c.gpu] = float(p) if _num(p) else 0.0
-        for r in g.get("routes") or []:
+        for r in m.get("routes") or []:
             if isinstance(r, dict) and _num(r.get("max_rps")) and r["max_rps"] > 0:
                 capacity.setdefault(c, {})[(r.get("input_tokens"), r.get("output_tokens"))] = r["max_rps"]
     mu = plan.get("max_utilization")
@@ -153,13 +154,19 @@ def plan_problem(plan: dict, workload: Workload) -> Problem:
         max_utilization=float(mu) if _num(mu) and mu > 0 else workload.max_utilization)
 
 
-LOAD_FINDING = re.compile(r"(^|\W)C[123]\W|^cost_per_hour|^lower_bound")
+LOAD_FINDING = re.compile(r"(^|\W)(C[123]|S[23])\W|^cost_per_hour|^lower_bound|no memory footprint")
 
 
 def check(plan_path: Path, plan: dict, workload: Workload) -> list[str]:
     """Schema problems raise InputError (exit 2); load/demand/cost findings come back as notes."""
     notes = []
-    for v in check_plan(plan, plan_problem(plan, workload)):
+    problem, sharing = plan_problem(plan, workload), None
+    if plan.get("shared"):  # memory of shared groups needs the workload's shapes and GPU sizes
+        from planner.catalog import load_catalog
+        from planner.sharing import build_sharing
+
+        sharing = build_sharing(workload, load_catalog(), problem)
+    for v in check_plan(plan, problem, sharing=sharing):
         if LOAD_FINDING.search(v):
             notes.append(v)
         else:
@@ -320,17 +327,67 @@ def run_group(t: Target, opts: ValidateOptions, profiles: list[dict]) -> dict:
         reasons.append(died[0])
     if res.aborted:
         reasons.append(res.aborted)
-    planned = t.planned_rps * n
+    reasons += verdict(row, t.planned_rps * n, slo, opts)
+    row["reasons"] = reasons
+    row["passed"] = not reasons
+    row["status"] = "passed" if not reasons else ("error" if died or res.aborted else "failed")
+    return row
+
+
+def verdict(row: dict, planned: float, slo, opts: ValidateOptions) -> list[str]:
+    """Why a measured row fails the criteria (empty: it passed)."""
+    reasons = []
     if row["achieved_rps"] < opts.min_rate_fraction * planned:
         reasons.append(f"achieved {row['achieved_rps']:.2f} of {planned:.2f} req/s planned "
                        f"({row['achieved_rps'] / planned:.0%}, needs {opts.min_rate_fraction:.0%})")
     if row["slo_attainment"] < opts.min_slo_attainment:
         reasons.append(f"{row['slo_attainment']:.1%} of requests within the SLO (TTFT {slo.ttft_ms:g} ms, "
                        f"TPOT {slo.tpot_ms:g} ms; needs {opts.min_slo_attainment:.0%})")
-    row["reasons"] = reasons
-    row["passed"] = not reasons
-    row["status"] = "passed" if not reasons else ("error" if died or res.aborted else "failed")
+    return reasons
+
+
+def target_row(t: Target) -> dict:
+    """A report row's plan side: what the group (or a shared group's model) was planned to carry."""
+    row = {"model": t.model, "gpu": t.gpu, "tp": t.tp, "count": t.count,
+           "planned_rps": round(t.planned_rps, 4),
+           "planned_utilization": None if t.planned_utilization is None else round(t.planned_utilization, 4),
+           "predicted_capacity_rps": (round(t.planned_rps / t.planned_utilization, 4)
+                                      if t.planned_utilization else None),
+           "routes": [{"input_tokens": i, "output_tokens": o, "rps": round(r, 6)}
+                      for i, o, r in t.per_replica]}
+    if t.demand is not None:
+        row["slo"] = {"ttft_ms": t.demand.slo.ttft_ms, "tpot_ms": t.demand.slo.tpot_ms}
     return row
+
+
+def validate_shared(plan: dict, workload: Workload, opts: ValidateOptions, profiles: list[dict],
+                    here: str | None, served: list[str] | None, report: dict,
+                    write: Callable[[dict], None], progress: Callable[[str], None]) -> None:
+    """The plan's shared groups (profiler/validate_shared.py): one row per (group, model) in
+    report["groups"], the group's verdict in report["shared"]."""
+    from profiler import validate_shared as vs
+
+    report.setdefault("shared", [])
+    for st in vs.shared_targets(plan, workload):
+        rows = {t.model: {**target_row(t), "shared": st.index,
+                          "sharing_with": [m for m in st.models if m != t.model]} for t in st.members}
+        why = vs.skip_reason(st, opts, here, served)
+        if why:
+            for r in rows.values():
+                r.update(status="skipped", passed=None, reasons=[why])
+            group = {**vs.group_row(st), "status": "skipped", "passed": None, "reasons": [why]}
+            report["skipped"] += len(rows)
+        else:
+            progress(f"{st.label}: " + ", ".join(f"{t.model} {t.planned_rps:.2f}" for t in st.members)
+                     + f" req/s per set for {opts.duration_s:g} s")
+            group = vs.run_shared_group(st, opts, profiles, rows)
+            report["validated"] += sum(1 for r in rows.values() if r["status"] != "skipped")
+            for r in rows.values():
+                if r["passed"] is False:
+                    report["failures"].append(f"{r['model']} in {st.label}: " + "; ".join(r["reasons"]))
+        report["groups"] += rows.values()
+        report["shared"].append(group)
+        write(report)
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -377,15 +434,7 @@ def validate(plan_path: Path, workload_arg: Path | None, opts: ValidateOptions,
         "notes": notes, "groups": [], "passed": False, "validated": 0, "skipped": 0, "failures": [],
     }
     for t in targets(plan, workload):
-        row = {"model": t.model, "gpu": t.gpu, "tp": t.tp, "count": t.count,
-               "planned_rps": round(t.planned_rps, 4),
-               "planned_utilization": None if t.planned_utilization is None else round(t.planned_utilization, 4),
-               "predicted_capacity_rps": (round(t.planned_rps / t.planned_utilization, 4)
-                                          if t.planned_utilization else None),
-               "routes": [{"input_tokens": i, "output_tokens": o, "rps": round(r, 6)}
-                          for i, o, r in t.per_replica]}
-        if t.demand is not None:
-            row["slo"] = {"ttft_ms": t.demand.slo.ttft_ms, "tpot_ms": t.demand.slo.tpot_ms}
+        row = target_row(t)
         why = skip_reason(t, opts, here, served)
         if why:
             row.update(status="skipped", passed=None, reasons=[why])
@@ -398,6 +447,8 @@ def validate(plan_path: Path, workload_arg: Path | None, opts: ValidateOptions,
                 report["failures"].append(f"{t.label}: " + "; ".join(row["reasons"]))
         report["groups"].append(row)
         write(report)
+    if plan.get("shared"):
+        validate_shared(plan, workload, opts, profiles, here, served, report, write, progress)
     report["passed"] = report["validated"] > 0 and not report["failures"]
     if report["validated"] == 0:
         report["failures"].append("no group of the plan could be validated here"
