@@ -87,7 +87,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", nargs="+", default=["S", "M", "L", "XL"])
     ap.add_argument("--variants", nargs="+", default=["unlimited", "binding"])
-    ap.add_argument("--baselines", nargs="+", default=["highs", "cbc"])
+    ap.add_argument("--baselines", nargs="+", default=["highs", "cbc"], help="highs, cbc, or none")
     ap.add_argument("--tenfold", action="store_true", help="also run the baselines at 10x the limit (binding only)")
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -113,7 +113,7 @@ def main() -> None:
             runs = [("gpumix", limit, {"kind": "gpumix", "plan": str(plan), "argv": [
                 "plan", str(w), "--profiles", str(p), "--out", str(plan), "--time-limit", str(limit),
                 "--quiet", "--no-baseline"]})]
-            for b in args.baselines:
+            for b in (b for b in args.baselines if b != "none"):
                 runs.append((f"{b}", limit, {"kind": b, "workload": str(w), "profiles": str(p), "limit": limit,
                                              "log": str(tmp / f"{inst.name}.{b}.log")}))
                 if args.tenfold and binding:

@@ -186,12 +186,17 @@ def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline:
         if incumbent is not None:
             say(f"incumbent ${ub:,.2f}/h from {sum(len(c) for c in columns.values())} candidate plans")
 
-    # Large neighbourhood search: re-solve a few competing models jointly, the rest fixed.
+    # The competing models (on scarce types) re-solved jointly, the rest fixed; then large
+    # neighbourhood search over a few of them at a time.
     if incumbent is not None and ub - best_lb > mip_gap * ub:
         scarce = {g for g in finite if lam.get(g, 0) > 0 or usage.get(g, 0) > finite[g]}
         movers = [m for m in problem.models
                   if scarce.intersection(base_usage[m]) or scarce.intersection(columns[m][incumbent[m]].usage)]
-        window = None if total is None else 0.55 * left()
+        if len(movers) > LNS_SIZE and left() > 1.0:  # first all competing models at once
+            if _improve(problem, columns, incumbent, set(movers), mip_gap, whole_buckets, share(0.35, 120.0)):
+                ub = sum(columns[m][j].cost for m, j in incumbent.items())
+                say(f"incumbent ${ub:,.2f}/h from the joint MILP over {len(movers)} competing models")
+        window = None if total is None else 0.4 * left()
         lns_end = None if window is None else time.perf_counter() + window
         rng = random.Random(0)
         rounds = 0
