@@ -98,9 +98,64 @@ def groups_of(plan: object, source: str = "<plan>") -> list[Group]:
             raise InputError(source, where, f"two replica groups map to the name {name!r}")
         seen.add(name)
         out.append(Group(name, g["model"], g["gpu"], g["tp"], g["count"], spot, tuple(g["routes"])))
-    if not out:
+    if not out and not plan.get("shared"):
         raise InputError(source, "replicas", "the plan has no replicas to export")
     return out
+
+
+@dataclass(frozen=True)
+class SharedGroup:
+    """One set of `tp` GPUs (times `count`) hosting several models: one vLLM server per model on the
+    same GPUs, each with its share of GPU memory (--gpu-memory-utilization) and its own port."""
+    name: str
+    gpu: str
+    tp: int
+    count: int
+    members: tuple[tuple[str, float, tuple[dict, ...]], ...]  # (model, memory GB per GPU, routes)
+
+    def port(self, model: str) -> int:
+        return PORT + [m for m, _, _ in self.members].index(model)
+
+
+def shared_of(plan: dict, source: str = "<plan>") -> list[SharedGroup]:
+    out = []
+    for i, g in enumerate(plan.get("shared") or []):
+        where = f"shared[{i}]"
+        if not isinstance(g, dict) or not isinstance(g.get("models"), list):
+            raise InputError(source, where, "must be a mapping with a `models` list")
+        for key, typ in (("gpu", str), ("tp", int), ("count", int)):
+            if not isinstance(g.get(key), typ) or isinstance(g.get(key), bool):
+                raise InputError(source, f"{where}.{key}", "missing or of the wrong type")
+        members = []
+        for j, m in enumerate(g["models"]):
+            if not isinstance(m, dict) or not isinstance(m.get("model"), str) or not isinstance(m.get("routes"), list):
+                raise InputError(source, f"{where}.models[{j}]", "needs `model` and `routes`")
+            members.append((m["model"], float(m.get("memory_gb_per_gpu") or 0.0), tuple(m["routes"])))
+        out.append(SharedGroup(dns_name(f"shared-{i}-{g['gpu']}-tp{g['tp']}"), g["gpu"], g["tp"], g["count"],
+                               tuple(members)))
+    return out
+
+
+def _memory_fraction(gpu: str, memory_gb: float, members: int) -> float:
+    """vLLM's --gpu-memory-utilization for one co-located server: its planned memory over the GPU's."""
+    from planner.catalog import load_catalog
+
+    spec = load_catalog().gpu(gpu)
+    if spec is None or memory_gb <= 0:
+        return round(0.9 / members, 3)
+    return max(round(memory_gb / spec.memory_gb, 3), 0.01)
+
+
+def shared_script(g: SharedGroup, max_len: dict[str, int]) -> str:
+    lines = [f"#!/bin/sh\n# shared set: {', '.join(m for m, _, _ in g.members)} on {g.tp} x {g.gpu}; "
+             f"run on each of {g.count} set{'s' if g.count != 1 else ''}\n",
+             _model_comment(m for m, _, _ in g.members)]
+    for model, mem, _ in g.members:
+        args = [*vllm_args(model, g.tp, g.port(model), max_len.get(model)),
+                "--gpu-memory-utilization", str(_memory_fraction(g.gpu, mem, len(g.members)))]
+        lines.append(shlex.join(["vllm", "serve", *args]) + " &\n")
+    lines.append("wait\n")
+    return "".join(lines)
 
 
 def _max_model_len(groups: list[Group]) -> dict[str, int]:
@@ -297,10 +352,59 @@ def router_weights(groups: list[Group]) -> dict:
             "models": out}
 
 
+def shared_files(fmt: str, shared: list[SharedGroup], max_len: dict[str, int],
+                 image: str = DEFAULT_IMAGE) -> dict[str, str]:
+    """Shared GPU sets: one script starting a vLLM server per model on the same GPUs; k8s runs it in
+    one container (a GPU cannot be split between containers) with a Service per model and port;
+    SkyPilot runs it as one task per set."""
+    files = {}
+    for g in shared:
+        script = shared_script(g, max_len)
+        ports = [g.port(m) for m, _, _ in g.members]
+        if fmt == "vllm":
+            files[f"vllm/{g.name}.sh"] = script
+        elif fmt == "k8s":
+            labels = {"app.kubernetes.io/part-of": "gpumix", "gpumix/group": g.name}
+            product = K8S_GPU_PRODUCT.get(g.gpu)
+            container = {"name": "vllm", "image": image, "command": ["sh", "-c", script],
+                         "ports": [{"name": f"http-{j}", "containerPort": p} for j, p in enumerate(ports)],
+                         "resources": {"limits": {"nvidia.com/gpu": g.tp}}}
+            files[f"k8s/{g.name}-deployment.yaml"] = _yaml({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": g.name, "labels": labels},
+                "spec": {"replicas": g.count, "selector": {"matchLabels": {"gpumix/group": g.name}},
+                         "template": {"metadata": {"labels": labels}, "spec": {
+                             "nodeSelector": {"nvidia.com/gpu.product": product} if product
+                             else {"gpumix/gpu": dns_name(g.gpu)},
+                             "containers": [container]}}},
+            }, f"# shared set: {', '.join(m for m, _, _ in g.members)}\n")
+            for model, _, _ in g.members:
+                name = dns_name(f"{model}-{g.name}")
+                files[f"k8s/{name}-service.yaml"] = _yaml({
+                    "apiVersion": "v1", "kind": "Service",
+                    "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "gpumix",
+                                                          "gpumix/model": dns_name(model)}},
+                    "spec": {"selector": {"gpumix/group": g.name},
+                             "ports": [{"name": "http", "port": 80, "targetPort": g.port(model)}]},
+                }, f"# {model} on the shared set {g.name}\n")
+        elif fmt == "skypilot":
+            files[f"skypilot/{g.name}.yaml"] = _yaml({
+                "name": g.name,
+                "resources": {**_resources(g.gpu, g.tp, "", False), "ports": ports},
+                "service": {"readiness_probe": "/health", "replicas": g.count},
+                "setup": "pip install vllm",
+                "run": script.split("\n", 1)[1],
+            }, f"# sky serve up {g.name}.yaml: shared set of {', '.join(m for m, _, _ in g.members)}\n")
+    return files
+
+
 def export(plan: dict, formats, source: str = "<plan>", image: str = DEFAULT_IMAGE) -> dict[str, str]:
     """{relative path: text} for the formats asked, plus router-weights.json."""
     groups = groups_of(plan, source)
-    files = {"router-weights.json": json.dumps(router_weights(groups), indent=2) + "\n"}
+    shared = shared_of(plan, source)
+    members = [Group(g.name, m, g.gpu, g.tp, g.count, False, routes) for g in shared for m, _, routes in g.members]
+    max_len = _max_model_len(groups + members)
+    files = {"router-weights.json": json.dumps(router_weights(groups + members), indent=2) + "\n"}
     for fmt in formats:
         if fmt == "vllm":
             files.update(vllm_files(plan, groups))
@@ -310,4 +414,5 @@ def export(plan: dict, formats, source: str = "<plan>", image: str = DEFAULT_IMA
             files.update(skypilot_files(plan, groups))
         else:
             raise InputError(source, "--format", f"unknown format {fmt!r} (expected {', '.join(FORMATS)})")
+        files.update(shared_files(fmt, shared, max_len, image))
     return files

@@ -156,3 +156,32 @@ def test_cli_export_writes_every_format(tmp_path, gpu_plan):
     bad.write_text("{}")
     r = runner.invoke(app, ["export", str(bad), "-o", str(tmp_path / "x")])
     assert r.exit_code == 2 and "replicas" in r.output
+
+
+def test_shared_sets_export_one_server_per_model_on_the_same_gpus():
+    from data import DATA_DIR
+    plan = plan_workload(DATA_DIR / "examples" / "longtail.yaml",
+                         options=PlanOptions(time_limit=60, share_gpus=True, baseline=False)).plan
+    assert plan["shared"], "the long-tail example shares GPUs"
+    files = export(plan, ["vllm", "k8s", "skypilot"])
+    for i, g in enumerate(plan["shared"]):
+        scripts = [t for p, t in files.items() if p.startswith(f"vllm/shared-{i}-")]
+        assert len(scripts) == 1
+        served = re.findall(r"--served-model-name (\S+)", scripts[0])
+        assert served == [m["model"] for m in g["models"]]
+        fractions = [float(x) for x in re.findall(r"--gpu-memory-utilization (\S+)", scripts[0])]
+        assert len(fractions) == len(g["models"]) and 0 < sum(fractions) <= 1.0
+        assert len(set(re.findall(r"--port (\d+)", scripts[0]))) == len(g["models"])
+    for path, text in files.items():
+        if path.endswith(".yaml"):
+            doc = yaml.safe_load(text)
+            assert doc, path
+            if doc.get("kind") == "Deployment" and "shared" in path:
+                assert doc["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] >= 1
+    weights = json.loads(files["router-weights.json"])["models"]
+    shared_models = {m["model"] for g in plan["shared"] for m in g["models"]}
+    assert shared_models <= set(weights)
+    for model in shared_models:
+        for b in weights[model]["buckets"]:
+            if b["rps"] > 0:
+                assert sum(x["weight"] for x in b["groups"]) == pytest.approx(1.0)
