@@ -208,8 +208,12 @@ def clean(problem: Problem, n: dict[Config, int], x: dict) -> tuple[dict[Config,
 def run(problem: Problem, time_limit: float | None = None, mip_gap: float = 1e-6,
         whole_buckets: bool = False, available: dict | None = None, threads: int | None = None,
         start: tuple[dict, dict] | None = None) -> MilpResult:
-    """Build, solve and extract in one call; `start` = (replicas, routes) of a known plan."""
+    """Build, solve and extract in one call; `start` = (replicas, routes) of a known plan. The time
+    limit covers the build too (PuLP takes seconds to build a joint model of 1000 models)."""
+    t0 = time.perf_counter()
     model = build(problem, whole_buckets=whole_buckets, available=available)
+    if time_limit is not None:
+        time_limit = max(time_limit - (time.perf_counter() - t0), 0.05)
     values = None
     if start is not None:
         replicas, routes = start
@@ -227,7 +231,10 @@ def availability_duals(problem: Problem, time_limit: float | None = None) -> tup
     """The joint LP relaxation: its optimum (a valid lower bound) and the multipliers lambda_g >= 0
     of C3 (where the Lagrangian starts); None if the LP does not solve to optimality in time."""
     _swallow_highs_banner()
+    t0 = time.perf_counter()
     model = build(problem)
+    if time_limit is not None:
+        time_limit = max(time_limit - (time.perf_counter() - t0), 0.05)
     solver = pulp.HiGHS(mip=False, msg=False, timeLimit=time_limit)
     model.prob.solve(solver)
     if model.prob.solverModel.getModelStatus() != highspy.HighsModelStatus.kOptimal:

@@ -16,7 +16,7 @@ from planner.plan import make_plan
 from planner.problem import Problem
 from planner.profiles import load_profiles
 from planner.workload import Workload, load_workload
-from solvers.baselines import best_single_gpu
+from solvers.baselines import BaselineIncomplete, best_single_gpu
 from solvers.stage1 import Progress, Solution, SolveParams, solve
 
 EXAMPLE_WORKLOAD = DATA_DIR / "examples" / "workload.yaml"
@@ -104,13 +104,22 @@ def plan_workload(workload_path: Path | str | None = None, profiles_path: Path |
         if violations:
             raise CheckFailed("internal error: the plan failed the independent checker: " + violations[0])
         return PlanResult(plan, problem, solution, None, report.notes, time.perf_counter() - t0)
-    solution = solve(problem, SolveParams(options.time_limit, options.mip_gap, options.whole_buckets,
-                                          options.progress))
+    # the limit covers the whole command: what loading took, and a margin for checking and writing
+    limit = None if options.time_limit is None else max(
+        (options.time_limit - (time.perf_counter() - t0)) * 0.95, 0.1)
+    solution = solve(problem, SolveParams(limit, options.mip_gap, options.whole_buckets, options.progress))
     baseline = None
     want_baseline = options.baseline and len(problem.price) > 1 and len(problem.models) <= BASELINE_MAX_MODELS
     if want_baseline:
-        left = None if options.time_limit is None else max(options.time_limit - solution.wall_s, 0.1)
-        baseline = best_single_gpu(problem, left, options.whole_buckets)
+        left = None if options.time_limit is None else options.time_limit - (time.perf_counter() - t0)
+        try:
+            if left is not None and left < 0.1 * options.time_limit:
+                raise BaselineIncomplete("no time left")
+            baseline = best_single_gpu(problem, left, options.whole_buckets)
+        except BaselineIncomplete:
+            want_baseline = False
+            report.notes.append("best single GPU type not computed: the time limit was used up "
+                                "(raise --time-limit to see it)")
     base_doc = None  # not computed
     if want_baseline:
         base_doc = {"best_single_gpu": None}  # computed: no single type serves every model
