@@ -94,12 +94,7 @@ def solve(problem: Problem, instances, params: CpParams = CpParams(), shares: in
             ss = [s for s, i in enumerate(slots) if i.key == key]
             for s, nd in zip(ss, nds):
                 m.add_hint(opened[s], 1)
-    solver = cp_model.CpSolver()
-    if params.time_limit is not None:
-        solver.parameters.max_time_in_seconds = params.time_limit
-    solver.parameters.num_workers = params.workers
-    solver.parameters.random_seed = params.seed
-    solver.parameters.interleave_search = params.interleave
+    solver = params.solver()
     st = solver.solve(m)
     wall = time.perf_counter() - t0
     if st == cp_model.INFEASIBLE:

@@ -40,6 +40,16 @@ class CpParams:
     seed: int = 0
     interleave: bool = True  # single-threaded deterministic interleaving of the portfolio
 
+    def solver(self) -> cp_model.CpSolver:
+        """A CP-SAT solver set up with these parameters."""
+        solver = cp_model.CpSolver()
+        if self.time_limit is not None:
+            solver.parameters.max_time_in_seconds = self.time_limit
+        solver.parameters.num_workers = self.workers
+        solver.parameters.random_seed = self.seed
+        solver.parameters.interleave_search = self.interleave
+        return solver
+
 
 @dataclass(frozen=True)
 class Placed:
@@ -215,12 +225,7 @@ def _pack_gpu(g, need: dict[Item, int], instances, current, spare: int, churn_co
         objective.append(h * (sum(r.values()) - sum(kept)))
     m.minimize(sum(objective))
 
-    solver = cp_model.CpSolver()
-    if params.time_limit is not None:
-        solver.parameters.max_time_in_seconds = params.time_limit
-    solver.parameters.num_workers = params.workers
-    solver.parameters.random_seed = params.seed
-    solver.parameters.interleave_search = params.interleave
+    solver = params.solver()
     st = solver.solve(m)
     if st == cp_model.INFEASIBLE:
         return ("infeasible", [], math.inf, 0)
