@@ -127,22 +127,21 @@ def make_node_plan(problem: Problem, status: str, cost: float, bound: float, rep
     plan["nodes"] = node_entries(nodes)
     plan["price_basis"] = ("cost_per_hour is the sum of node prices; per-group and per-model costs are at "
                            "each GPU type's cheapest instance $/GPU-hour")
-    if fractions is not None:
-        plan["partial"] = True
-        for m in plan["models"]:
-            m["served_fraction"] = fractions.get(m["name"], 0.0)
-    for key, v in (extra or {}).items():
-        plan[key] = v
-    return plan
+    return _annotate(plan, fractions, extra)
 
 
 def make_partial_plan(problem: Problem, status: str, cost: float, bound: float, replicas: dict, routes: dict,
                       fractions: dict, *, extra: dict | None = None, **kw) -> dict:
     """A plan without nodes that serves a share of some models' demand (--allow-partial)."""
-    plan = make_plan(problem, status, cost, bound, replicas, routes, **kw)
-    plan["partial"] = True
-    for m in plan["models"]:
-        m["served_fraction"] = fractions.get(m["name"], 0.0)
+    return _annotate(make_plan(problem, status, cost, bound, replicas, routes, **kw), fractions, extra)
+
+
+def _annotate(plan: dict, fractions: dict | None, extra: dict | None) -> dict:
+    """Partial plans get served_fraction per model; `extra` keys are added as given."""
+    if fractions is not None:
+        plan["partial"] = True
+        for m in plan["models"]:
+            m["served_fraction"] = fractions.get(m["name"], 0.0)
     for key, v in (extra or {}).items():
         plan[key] = v
     return plan
