@@ -28,8 +28,10 @@ from planner.problem import Config, Problem
 from solvers import milp
 
 COST_SCALE = 10_000
-LNS_SIZE = 12  # models re-solved together in one neighbourhood
-SMALL_CONFIGS = 2000  # joint models this small (M size) go straight to HiGHS after a first incumbent
+LNS_SIZE = 12
+SUBGRADIENT_MAX = 40  # Lagrangian evaluations at most
+SUBGRADIENT_SHARE = 0.35  # of the coupled phase's time  # models re-solved together in one neighbourhood
+SMALL_CONFIGS = 600  # joint models this small (S size) go straight to HiGHS after a first incumbent
 
 
 @dataclass
@@ -185,6 +187,29 @@ def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline:
         take(master(problem, columns, share(0.1, 5.0) or 5.0, hint=incumbent)[0])
         if incumbent is not None:
             say(f"incumbent ${ub:,.2f}/h from {sum(len(c) for c in columns.values())} candidate plans")
+
+    # Subgradient steps from the LP duals: each evaluation adds plans priced at new multipliers,
+    # and the master recombines them (this is where the best plans of hard instances came from).
+    theta, stall, lb_now = 1.0, 0, best_lb
+    while (incumbent is not None and stats["lagrangian_iters"] < SUBGRADIENT_MAX
+           and (total is None or left() > (1 - SUBGRADIENT_SHARE) * total) and ub - best_lb > mip_gap * ub):
+        excess = {g: usage[g] - a for g, a in finite.items()}
+        norm = sum(v * v for g, v in excess.items() if v > 0 or lam[g] > 0)
+        if norm == 0 or theta < 1e-3:
+            break
+        lam = {g: max(0.0, lam[g] + theta * max(ub - lb_now, 1e-6 * ub) / norm * excess[g]) for g in finite}
+        out = lagrangian(lam)
+        if out is None:
+            return None
+        lb_now, usage = out
+        if lb_now > best_lb + 1e-9:
+            best_lb, stall = lb_now, 0
+        else:
+            stall += 1
+            if stall >= 2:
+                theta, stall = theta / 2, 0
+        take(master(problem, columns, share(0.05, 2.0) or 2.0, hint=incumbent)[0])
+        say(f"Lagrangian {stats['lagrangian_iters']}: bound ${best_lb:,.2f}/h, incumbent ${ub:,.2f}/h")
 
     # The competing models (on scarce types) re-solved jointly, the rest fixed; then large
     # neighbourhood search over a few of them at a time.
