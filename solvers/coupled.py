@@ -4,8 +4,8 @@ Relax C3 with multipliers lambda_g >= 0 (one per GPU type with finite availabili
     L(lambda) = sum_m phi_m(lambda) - sum_g lambda_g * A_g,
     phi_m(lambda) = min cost of model m alone at prices p_g + lambda_g   (its own C1, C2, C3)
 Every L(lambda) is a lower bound on every plan (weak duality), using each sub-MILP's proven bound
-for phi_m. lambda is the joint LP relaxation's dual of C3, where L(lambda) is at least the LP bound
-(each model keeps its integrality). A model whose lambda=0 optimum touches no priced type keeps
+for phi_m. lambda starts at the joint LP relaxation's dual of C3, where L(lambda) is at least the
+LP bound (each model keeps its integrality); Polyak subgradient steps follow while time allows. A model whose lambda=0 optimum touches no priced type keeps
 phi_m(lambda) = phi_m(0) (prices only rise elsewhere), so only the models on priced types re-solve.
 
 Every sub-MILP solution is a candidate plan (a column) for its model. The CP-SAT master picks one
@@ -103,9 +103,10 @@ def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline:
     """None when no plan within availability was found (the caller reports infeasibility).
 
     Order: a first plan (CP-SAT master over the per-model plans, else greedy repair) -> LP duals
-    of C3 -> Lagrangian bound and new columns at those prices -> master again -> large
-    neighbourhood search (a few competing models re-solved jointly, the rest fixed) -> the full
-    joint MILP, warm-started, whose bound joins the Lagrangian one.
+    of C3 -> Lagrangian bound and new columns at those prices -> master again -> subgradient steps,
+    each followed by the master -> the competing models re-solved jointly, then large
+    neighbourhood search (a few of them at a time, the rest fixed) -> the full joint MILP,
+    warm-started, whose bound joins the Lagrangian one.
     """
     t0 = time.perf_counter()
     total = None if deadline is None else deadline - t0
