@@ -20,3 +20,8 @@ def make_problem(demand: dict, capacity: dict, price: dict, available: dict | No
         available={g: (available or {}).get(g) for g in price},
         max_utilization=max_utilization,
     )
+
+
+# A Llama-shaped config.json small enough for CPU tests of the runtime, profiler and server.
+TINY_CONFIG = {"hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128,
+               "num_hidden_layers": 2, "vocab_size": 128}

@@ -7,6 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.app import app
+from helpers import TINY_CONFIG
 from planner.catalog import load_catalog
 from planner.profiles import load_profiles
 from profiler import calibrate as cal
@@ -15,8 +16,7 @@ from profiler.roofline import Efficiency, decode_step_s, estimate, prefill_s, sl
 
 runner = CliRunner()
 CAT = load_catalog()
-TINY = {"hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128,
-        "num_hidden_layers": 2, "vocab_size": 128}
+TINY = TINY_CONFIG
 WORKLOAD = """
 models:
   - name: tiny

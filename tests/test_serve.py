@@ -17,10 +17,10 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.app import app
+from helpers import TINY_CONFIG
 
 runner = CliRunner()
-TINY = {"hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128,
-        "num_hidden_layers": 2, "vocab_size": 128}
+TINY = TINY_CONFIG
 WORKLOAD = """
 models:
   - name: tiny
