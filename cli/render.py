@@ -112,7 +112,9 @@ def nodes(console: Console, plan: dict) -> None:
                       ("replicas (model TP: GPU ids)", "left")):
         t.add_column(col, justify=just)
     for nd in plan["nodes"]:
-        reps = "; ".join(f"{r['model']} TP{r['tp']}: {','.join(map(str, r['gpu_ids']))}" for r in nd["replicas"])
+        reps = "; ".join([f"{r['model']} TP{r['tp']}: {','.join(map(str, r['gpu_ids']))}" for r in nd["replicas"]]
+                         + [f"shared set #{r['group']} TP{r['tp']}: {','.join(map(str, r['gpu_ids']))}"
+                            for r in nd.get("shared") or ()])
         t.add_row(nd["instance"] + (" (spot)" if nd.get("spot") else ""), nd["region"],
                   f"{nd['gpus']} x {nd['gpu']}", _money(nd["price_per_hour"]), reps)
     console.print(t)

@@ -9,7 +9,9 @@ Checks (labels as in planner/problem.py):
   cost    cost_per_hour = sum price * tp * count;  lower bound <= cost; gap consistent
   nodes   (plans with `nodes`, check_nodes) TP groups inside one node on distinct GPU ids of the node's
           type, node shapes and prices as the instance list says, nodes per instance type <= available,
-          node replicas = group counts, cost_per_hour = sum of node prices, spot share, spare nodes
+          node replicas = group counts, sets of each shared group on nodes = its count (each set a TP
+          group of the group's GPU type inside one node), cost_per_hour = sum of node prices, spot
+          share, spare nodes
   partial (plans with `partial`) C1 against served_fraction x demand, 0 <= served_fraction <= 1
   shared  (plans with `shared`, planner/sharing.check_shared) S1 a shared model in one group and on no
           dedicated replica, S2 time sum_m f_m <= count x U, S3 memory per GPU within the GPU's budget;
@@ -165,6 +167,8 @@ def check_nodes(plan: dict, problem: Problem, instances=None) -> list[str]:
     counts: dict[tuple, int] = {}
     per_node: dict[tuple, list[int]] = {}  # (config, spot) -> replicas on each node
     per_type: dict[tuple, int] = {}
+    shared_groups = [g if isinstance(g, dict) else {} for g in plan.get("shared") or []]
+    sets_placed: dict[int, int] = {}  # shared group -> sets on nodes
     cost = 0.0
     for j, nd in enumerate(nodes):
         w = f"nodes[{j}]"
@@ -193,19 +197,24 @@ def check_nodes(plan: dict, problem: Problem, instances=None) -> list[str]:
         mine: dict[tuple, int] = {}
         for r_i, r in enumerate(nd.get("replicas") or []):
             rw = f"{w}.replicas[{r_i}]"
-            ids, tp = r.get("gpu_ids"), r.get("tp")
-            if not isinstance(ids, list) or not isinstance(tp, int) or len(ids) != tp or len(set(ids)) != tp:
-                errs.append(f"{rw}: gpu_ids must list tp distinct GPUs (TP group inside one node)")
+            if not _gpu_ids_ok(r, size, taken, rw, errs):
                 continue
-            if any(not isinstance(i, int) or not 0 <= i < size for i in ids):
-                errs.append(f"{rw}: gpu_ids {ids} outside the node's {size} GPUs")
-                continue
-            if taken & set(ids):
-                errs.append(f"{rw}: GPUs {sorted(taken & set(ids))} already used on this node")
-            taken |= set(ids)
-            c = (Config(r.get("model"), gpu, tp), spot)
+            c = (Config(r.get("model"), gpu, r["tp"]), spot)
             counts[c] = counts.get(c, 0) + 1
             mine[c] = mine.get(c, 0) + 1
+        for s_i, r in enumerate(nd.get("shared") or []):
+            sw = f"{w}.shared[{s_i}]"
+            i = r.get("group") if isinstance(r, dict) else None
+            if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < len(shared_groups):
+                errs.append(f"{sw}: group must index the plan's `shared` list, got {i!r}")
+                continue
+            grp = shared_groups[i]
+            if (grp.get("gpu"), grp.get("tp")) != (gpu, r.get("tp")):
+                errs.append(f"{sw}: shared[{i}] is TP{grp.get('tp')} on {grp.get('gpu')}, the node holds "
+                            f"TP{r.get('tp')} on {gpu}")
+                continue
+            if _gpu_ids_ok(r, size, taken, sw, errs):
+                sets_placed[i] = sets_placed.get(i, 0) + 1
         for c, k in mine.items():
             per_node.setdefault(c, []).append(k)
     if by_key is not None:
@@ -222,11 +231,29 @@ def check_nodes(plan: dict, problem: Problem, instances=None) -> list[str]:
         if counts.get(c, 0) != want:
             errs.append(f"nodes: {counts.get(c, 0)} replicas of {c[0].model} on {c[0].gpu} TP{c[0].tp}"
                         f"{' (spot)' if c[1] else ''} placed, the group says {want}")
+    for i, grp in enumerate(shared_groups):
+        if sets_placed.get(i, 0) != grp.get("count"):
+            errs.append(f"nodes: {sets_placed.get(i, 0)} sets of shared[{i}] placed, the group says {grp.get('count')}")
     if _num(plan.get("cost_per_hour")) and not _close(plan["cost_per_hour"], cost, 1e-9):
         errs.append(f"cost_per_hour: plan says {plan['cost_per_hour']:.6f}, sum of node prices is {cost:.6f}")
     errs += _check_spot(plan, problem, groups)
     errs += _check_spare(plan, problem, groups, per_node)
     return errs
+
+
+def _gpu_ids_ok(r, size: int, taken: set[int], where: str, errs: list[str]) -> bool:
+    """A TP group's gpu_ids: tp distinct GPUs of the node, none taken by another group (taken grows)."""
+    ids, tp = (r.get("gpu_ids"), r.get("tp")) if isinstance(r, dict) else (None, None)
+    if not isinstance(ids, list) or not isinstance(tp, int) or len(ids) != tp or len(set(ids)) != tp:
+        errs.append(f"{where}: gpu_ids must list tp distinct GPUs (TP group inside one node)")
+        return False
+    if any(not isinstance(i, int) or not 0 <= i < size for i in ids):
+        errs.append(f"{where}: gpu_ids {ids} outside the node's {size} GPUs")
+        return False
+    if taken & set(ids):
+        errs.append(f"{where}: GPUs {sorted(taken & set(ids))} already used on this node")
+    taken |= set(ids)
+    return True
 
 
 def _load(problem: Problem, g: dict, c: Config) -> float:

@@ -185,9 +185,9 @@ def _model_comment(models) -> str:
                    f"replace it\n" for m in unknown)
 
 
-def vllm_files(plan: dict, groups: list[Group]) -> dict[str, str]:
+def vllm_files(plan: dict, groups: list[Group], max_len: dict[str, int] | None = None) -> dict[str, str]:
     """One script per replica group (what each of its replicas runs) and, for instance plans, one per node."""
-    max_len = _max_model_len(groups)
+    max_len = _max_model_len(groups) if max_len is None else max_len
     files = {}
     for g in groups:
         cmd = shlex.join(["vllm", "serve", *vllm_args(g.model, g.tp, PORT, max_len.get(g.model))])
@@ -195,17 +195,35 @@ def vllm_files(plan: dict, groups: list[Group]) -> dict[str, str]:
             f"#!/bin/sh\n# {g.model} on {g.gpu}{' (spot)' if g.spot else ''}: run this on each of {g.count} "
             f"replica{'s' if g.count != 1 else ''}, {g.tp} GPU{'s' if g.tp != 1 else ''} each\n"
             f"{_model_comment([g.model])}exec {cmd}\n")
+    shared = shared_of(plan)
     for i, nd in enumerate(plan.get("nodes") or []):
         lines = [f"#!/bin/sh\n# node {i}: {nd['instance']} in {nd['region'] or '-'}"
                  f"{' (spot)' if nd.get('spot') else ''}, {nd['gpus']} x {nd['gpu']}\n",
-                 _model_comment(r["model"] for r in nd["replicas"])]
-        for j, r in enumerate(nd["replicas"]):
-            cmd = shlex.join(["vllm", "serve", *vllm_args(r["model"], r["tp"], PORT + j,
-                                                          max_len.get(r["model"]))])
-            lines.append(f"CUDA_VISIBLE_DEVICES={','.join(map(str, r['gpu_ids']))} {cmd} &\n")
+                 _model_comment(_node_models(nd))]
+        lines += [cmd + " &\n" for cmd in node_servers(nd, shared, max_len)]
         lines.append("wait\n")
         files[f"vllm/node-{i:03d}-{dns_name(nd['instance'])}.sh"] = "".join(lines)
     return files
+
+
+def _node_models(nd: dict) -> list[str]:
+    return [r["model"] for r in nd["replicas"]] + [m for r in nd.get("shared") or () for m in r["models"]]
+
+
+def node_servers(nd: dict, shared: list[SharedGroup], max_len: dict[str, int]) -> list[str]:
+    """The vLLM servers one node runs, pinned to their GPU ids and on ports PORT, PORT + 1, ...:
+    one per replica, and one per model of each shared set on the node (its memory share each)."""
+    cmds = []
+    for r in nd["replicas"]:
+        cmds.append((r["gpu_ids"], vllm_args(r["model"], r["tp"], PORT + len(cmds), max_len.get(r["model"]))))
+    for r in nd.get("shared") or ():
+        g = shared[r["group"]]
+        for model, mem, _ in g.members:
+            cmds.append((r["gpu_ids"], [*vllm_args(model, g.tp, PORT + len(cmds), max_len.get(model)),
+                                        "--gpu-memory-utilization",
+                                        str(_memory_fraction(g.gpu, mem, len(g.members)))]))
+    return [f"CUDA_VISIBLE_DEVICES={','.join(map(str, ids))} " + shlex.join(["vllm", "serve", *args])
+            for ids, args in cmds]
 
 
 class _Dumper(yaml.SafeDumper):
@@ -284,25 +302,28 @@ def _resources(gpu: str, gpus: int, region: str, spot: bool, instance: str | Non
     return res
 
 
-def skypilot_files(plan: dict, groups: list[Group]) -> dict[str, str]:
-    """Instance plans: a task per set of identical nodes (num_nodes, each node runs its replicas).
-    Plans without nodes: a task per replica group, with a SkyServe `service` section for its count."""
-    max_len = _max_model_len(groups)
+def skypilot_files(plan: dict, groups: list[Group], max_len: dict[str, int] | None = None) -> dict[str, str]:
+    """Instance plans: a task per set of identical nodes (num_nodes, each node runs its replicas and
+    shared sets). Plans without nodes: a task per replica group, with a SkyServe `service` section
+    for its count."""
+    max_len = _max_model_len(groups) if max_len is None else max_len
     files = {}
     setup = "pip install vllm"
     nodes = plan.get("nodes") or []
     if nodes:
+        shared = shared_of(plan)
         sets: dict[str, list] = {}
         for nd in nodes:
             sig = json.dumps([nd["instance"], nd["region"], bool(nd.get("spot")),
-                              sorted((r["model"], r["tp"], tuple(r["gpu_ids"])) for r in nd["replicas"])])
+                              sorted((r["model"], r["tp"], tuple(r["gpu_ids"])) for r in nd["replicas"]),
+                              sorted((r["group"], tuple(r["gpu_ids"])) for r in nd.get("shared") or ())])
             sets.setdefault(sig, []).append(nd)
         for i, same in enumerate(sets.values()):
             nd = same[0]
-            run = [f"CUDA_VISIBLE_DEVICES={','.join(map(str, r['gpu_ids']))} "
-                   + shlex.join(["vllm", "serve", *vllm_args(r["model"], r["tp"], PORT + j, max_len.get(r["model"]))])
-                   + " &" for j, r in enumerate(nd["replicas"])]
+            run = [cmd + " &" for cmd in node_servers(nd, shared, max_len)]
             name = dns_name(f"gpumix-{i:02d}-{nd['instance']}" + ("-spot" if nd.get("spot") else ""))
+            serving = [f"{r['model']} TP{r['tp']}" for r in nd["replicas"]] + \
+                [f"shared set #{r['group']} ({', '.join(r['models'])}) TP{r['tp']}" for r in nd.get("shared") or ()]
             files[f"skypilot/{name}.yaml"] = _yaml({
                 "name": name,
                 "num_nodes": len(same),
@@ -310,8 +331,7 @@ def skypilot_files(plan: dict, groups: list[Group]) -> dict[str, str]:
                 "setup": setup,
                 "run": "\n".join(run + ["wait"]) + "\n",
             }, f"# sky launch -c {name} {name}.yaml: {len(same)} x {nd['instance']}, each serving "
-               + ", ".join(f"{r['model']} TP{r['tp']}" for r in nd["replicas"]) + "\n"
-               + _model_comment(r["model"] for r in nd["replicas"]))
+               + ", ".join(serving) + "\n" + _model_comment(_node_models(nd)))
         return files
     for g in groups:
         cmd = shlex.join(["vllm", "serve", *vllm_args(g.model, g.tp, PORT, max_len.get(g.model))])
@@ -407,12 +427,13 @@ def export(plan: dict, formats, source: str = "<plan>", image: str = DEFAULT_IMA
     files = {"router-weights.json": json.dumps(router_weights(groups + members), indent=2) + "\n"}
     for fmt in formats:
         if fmt == "vllm":
-            files.update(vllm_files(plan, groups))
+            files.update(vllm_files(plan, groups, max_len))
         elif fmt == "k8s":
             files.update(k8s_files(groups, image))
         elif fmt == "skypilot":
-            files.update(skypilot_files(plan, groups))
+            files.update(skypilot_files(plan, groups, max_len))
         else:
             raise InputError(source, "--format", f"unknown format {fmt!r} (expected {', '.join(FORMATS)})")
-        files.update(shared_files(fmt, shared, max_len, image))
+        if not (fmt == "skypilot" and plan.get("nodes")):  # node tasks already run the shared sets
+            files.update(shared_files(fmt, shared, max_len, image))
     return files

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from planner.problem import Config, Problem
+from planner.sharing import set_group
 
 SCHEMA_VERSION = 1
 
@@ -105,18 +106,28 @@ def make_plan(problem: Problem, status: str, cost: float, bound: float, replicas
     return doc
 
 
-def node_entries(nodes) -> list[dict]:
-    """solvers.stage2.Node records as the plan's `nodes` list."""
-    return [{
-        "instance": nd.instance.name,
-        "region": nd.instance.region,
-        "gpu": nd.instance.gpu,
-        "gpus": nd.instance.gpus,
-        "spot": nd.spot,
-        "price_per_hour": nd.price,
-        "replicas": [{"model": r.config.model, "tp": r.config.tp, "gpu_ids": list(r.gpu_ids)}
-                     for r in nd.replicas],
-    } for nd in nodes]
+def node_entries(nodes, shared: list[dict] | None = None) -> list[dict]:
+    """solvers.stage2.Node records as the plan's `nodes` list. A node holding sets of shared groups
+    (planner.sharing.set_config items) lists them under `shared`: group index into the plan's
+    `shared`, its models, tp and GPU ids."""
+    out = []
+    for nd in nodes:
+        entry = {
+            "instance": nd.instance.name,
+            "region": nd.instance.region,
+            "gpu": nd.instance.gpu,
+            "gpus": nd.instance.gpus,
+            "spot": nd.spot,
+            "price_per_hour": nd.price,
+            "replicas": [{"model": r.config.model, "tp": r.config.tp, "gpu_ids": list(r.gpu_ids)}
+                         for r in nd.replicas if set_group(r.config) is None],
+        }
+        sets = [(set_group(r.config), r) for r in nd.replicas if set_group(r.config) is not None]
+        if sets:
+            entry["shared"] = [{"group": i, "models": [e["model"] for e in shared[i]["models"]],
+                                "tp": r.config.tp, "gpu_ids": list(r.gpu_ids)} for i, r in sets]
+        out.append(entry)
+    return out
 
 
 def make_node_plan(problem: Problem, status: str, cost: float, bound: float, replicas: dict, routes: dict,
@@ -124,7 +135,7 @@ def make_node_plan(problem: Problem, status: str, cost: float, bound: float, rep
     """An instance plan: make_plan's document plus `nodes`; cost_per_hour is the sum of node prices.
     `fractions` (partial plans) adds served_fraction per model; `extra` adds keys as given."""
     plan = make_plan(problem, status, cost, bound, replicas, routes, **kw)
-    plan["nodes"] = node_entries(nodes)
+    plan["nodes"] = node_entries(nodes, kw.get("shared"))
     plan["price_basis"] = ("cost_per_hour is the sum of node prices; per-group and per-model costs are at "
                            "each GPU type's cheapest instance $/GPU-hour")
     return _annotate(plan, fractions, extra)

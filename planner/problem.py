@@ -47,12 +47,13 @@ class Problem:
             object.__setattr__(self, "_by_model", index)  # a cache, not state: the problem is immutable
         return tuple(index.get(model, ()))
 
-    def restrict(self, models=None, gpus=None, available: dict | None = None) -> "Problem":
-        """A sub-problem on some models and/or GPU types (same data, fewer rows)."""
+    def restrict(self, models=None, gpus=None, available: dict | None = None, keep=None) -> "Problem":
+        """A sub-problem on some models and/or GPU types, and only configs `keep(c)` accepts (same
+        data, fewer rows)."""
         keep_m = tuple(m for m in self.models if models is None or m in models)
         keep_g = {g for g in self.price if gpus is None or g in gpus}
         pool = self.configs if models is None else [c for m in keep_m for c in self.configs_of(m)]
-        configs = tuple(c for c in pool if c.gpu in keep_g)
+        configs = tuple(c for c in pool if c.gpu in keep_g and (keep is None or keep(c)))
         avail = dict(self.available if available is None else available)
         return Problem(
             models=keep_m,

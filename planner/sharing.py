@@ -190,6 +190,19 @@ def check_shared(plan: dict, problem: Problem, sharing: SharingModel | None, ser
     return errs, cost
 
 
+SHARED_TAG = "\x00shared:"  # model name of a shared GPU set packed onto nodes like a replica; never a real name
+
+
+def set_config(group: int, gpu: str, tp: int) -> Config:
+    """One set of the plan's shared group `group` as a stage-2 packing item: a TP group of tp x gpu."""
+    return Config(f"{SHARED_TAG}{group}", gpu, tp)
+
+
+def set_group(c: Config) -> int | None:
+    """The shared group a packed item stands for; None for a model's replica."""
+    return int(c.model[len(SHARED_TAG):]) if c.model.startswith(SHARED_TAG) else None
+
+
 @dataclass(frozen=True)
 class SharedSet:
     """A solver's shared group: `count` sets of `tp` x `gpu`, each hosting all `models`."""

@@ -21,6 +21,10 @@ Primal: the same model with D_m (m's dedicated optimum) and only types one set c
 (f <= U, mem <= B); the models it shares on each type are packed into single sets (first fit
 decreasing, then CP-SAT bin packing with P2, P3 per set, loads rounded up and capacities down), the dedicated ones re-solved by stage 1 under what the
 sets leave of availability. If that is not cheaper than the dedicated-only plan, that plan is kept.
+With instance shapes (ShareParams.instances) the primal prices nodes, not GPUs: the pooled primal
+buys instances covering its sets and the dedicated models' replicas (P6, node_milp's C6), and every
+candidate plan is costed by packing it onto instances (solvers/stage2.py). The bound is unchanged:
+a node of G GPUs costs at least G times its type's cheapest $/GPU-hour, which the problem's prices are.
 """
 from __future__ import annotations
 
@@ -34,8 +38,8 @@ from ortools.sat.python import cp_model
 from planner.errors import InfeasibleError, NoSolutionError
 from planner.problem import Config, Problem
 from planner.sharing import (SharedSet, SharingModel, can_serve_all, full_demand, memory_per_gpu,
-                             min_memory_per_gpu, time_fraction)
-from solvers import milp
+                             min_memory_per_gpu, set_config, time_fraction)
+from solvers import milp, stage2
 from solvers.stage1 import Progress, Solution, SolveParams, solve as solve_dedicated
 
 COST_SCALE = 10_000  # per $/h (primal only: its costs are recomputed)
@@ -54,6 +58,7 @@ class ShareParams:
     seed: int = 0
     progress: Progress | None = None
     bins_time_limit: float = 20.0  # seconds for the all-at-once packing (bins_model) when it runs
+    instances: tuple = ()  # instance shapes: primal plans priced as nodes (stage 2), not per GPU
 
 
 @dataclass(frozen=True)
@@ -106,11 +111,13 @@ def _cp_solver(time_limit: float | None, params: ShareParams) -> cp_model.CpSolv
 
 def pooled(problem: Problem, sharing: SharingModel, cands: dict[str, list[Candidate]],
            dedicated: dict[str, float | None], for_bound: bool, time_limit: float | None,
-           params: ShareParams, slack: float = 0.0):
+           params: ShareParams, slack: float = 0.0, usage: dict | None = None):
     """Build and solve the pooled model (PuLP + HiGHS, exact coefficients). for_bound: every type that
     could host a model in some plan; else only types one set can host it on (primal). dedicated[m]:
     m's dedicated cost, None if it has none. slack (primal only) keeps that share of each type's memory
-    free, room the aggregate leaves for packing whole models into sets. Returns (status, objective, bound, {model: (gpu, tp) or None})."""
+    free, room the aggregate leaves for packing whole models into sets. usage (primal with instance
+    shapes, params.instances): m's dedicated replicas; then the objective is the node price of
+    instances holding the sets and those replicas (node_milp's C6 per GPU type and TP degree). Returns (status, objective, bound, {model: (gpu, tp) or None})."""
     U = problem.max_utilization
     prob = pulp.LpProblem("gpumix_pooled", pulp.LpMinimize)
     mine = {m: [c for c in cands.get(m, []) if for_bound or _fits_one_set(problem, sharing, c)]
@@ -121,8 +128,11 @@ def pooled(problem: Problem, sharing: SharingModel, cands: dict[str, list[Candid
          for i, m in enumerate(problem.models) if dedicated[m] is not None}
     types = sorted({s for (_, s) in z})
     N = {s: prob.add_variable(f"N_{i}", lowBound=0, cat=pulp.LpInteger) for i, s in enumerate(types)}
-    prob += (pulp.lpSum(dedicated[m] * y[m] for m in y)
-             + pulp.lpSum(problem.price[s[0]] * s[1] * N[s] for s in types)), "cost"
+    if usage is not None and params.instances:
+        prob += _node_cost(prob, problem, params.instances, types, N, y, usage), "cost"
+    else:
+        prob += (pulp.lpSum(dedicated[m] * y[m] for m in y)
+                 + pulp.lpSum(problem.price[s[0]] * s[1] * N[s] for s in types)), "cost"
     for i, m in enumerate(problem.models):
         terms = [z[(m, (c.gpu, c.tp))] for c in mine[m]] + ([y[m]] if m in y else [])
         if not terms:
@@ -149,6 +159,27 @@ def pooled(problem: Problem, sharing: SharingModel, cands: dict[str, list[Candid
     choice = {m: next((s for (mm, s), v in z.items() if mm == m and (v.varValue or 0) > 0.5), None)
               for m in problem.models}
     return status, objective, bound, choice
+
+
+def _node_cost(prob, problem: Problem, instances, types, N, y, usage):
+    """Nodes z[o] per instance type covering the shared sets N and the dedicated plans y chosen:
+    per GPU type g and TP degree t, sum_o t floor(G_o / t) z_o >= GPUs in TP groups of t or more."""
+    z = {o: prob.add_variable(f"node_{j}", lowBound=0, upBound=o.available, cat=pulp.LpInteger)
+         for j, o in enumerate(i for i in instances if i.available != 0)}
+    gpus = sorted({s[0] for s in types} | {c.gpu for m in y for c in usage.get(m, {})})
+    for g in gpus:
+        sizes = {s[1] for s in types if s[0] == g} | {c.tp for m in y for c in usage.get(m, {}) if c.gpu == g}
+        for t in sorted(sizes):
+            prob += (pulp.lpSum(t * (o.gpus // t) * v for o, v in z.items() if o.gpu == g)
+                     >= pulp.lpSum(s[1] * N[s] for s in types if s[0] == g and s[1] >= t)
+                     + pulp.lpSum(sum(c.tp * k for c, k in usage.get(m, {}).items() if c.gpu == g and c.tp >= t)
+                                  * y[m] for m in y)), f"P6_nodes_{milp.var_name(g)}_{t}"
+    for key in sorted({o.key for o in z}):
+        same = [v for o, v in z.items() if o.key == key]
+        a = next(o.available for o in z if o.key == key)
+        if a is not None and len(same) > 1:
+            prob += pulp.lpSum(same) <= a, f"P7_avail_{milp.var_name(*key)}"
+    return pulp.lpSum(o.price_per_hour * v for o, v in z.items())
 
 
 def pack(problem: Problem, sharing: SharingModel, gpu: str, tp: int, cands: list[Candidate],
@@ -225,7 +256,8 @@ def solve_shared(problem: Problem, sharing: SharingModel, params: ShareParams = 
     for slack in PACKING_SLACK:  # the pooled primal with some memory kept free, then packed
         if best is not None and best[0] <= bound * (1 + params.mip_gap) + 1e-9:
             break
-        p_status, _, _, pick = pooled(problem, sharing, cands, dedicated, False, left(0.3), params, slack)
+        p_status, _, _, pick = pooled(problem, sharing, cands, dedicated, False, left(0.3), params, slack,
+                                      {m: r.replicas for m, r in per_model.items()})
         if p_status not in ("optimal", "feasible"):
             continue
         choice = choice or pick
@@ -280,7 +312,7 @@ def _realize(problem, per_model, sets, ded, params, left):
     if any(problem.available.get(g) is not None and n > problem.available[g] for g, n in used.items()):
         return None
     if not ded:
-        return _total(problem, {}, sets), {}, {}, True, sets
+        return _total(problem, {}, sets, params), {}, {}, True, sets
     if all(a is None for a in problem.available.values()):
         if any(per_model[m].objective is None for m in ded):
             return None
@@ -295,7 +327,7 @@ def _realize(problem, per_model, sets, ded, params, left):
         except (InfeasibleError, NoSolutionError):
             return None
         replicas, routes, optimal = sol.replicas, sol.routes, sol.status == "optimal"
-    return _total(problem, replicas, sets), replicas, routes, optimal, sets
+    return _total(problem, replicas, sets, params), replicas, routes, optimal, sets
 
 
 class _StopAtBound(cp_model.CpSolverSolutionCallback):
@@ -394,15 +426,22 @@ def _dedicated_only(problem, per_model, params, left):
             return None
         replicas = {c: k for r in per_model.values() for c, k in r.replicas.items()}
         routes = {key: v for r in per_model.values() for key, v in r.routes.items()}
-        return (_total(problem, replicas, []), replicas, routes,
+        return (_total(problem, replicas, [], params), replicas, routes,
                 all(r.status == "optimal" for r in per_model.values()))
     try:
         sol = solve_dedicated(problem, SolveParams(left(0.9), params.mip_gap))
     except (InfeasibleError, NoSolutionError):
         return None
-    return sol.cost, sol.replicas, sol.routes, sol.status == "optimal"
+    return _total(problem, sol.replicas, [], params), sol.replicas, sol.routes, sol.status == "optimal"
 
 
-def _total(problem: Problem, replicas: dict[Config, int], sets: list[SharedSet]) -> float:
+def _total(problem: Problem, replicas: dict[Config, int], sets: list[SharedSet], params: ShareParams) -> float:
+    """The plan's $/hour: per GPU, or with instance shapes the nodes stage 2 packs it onto."""
+    if params.instances:
+        need = {(c, False): k for c, k in replicas.items()}
+        for i, st in enumerate(sets):
+            need[(set_config(i, st.gpu, st.tp), False)] = st.count
+        pk = stage2.pack(need, params.instances, params=stage2.CpParams(PACK_TIME_S, params.workers, params.seed))
+        return pk.cost if pk.status in ("optimal", "feasible") else math.inf
     return (sum(problem.config_cost(c) * k for c, k in replicas.items())
             + sum(problem.price[s.gpu] * s.tp * s.count for s in sets))

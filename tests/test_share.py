@@ -11,6 +11,7 @@ from cli.app import app
 from data import DATA_DIR
 from planner.catalog import load_catalog
 from planner.checker import check_plan
+from planner.export import FORMATS, export as export_files
 from planner.problem import Config
 from planner.sharing import (Footprint, SharedSet, SharingModel, build_sharing, check_shared, memory_per_gpu,
                              shared_entries)
@@ -166,10 +167,66 @@ def test_cli_share_gpus_json_check_and_unchanged_default(tmp_path):
     assert r.exit_code == 0 and "Shared GPU sets" in r.stdout and "dedicated-only plan" in r.stdout
 
 
-def test_cli_share_gpus_with_instances_is_rejected(tmp_path):
+def _longtail_on(tmp_path, instances: str, models: int = 8):
+    """The long-tail example's first `models` models with an instance list."""
+    import yaml
+
+    doc = yaml.safe_load(LONGTAIL.read_text())
+    doc["models"] = doc["models"][:models]
+    for m in doc["models"]:
+        m["config"] = str((LONGTAIL.parent / m["config"]).resolve())
     wl = tmp_path / "wl.yaml"
-    wl.write_text(LONGTAIL.read_text().replace("../models/", str(DATA_DIR / "models") + "/")
-                  + "instances: [g6e.xlarge]\n")
-    r = run("plan", wl, "--share-gpus", "-q")
-    assert r.exit_code == 2
-    assert "--share-gpus" in r.output and "instances" in r.output
+    wl.write_text(yaml.safe_dump(doc) + f"instances: {instances}\n")
+    return wl
+
+
+def test_cli_share_gpus_on_instances_places_every_set_inside_a_node(tmp_path):
+    wl = _longtail_on(tmp_path, "[g5.xlarge, g5.24xlarge, g4dn.12xlarge]")
+    out = tmp_path / "p.json"
+    r = run("plan", wl, "--share-gpus", "-q", "--out", out, "--format", "json")
+    assert r.exit_code == 0, r.output
+    plan = json.loads(r.stdout)
+    assert plan["shared"] and plan["nodes"]
+    placed = {}
+    for nd in plan["nodes"]:
+        for s in nd.get("shared", []):
+            g = plan["shared"][s["group"]]
+            assert (nd["gpu"], len(s["gpu_ids"])) == (g["gpu"], g["tp"])
+            assert s["models"] == [e["model"] for e in g["models"]]
+            placed[s["group"]] = placed.get(s["group"], 0) + 1
+    assert placed == {i: g["count"] for i, g in enumerate(plan["shared"])}
+    assert plan["cost_per_hour"] == pytest.approx(sum(nd["price_per_hour"] for nd in plan["nodes"]))
+    assert plan["lower_bound_per_hour"] <= plan["cost_per_hour"]
+    # the shared plan beats the dedicated-only instance plan of the same workload
+    r = run("plan", wl, "-q", "--format", "json", "--no-baseline")
+    assert r.exit_code == 0, r.output
+    assert plan["cost_per_hour"] < json.loads(r.stdout)["cost_per_hour"]
+    r = run("check", out, wl)
+    assert r.exit_code == 0, r.output
+    workload, problem, _ = load_problem(wl, None, False)
+    sharing = build_sharing(workload, load_catalog(), problem)
+    assert check_plan(plan, problem, workload.instances, sharing=sharing) == []
+    node = next(i for i, nd in enumerate(plan["nodes"]) if nd.get("shared"))
+    lost = copy.deepcopy(plan)
+    lost["nodes"][node]["shared"].pop()
+    assert any("sets of shared[" in e for e in check_plan(lost, problem, workload.instances, sharing=sharing))
+    clash = copy.deepcopy(plan)
+    clash["nodes"][node]["shared"][0]["gpu_ids"] = [99] * len(clash["nodes"][node]["shared"][0]["gpu_ids"])
+    assert any("gpu_ids" in e for e in check_plan(clash, problem, workload.instances, sharing=sharing))
+    files = export_files(plan, FORMATS)
+    scripts = "".join(v for k, v in files.items() if k.startswith("vllm/node-"))
+    for g in plan["shared"]:
+        for e in g["models"]:
+            assert f"--served-model-name {e['model']} " in scripts
+
+
+def test_share_gpus_on_instances_keeps_tp_groups_inside_the_largest_node(tmp_path):
+    """Only 1-GPU L4 nodes: no shared set or replica may be TP2 or more; a 14B model that needs TP2
+    on an L4 makes the workload infeasible (exit 3, the reason named)."""
+    wl = _longtail_on(tmp_path, "[g6.xlarge]", models=4)
+    plan = plan_workload(wl, options=PlanOptions(time_limit=60, share_gpus=True)).plan
+    assert all(g["tp"] == 1 for g in plan["replicas"] + plan.get("shared", []))
+    assert all(nd["gpus"] == 1 for nd in plan["nodes"])
+    r = run("plan", _longtail_on(tmp_path, "[g6.xlarge]", models=5), "--share-gpus", "-q")
+    assert r.exit_code == 3
+    assert "legal-qwen2.5-14b" in r.output and "inside one node" in r.output
