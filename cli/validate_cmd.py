@@ -2,7 +2,7 @@
 
   gpumix validate PLAN.json [WORKLOAD] --device cpu|cuda [--gpu-name NAME] [--duration S] [--report R.json]
   gpumix validate PLAN.json --endpoint http://HOST:PORT [--gpu-name NAME] ...
-  gpumix serve --model M [--workload W] [--tp N] --port P
+  gpumix serve --model M [--model M2 ...] [--workload W] [--tp N] --port P
   gpumix profile endpoint WORKLOAD --endpoint URL --gpu-name NAME --out PROFILES.json
 
 Exit codes: 0 every validated group held; 1 a group failed, or nothing was validated; 2 bad input.
@@ -174,8 +174,9 @@ def validate(
 
 
 def serve(
-    model: Annotated[str, typer.Option("--model", help="Model name (catalog, or a model of --workload) or a "
-                                                      "config.json path.")],
+    models: Annotated[list[str], typer.Option("--model", help="Model name (catalog, or a model of --workload) or a "
+                                                            "config.json path; repeat to serve several models "
+                                                            "on one device.")],
     workload: Annotated[Optional[Path], typer.Option("--workload", help="Resolve --model here (its `config`).")] = None,
     profiles: Annotated[Optional[Path], typer.Option(
         "--profiles", help="Run the model as this profile ran it (provenance run_args, dtype, threads).")] = None,
@@ -184,8 +185,9 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="Address to bind (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port; 0 picks a free one "
                                                                       "(printed on stdout).")] = 8000,
-    served_name: Annotated[Optional[str], typer.Option("--served-model-name", help="Name in the API "
-                                                                                  "(default: --model).")] = None,
+    served_names: Annotated[Optional[list[str]], typer.Option(
+        "--served-model-name", help="Name in the API (default: --model); with several models, one per "
+                                    "--model in the same order.")] = None,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="bf16, fp16 or fp32 (default: the profile's, else bf16).")] = None,
     scale_layers: Annotated[Optional[int], typer.Option("--scale-layers", min=1, help="As in `gpumix profile`.")] = None,
@@ -199,29 +201,45 @@ def serve(
     seed: Annotated[int, typer.Option("--seed", help="Weight seed.")] = 0,
 ):
     """Serve the runtime behind an OpenAI-compatible /v1/completions endpoint (streaming via
-    server-sent events) on localhost. Weights are random: for load tests, not for answers."""
+    server-sent events) on localhost; several --model share the device, the request's `model`
+    picks one. Weights are random: for load tests, not for answers."""
     from planner.errors import GpumixError, InputError
 
     try:
         if dtype is not None and dtype not in ("bf16", "fp16", "fp32"):
             raise InputError("gpumix serve", "--dtype", f"must be bf16, fp16 or fp32, got {dtype!r}")
+        if served_names and len(served_names) != len(models):
+            raise InputError("gpumix serve", "--served-model-name", f"given {len(served_names)} times for "
+                             f"{len(models)} --model; give it once per --model, in the same order, or not at all")
         _check_device("gpumix serve", device)
-        spec, name = _serve_spec(model, workload, profiles, device, dtype, scale_layers, scale_hidden,
-                                 scale_vocab, max_batch, max_seq, threads, seed, tp)
-        _check_tp("gpumix serve", spec)
+        specs = {}  # served name -> ReplicaSpec
+        for k, model in enumerate(models):
+            spec, name = _serve_spec(model, workload, profiles, device, dtype, scale_layers, scale_hidden,
+                                     scale_vocab, max_batch, max_seq, threads, seed, tp)
+            name = served_names[k] if served_names else name
+            if name in specs:
+                raise InputError("gpumix serve", "--served-model-name" if served_names else "--model",
+                                 f"{name!r} twice: each served model needs its own name")
+            _check_tp("gpumix serve", spec)
+            specs[name] = spec
         from profiler import server as srv
-        from profiler.replica import EngineLoop, build_engine
 
-        loop = EngineLoop(build_engine(spec), spec.args["vocab"]).start()
+        loop, doors = _serve_loops(specs)
         try:
-            httpd = srv.Server((host, port), loop, served_name or name, spec.max_seq)
+            httpd = srv.Server((host, port), doors, max_seq)
         except OSError as e:
             loop.stop()
             raise InputError("gpumix serve", "--port", f"cannot listen on {host}:{port}: {e.strerror}") from None
     except GpumixError as e:
         raise _fail(e) from None
-    print(f"gpumix serve: {served_name or name} on {httpd.url}/v1 ({spec.n_slots} slots, "
-          f"{spec.max_seq} tokens each, {spec.dtype}, TP {spec.tp})", flush=True)
+    if len(specs) == 1:
+        ((name, spec),) = specs.items()
+        print(f"gpumix serve: {name} on {httpd.url}/v1 ({spec.n_slots} slots, "
+              f"{spec.max_seq} tokens each, {spec.dtype}, TP {spec.tp})", flush=True)
+    else:
+        each = ", ".join(f"{n} ({s.n_slots} slots, {s.dtype})" for n, s in specs.items())
+        print(f"gpumix serve: {len(specs)} models on {httpd.url}/v1, one device: {each}; "
+              f"{max_seq} tokens each, TP {tp}", flush=True)
     try:
         httpd.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
@@ -229,6 +247,20 @@ def serve(
     finally:
         httpd.server_close()
         loop.stop()
+
+
+def _serve_loops(specs: dict) -> tuple:
+    """(loop to stop, {served name: what the server submits to}): one EngineLoop for one model,
+    one SharedLoop (profiler/shared_replica.py) and a Member per model for several."""
+    from profiler.replica import EngineLoop, build_engine
+    from profiler.shared_replica import build_shared
+
+    if len(specs) == 1:
+        ((name, spec),) = specs.items()
+        loop = EngineLoop(build_engine(spec), spec.args["vocab"]).start()
+        return loop, {name: loop}
+    loop = build_shared(specs).start()
+    return loop, {name: loop.member(name) for name in specs}
 
 
 def _check_tp(cmd: str, spec) -> None:

@@ -1,7 +1,10 @@
-"""`gpumix serve`: one replica (profiler.replica) behind an OpenAI-compatible HTTP API.
+"""`gpumix serve`: one replica (profiler.replica), or several models sharing one device
+(profiler.shared_replica), behind an OpenAI-compatible HTTP API.
 
   POST /v1/completions   {model, prompt: str | [int], max_tokens, stream, stream_options}
   GET  /v1/models, /health
+
+The request's `model` picks the replica; it may be left out when one model is served.
 
 Weights are random, so the text is meaningless: a string prompt becomes one token per
 whitespace-separated word (crc32 of the word), generated token t is the text " t<id>", and a
@@ -21,6 +24,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from profiler.replica import EngineLoop
+from profiler.shared_replica import Member
 
 MAX_BODY = 8 << 20
 
@@ -38,9 +42,10 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, addr, loop: EngineLoop, model_name: str, max_seq: int,
+    def __init__(self, addr, loops: dict[str, EngineLoop | Member], max_seq: int,
                  request_timeout_s: float = 600.0):
-        self.loop, self.model_name, self.max_seq = loop, model_name, max_seq
+        """loops: {served name: EngineLoop, or a SharedLoop's Member}."""
+        self.loops, self.max_seq = dict(loops), max_seq
         self.request_timeout_s = request_timeout_s
         # one thread writes every stream's tokens: a step wakes it once, not once per request
         # (per-request wake-ups fight the engine thread for the GIL and the cores)
@@ -68,6 +73,7 @@ class Server(ThreadingHTTPServer):
 class Handler(BaseHTTPRequestHandler):
     server: Server
     server_version = "gpumix"
+    model: str  # the request's, once do_POST has read it
 
     def log_message(self, format, *args):  # noqa: A002 - quiet: one line per request is noise
         pass
@@ -90,13 +96,14 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802
         if self.path.rstrip("/") in ("/v1/models", "/models"):
             self._json(200, {"object": "list", "data": [
-                {"id": self.server.model_name, "object": "model", "owned_by": "gpumix",
-                 "max_model_len": self.server.max_seq}]})
+                {"id": name, "object": "model", "owned_by": "gpumix", "max_model_len": self.server.max_seq}
+                for name in self.server.loops]})
         elif self.path.rstrip("/") == "/health":
-            if self.server.loop.alive:
+            dead = next((lp for lp in self.server.loops.values() if not lp.alive), None)
+            if dead is None:
                 self._json(200, {"status": "ok"})
             else:
-                self._error(503, self.server.loop.error or "replica stopped", "server_error")
+                self._error(503, dead.error or "replica stopped", "server_error")
         else:
             self._error(404, f"no route {self.path}")
 
@@ -111,11 +118,15 @@ class Handler(BaseHTTPRequestHandler):
             req = json.loads(self.rfile.read(n))
             if not isinstance(req, dict):
                 raise ValueError("the body must be a JSON object")
-            model = req.get("model", self.server.model_name)
-            if model != self.server.model_name:
+            loops = self.server.loops
+            if "model" not in req and len(loops) > 1:
+                raise ValueError(f"model is required: this server serves {', '.join(loops)}")
+            model = req.get("model", next(iter(loops)))
+            if not isinstance(model, str) or model not in loops:
                 self._error(404, f"The model `{model}` does not exist.", "NotFoundError")
                 return
-            prompt = tokenize(req.get("prompt"), self.server.loop.vocab)
+            self.model, loop = model, loops[model]
+            prompt = tokenize(req.get("prompt"), loop.vocab)
             max_tokens = req.get("max_tokens", 16)
             if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
                 raise ValueError(f"max_tokens must be a positive integer, got {max_tokens!r}")
@@ -125,8 +136,8 @@ class Handler(BaseHTTPRequestHandler):
         except (ValueError, json.JSONDecodeError) as e:
             self._error(400, str(e))
             return
-        if not self.server.loop.alive:
-            self._error(503, self.server.loop.error or "replica stopped", "server_error")
+        if not loop.alive:
+            self._error(503, loop.error or "replica stopped", "server_error")
             return
         rid = f"cmpl-{uuid.uuid4().hex[:16]}"
         usage = {"prompt_tokens": len(prompt), "completion_tokens": 0,
@@ -140,11 +151,9 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             stream = _Stream(self, rid, usage, bool((req.get("stream_options") or {}).get("include_usage")))
             outbox = self.server.outbox
-            self.server.loop.submit(prompt, max_tokens,
-                                    lambda tok, t, done, err: outbox.put((stream, tok, done, err)))
+            loop.submit(prompt, max_tokens, lambda tok, t, done, err: outbox.put((stream, tok, done, err)))
         else:
-            self.server.loop.submit(prompt, max_tokens,
-                                    lambda tok, t, done, err: events.put((tok, done, err)))
+            loop.submit(prompt, max_tokens, lambda tok, t, done, err: events.put((tok, done, err)))
         if req.get("stream"):
             self._stream(stream, rid)
         else:
@@ -158,7 +167,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _chunk(self, rid: str, text: str, finish: str | None) -> dict:
         return {"id": rid, "object": "text_completion", "created": int(time.time()),
-                "model": self.server.model_name,
+                "model": self.model,
                 "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}
 
     def _stream(self, stream: "_Stream", rid: str) -> None:
@@ -205,7 +214,7 @@ class _Stream:
     def on_event(self, tok, done: bool, err: str | None) -> None:
         if self.finished.is_set():
             return
-        h, name = self.handler, self.handler.server.model_name
+        h, name = self.handler, self.handler.model
         try:
             if err:
                 self.fail(err)
@@ -227,7 +236,7 @@ class _Stream:
 def start(loop: EngineLoop, model_name: str, max_seq: int, host: str = "127.0.0.1", port: int = 0,
           request_timeout_s: float = 600.0) -> tuple[Server, threading.Thread]:
     """Serve in a background thread (tests, validate); `server.shutdown()` stops it."""
-    server = Server((host, port), loop, model_name, max_seq, request_timeout_s)
+    server = Server((host, port), {model_name: loop}, max_seq, request_timeout_s)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                               name="gpumix-serve", daemon=True)
     thread.start()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections import deque
 
-from profiler.replica import EngineLoop, OnToken
+from profiler.replica import EngineLoop, OnToken, build_engine
 
 HEARTBEAT_S = 0.5  # idle TP members ping their ranks this often while other members run
 
@@ -109,6 +109,20 @@ class SharedLoop(EngineLoop):
             self._subscribers[(model, req.id)](req.output[-1], t, False, None)
         for req in finished:
             self._subscribers.pop((model, req.id))(None, t, True, None)
+
+
+def build_shared(specs: dict) -> SharedLoop:
+    """A SharedLoop (not started) of one engine per {model: ReplicaSpec}, all on the specs' device;
+    if one cannot be built, the ones already built are closed (TP: their ranks stopped)."""
+    engines = {}
+    try:
+        for m, spec in specs.items():
+            engines[m] = build_engine(spec)
+    except BaseException:
+        for e in engines.values():
+            e.close()
+        raise
+    return SharedLoop(engines, {m: s.args["vocab"] for m, s in specs.items()})
 
 
 class Member:
