@@ -92,9 +92,9 @@ def group_row(st: SharedTarget) -> dict:
 
 def _build(st: SharedTarget, opts: ValidateOptions, profiles: list[dict], n: int, rows: dict) -> list:
     """n SharedLoops, set j on GPUs j*tp..; each model built as its profile ran it."""
-    from profiler.replica import ReplicaSpec, build_engine
+    from profiler.replica import ReplicaSpec
     from profiler.runtime.model import ModelArgs, head_count_ok
-    from profiler.shared_replica import SharedLoop
+    from profiler.shared_replica import build_shared
 
     specs = {}
     for t in st.members:
@@ -107,15 +107,7 @@ def _build(st: SharedTarget, opts: ValidateOptions, profiles: list[dict], n: int
     loops = []
     for j in range(n):
         dev = f"cuda:{j * st.tp}" if opts.device == "cuda" else opts.device
-        engines = {}
-        try:
-            for m, spec in specs.items():
-                engines[m] = build_engine(replace(spec, device=dev))
-        except BaseException:
-            for e in engines.values():
-                e.close()
-            raise
-        loops.append(SharedLoop(engines, {m: s.args["vocab"] for m, s in specs.items()}).start())
+        loops.append(build_shared({m: replace(spec, device=dev) for m, spec in specs.items()}).start())
     return loops
 
 
