@@ -17,6 +17,10 @@ C6_nodes    for each GPU type g, variant v and TP degree t used on g:
             nodes and TP 1/2/4/8 do; see docs/placement.md)
 C7_spot     sum_{c of m, k} x[c,spot,k] <= F * f[m] * D[m]    (at most F of each model's traffic on spot)
 C8_churn    s[c,v] >= n[c,v] - n0[c,v]                         (replicas beyond the current plan's)
+C10_model   (model_bounds LB_m, all demand on on-demand nodes) sum_{c of m} price[g] tp n[c] >= LB_m:
+            every plan of m alone costs at least m's own stage-1 bound at the cheapest $/GPU, so this cut
+            cuts off no plan; it lifts the LP relaxation to the decomposition's bound and lets HiGHS
+            spend its search on node rounding instead of on each model's own integrality
 C9_spare    (N spare nodes) sum_k x[c,v,k] / mu[c,k] <= U (n[c,v] - N y[c,v]), n <= B y, y binary, and
             n[c,v] <= sum_{o fits c} z[o]: every replica of a group on its own node, N of them spare.
             A restriction, not a relaxation: the bound reported for spare-node plans comes from the
@@ -67,7 +71,7 @@ _name = milp.var_name
 
 class _Model:
     def __init__(self, problem: Problem, instances, spot_share: float, current: dict[Item, int] | None,
-                 churn_cost: float, partial: bool, spare: int = 0):
+                 churn_cost: float, partial: bool, spare: int = 0, model_bounds: dict | None = None):
         self.problem = problem
         p = pulp.LpProblem("gpumix_nodes", pulp.LpMinimize)
         variants = (False, True) if spot_share > 0 and instances else (False,)
@@ -138,6 +142,11 @@ class _Model:
                     total = sum(problem.demand[(m, k)] for k in problem.buckets[m])
                     p += pulp.lpSum(self.x[key] for key in spot) <= spot_share * total * self.f[m], \
                         _name("C7_spot", mi)
+        if model_bounds and not partial and len(variants) == 1:
+            for mi, m in enumerate(problem.models):
+                if model_bounds.get(m, 0) > 0:
+                    p += (pulp.lpSum(problem.config_cost(it[0]) * self.n[it] for it in items if it[0].model == m)
+                          >= model_bounds[m]), _name("C10_model", mi)
         churn = 0
         if current is not None and churn_cost > 0:
             s = {it: p.add_variable(_name("s", j), lowBound=0) for j, it in enumerate(items)}
@@ -159,14 +168,16 @@ def _run(prob: pulp.LpProblem, time_limit, mip_gap, threads=None) -> tuple[str, 
 
 def solve(problem: Problem, instances=None, *, spot_share: float = 0.0, current: dict[Item, int] | None = None,
           churn_cost: float = 0.0, partial: bool = False, time_limit: float | None = None,
-          mip_gap: float = 1e-6, threads: int | None = None, spare_nodes: int = 0) -> NodeMilpResult:
+          mip_gap: float = 1e-6, threads: int | None = None, spare_nodes: int = 0,
+          model_bounds: dict[str, float] | None = None) -> NodeMilpResult:
+    """model_bounds: each model's own lower bound at problem.price (C10 cuts)."""
     t0 = time.perf_counter()
     deadline = None if time_limit is None else t0 + time_limit
 
     def left(share=1.0):
         return None if deadline is None else max((deadline - time.perf_counter()) * share, 0.05)
 
-    mdl = _Model(problem, instances, spot_share, current, churn_cost, partial, spare_nodes)
+    mdl = _Model(problem, instances, spot_share, current, churn_cost, partial, spare_nodes, model_bounds)
     fractions = None
     if partial:
         tvar = mdl.prob.add_variable("t_min_served", lowBound=0, upBound=1)

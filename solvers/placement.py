@@ -4,8 +4,10 @@
    is a lower bound on every instance plan (a node of G GPUs costs at least G times that price).
 2. Stage 2 (solvers/stage2.py) packs its replicas onto instances. Gap closed: done.
 3. Otherwise stage 1 again at node granularity (solvers/node_milp.py: node counts in the model,
-   node prices, TP groups that fit a node), which raises the bound to the node problem's relaxation
-   (exact for 1/4/8-GPU nodes with TP 1/2/4/8), and stage 2 packs its replicas.
+   node prices, TP groups that fit a node; exact for 1/4/8-GPU nodes with TP 1/2/4/8), with each
+   model's stage-1 bound as a cut (C10), so its LP starts at step 1's bound and its search goes to
+   node rounding (handing HiGHS step 2's plan as a start made its plans worse at M); stage 2 packs
+   its replicas.
 4. Still open and small: the monolithic CP-SAT model (solvers/monolithic_cpsat.py) from the best plan.
 The gap left, if any, is reported as it is. Spot shares, churn and partial service start at step 3:
 plain stage 1 does not model them. Spare nodes are added in stage 2 (extra replicas so that each
@@ -77,6 +79,7 @@ def place(problem: Problem, instances, opts: PlacementOptions = PlacementOptions
     iters: list[dict] = []
     best = None  # (objective, packing, routes, fractions)
     bound = 0.0
+    model_bounds = None  # from plain stage 1: the C10 cuts of step 3
 
     def consider(label, pk, routes, fractions):
         nonlocal best
@@ -93,16 +96,17 @@ def place(problem: Problem, instances, opts: PlacementOptions = PlacementOptions
     if plain:
         s1 = stage1_solve(problem, SolveParams(left(0.3), opts.mip_gap, False, None))
         bound = s1.bound
-        pk = pack({(c, False): k for c, k in s1.replicas.items()}, instances,
-                  spare_nodes=opts.spare_nodes, params=cp(0.3))
+        model_bounds = s1.model_bounds
+        reps = {(c, False): k for c, k in s1.replicas.items()}
+        pk = pack(reps, instances, spare_nodes=opts.spare_nodes, params=cp(0.3))
         if pk.status in ("optimal", "feasible"):
             consider("stage 1 at $/GPU, stage 2", pk, {((c, False), k): v for (c, k), v in s1.routes.items()}, None)
         else:  # e.g. a TP group larger than every instance of its GPU type
             iters.append({"step": "stage 1 at $/GPU, stage 2", "status": pk.status, "bound": round(bound, 9)})
     if not closed() or opts.spare_nodes:
         res = node_milp.solve(problem, instances, spot_share=opts.spot_share, current=opts.current_counts,
-                              churn_cost=h, partial=opts.partial, time_limit=left(0.5), mip_gap=opts.mip_gap * 0.1,
-                              spare_nodes=opts.spare_nodes)
+                              churn_cost=h, partial=opts.partial, time_limit=left(0.85 if h == 0 and not opts.spare_nodes else 0.5), mip_gap=opts.mip_gap * 0.1,
+                              spare_nodes=opts.spare_nodes, model_bounds=model_bounds)
         if res.status == "infeasible" and best is None:
             raise InfeasibleError(explain(problem, instances))
         if res.status == "no_solution" and best is None:

@@ -41,6 +41,7 @@ class Solution:
     wall_s: float
     method: str
     stats: dict = field(default_factory=dict)
+    model_bounds: dict = field(default_factory=dict)  # model -> its own lower bound (alone, full availability)
 
     @property
     def gap(self) -> float:
@@ -103,7 +104,7 @@ def solve(problem: Problem, params: SolveParams = SolveParams()) -> Solution:
     if not over:
         cost = _cost(problem, replicas)
         return _finish(problem, replicas, routes, min(decomposed_bound, cost), all_optimal, params,
-                       t0, "decomposed", stats)
+                       t0, "decomposed", stats, per_model)
 
     # Phase 2: availability couples the models (solvers/coupled.py).
     say(f"availability binds on {', '.join(over)}: Lagrangian bound, CP-SAT master, joint MILP")
@@ -115,7 +116,7 @@ def solve(problem: Problem, params: SolveParams = SolveParams()) -> Solution:
         raise InfeasibleError(_explain_joint(problem, over))
     stats.update(res.stats)
     bound = min(max(res.bound, decomposed_bound), res.cost)
-    return _finish(problem, res.replicas, res.routes, bound, res.optimal, params, t0, "coupled", stats)
+    return _finish(problem, res.replicas, res.routes, bound, res.optimal, params, t0, "coupled", stats, per_model)
 
 
 def _joint_fallback(problem, per_model, params, t0, deadline, say) -> Solution:
@@ -137,14 +138,15 @@ def _cost(problem: Problem, replicas: dict[Config, int]) -> float:
     return sum(problem.config_cost(c) * k for c, k in replicas.items())
 
 
-def _finish(problem, replicas, routes, bound, solver_optimal, params, t0, method, stats) -> Solution:
+def _finish(problem, replicas, routes, bound, solver_optimal, params, t0, method, stats, per_model=None) -> Solution:
     cost = _cost(problem, replicas)
     gap = 0.0 if cost <= 0 else (cost - bound) / cost
     status = "optimal" if solver_optimal and gap <= params.mip_gap + 1e-12 else "feasible"
     wall = time.perf_counter() - t0
     (params.progress or (lambda _m: None))(
         f"{status}: ${cost:,.2f}/h, bound ${bound:,.2f}/h, gap {gap:.4%}, {wall:.2f}s")
-    return Solution(status, cost, bound, dict(sorted(replicas.items())), routes, wall, method, stats)
+    return Solution(status, cost, bound, dict(sorted(replicas.items())), routes, wall, method, stats,
+                    {m: r.bound for m, r in (per_model or {}).items()})
 
 
 def _explain_single(problem: Problem, model: str, params: SolveParams) -> str:
