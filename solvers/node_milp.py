@@ -71,7 +71,10 @@ _name = milp.var_name
 
 class _Model:
     def __init__(self, problem: Problem, instances, spot_share: float, current: dict[Item, int] | None,
-                 churn_cost: float, partial: bool, spare: int = 0, model_bounds: dict | None = None):
+                 churn_cost: float, partial: bool, spare: int = 0, model_bounds: dict | None = None,
+                 background: dict | None = None):
+        """background: {(gpu, spot): {tp: groups}} of models outside this problem whose replicas stay
+        as they are (solvers/node_lns.py): they count in C6, so z prices every node."""
         self.problem = problem
         p = pulp.LpProblem("gpumix_nodes", pulp.LpMinimize)
         variants = (False, True) if spot_share > 0 and instances else (False,)
@@ -119,13 +122,16 @@ class _Model:
                 a = os_[0][0].available
                 if a is not None and len(os_) > 1:
                     p += pulp.lpSum(self.z[o] for o in os_) <= a, _name("C3_avail", j)
-            for g in sorted({c.gpu for c in problem.configs}):
+            background = background or {}
+            for g in sorted({c.gpu for c in problem.configs} | {g for g, _ in background}):
                 for v in variants:
                     on = [it for it in items if it[0].gpu == g and it[1] == v]
                     offers = [o for o in self.offers if o[0].gpu == g and o[1] == v]
-                    for t in sorted({it[0].tp for it in on}):
+                    fixed = background.get((g, v), {})
+                    for t in sorted({it[0].tp for it in on} | set(fixed)):
                         p += (pulp.lpSum(t * (o[0].gpus // t) * self.z[o] for o in offers)
-                              >= pulp.lpSum(it[0].tp * self.n[it] for it in on if it[0].tp >= t)), \
+                              >= pulp.lpSum(it[0].tp * self.n[it] for it in on if it[0].tp >= t)
+                              + sum(tp * k for tp, k in fixed.items() if tp >= t)), \
                             _name("C6_nodes", g, int(v), t)
             cost = pulp.lpSum(o[0].price(o[1]) * self.z[o] for o in self.offers)
         else:

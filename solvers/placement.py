@@ -2,7 +2,9 @@
 
 1. Stage 1 (solvers/stage1.py) at each GPU type's cheapest $/GPU-hour over its instances: its bound
    is a lower bound on every instance plan (a node of G GPUs costs at least G times that price).
-2. Stage 2 (solvers/stage2.py) packs its replicas onto instances. Gap closed: done.
+2. Stage 2 (solvers/stage2.py) packs its replicas onto instances. Gap closed: done. Otherwise a
+   neighbourhood search (solvers/node_lns.py) re-plans a few models at a time at node prices, the
+   rest fixed, and stage 2 packs what it finds (the plans at 50-200 models come from here).
 3. Otherwise stage 1 again at node granularity (solvers/node_milp.py: node counts in the model,
    node prices, TP groups that fit a node; exact for 1/4/8-GPU nodes with TP 1/2/4/8), with each
    model's stage-1 bound as a cut (C10), so its LP starts at step 1's bound and its search goes to
@@ -21,10 +23,14 @@ from dataclasses import dataclass, field
 
 from planner.errors import InfeasibleError, NoSolutionError
 from planner.problem import Problem
-from solvers import node_milp
+from solvers import node_lns, node_milp
 from solvers.stage1 import Progress, SolveParams
 from solvers.stage1 import solve as stage1_solve
 from solvers.stage2 import CpParams, CurrentNode, Node, pack
+
+
+LNS_SHARE = 0.6  # of the time left after stage 1 and its packing, for the node search
+MILP_MIN_S = 1.0  # the node MILP (its build alone takes ~0.5 s at 50 models) only with this much left
 
 
 @dataclass(frozen=True)
@@ -100,10 +106,20 @@ def place(problem: Problem, instances, opts: PlacementOptions = PlacementOptions
         reps = {(c, False): k for c, k in s1.replicas.items()}
         pk = pack(reps, instances, spare_nodes=opts.spare_nodes, params=cp(0.3))
         if pk.status in ("optimal", "feasible"):
-            consider("stage 1 at $/GPU, stage 2", pk, {((c, False), k): v for (c, k), v in s1.routes.items()}, None)
+            routes = {((c, False), k): v for (c, k), v in s1.routes.items()}
+            consider("stage 1 at $/GPU, stage 2", pk, routes, None)
+            if not closed() and not opts.spare_nodes:
+                end = None if deadline is None else time.perf_counter() + left(LNS_SHARE)
+                reps, routes, _, steps = node_lns.improve(problem, instances, reps, routes, end, model_bounds,
+                                                          opts.seed, say)
+                if steps:
+                    pk = pack(reps, instances, params=cp(0.3))
+                    if pk.status in ("optimal", "feasible"):
+                        consider("node search, stage 2", pk, routes, None)
         else:  # e.g. a TP group larger than every instance of its GPU type
             iters.append({"step": "stage 1 at $/GPU, stage 2", "status": pk.status, "bound": round(bound, 9)})
-    if not closed() or opts.spare_nodes:
+    if (not closed() or opts.spare_nodes) and (best is None or deadline is None
+                                               or deadline - time.perf_counter() > MILP_MIN_S):
         res = node_milp.solve(problem, instances, spot_share=opts.spot_share, current=opts.current_counts,
                               churn_cost=h, partial=opts.partial, time_limit=left(0.85 if h == 0 and not opts.spare_nodes else 0.5), mip_gap=opts.mip_gap * 0.1,
                               spare_nodes=opts.spare_nodes, model_bounds=model_bounds)

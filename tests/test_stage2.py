@@ -181,10 +181,35 @@ def test_eight_gpu_nodes_only_close_the_gap_by_iterating():
     problem = rebased(problem, insts)
     sol = place(problem, insts, opts(monolithic_max_slots=0))
     assert sol.status == "optimal" and sol.gap <= 1e-4
-    first = sol.iterations[0]  # stage 1 at $/GPU then packing leaves a gap; node prices close it
-    assert first["node_cost"] > first["bound"] + 1 and len(sol.iterations) == 2
+    first = sol.iterations[0]  # stage 1 at $/GPU then packing leaves a gap; node search and node prices close it
+    assert first["node_cost"] > first["bound"] + 1 and len(sol.iterations) >= 2
     mono = monolithic_cpsat.solve(problem, insts, DET)
     assert math.isclose(sol.cost, mono.cost, rel_tol=1e-9)
+
+
+def test_node_search_fills_part_empty_nodes_and_is_deterministic():
+    """Stage 1 at $/GPU leaves 8-GPU nodes part empty; re-planning a few models at a time at node
+    prices (the others fixed) lowers the node price, to the monolithic optimum on this instance,
+    and the same seed gives the same plan."""
+    from solvers import node_lns
+    from solvers.stage1 import SolveParams, solve
+
+    problem, _ = small(0)
+    insts = [H("x8", "X", 8, 8.0, None), H("y8", "Y", 8, 12.0, None)]
+    problem = rebased(problem, insts)
+    s1 = solve(problem, SolveParams())
+    reps = {(c, False): k for c, k in s1.replicas.items()}
+    routes = {((c, False), k): v for (c, k), v in s1.routes.items()}
+    start = node_lns.node_price(problem, insts, reps)
+    runs = [node_lns.improve(problem, insts, reps, routes, None, s1.model_bounds, seed=0) for _ in range(2)]
+    assert runs[0] == runs[1]
+    new_reps, new_routes, price, steps = runs[0]
+    assert steps >= 1 and price < start - 1
+    pk = pack(new_reps, insts, params=DET)
+    assert math.isclose(pk.cost, price, rel_tol=1e-9)
+    assert math.isclose(pk.cost, monolithic_cpsat.solve(problem, insts, DET).cost, rel_tol=1e-9)
+    plan = make_node_plan(problem, "feasible", pk.cost, s1.bound, pk.replicas, new_routes, pk.nodes)
+    assert check_plan(plan, problem, insts) == []
 
 
 # ---- 4. re-planning with little churn
