@@ -20,7 +20,12 @@ HiGHS itself as solvers/milp.py does) is a lower bound on every plan with sharin
 Primal: the same model with D_m (m's dedicated optimum) and only types one set can host m on
 (f <= U, mem <= B); the models it shares on each type are packed into single sets (first fit
 decreasing, then CP-SAT bin packing with P2, P3 per set, loads rounded up and capacities down), the dedicated ones re-solved by stage 1 under what the
-sets leave of availability. If that is not cheaper than the dedicated-only plan, that plan is kept.
+sets leave of availability. Then riders (_ride): a dedicated model on k replicas of one config
+(g, t) that serves all its buckets becomes a group of k sets of (g, t) hosting it and the models of
+whole single sets or whole dedicated plans that fit its spare time and memory (count k: KV at 1/k
+of the load), when that lowers the cost; the group uses the replicas' GPUs, so availability holds.
+If the result is not cheaper than the dedicated-only plan, that plan is kept. So the primal builds
+single-set groups and groups of k sets around one dedicated model's k replicas, no other groups.
 With instance shapes (ShareParams.instances) the primal prices nodes, not GPUs: the pooled primal
 buys instances covering its sets and the dedicated models' replicas (P6, node_milp's C6), and every
 candidate plan is costed by packing it onto instances (solvers/stage2.py). The bound is unchanged:
@@ -263,17 +268,19 @@ def solve_shared(problem: Problem, sharing: SharingModel, params: ShareParams = 
         choice = choice or pick
         sets = _pack_assignment(problem, sharing, cands, pick, params, left)
         got = _realize(problem, per_model, sets, [m for m, s in pick.items() if s is None], params, left)
+        got = got and _ride(problem, sharing, cands, got, params, left)
         if got is not None and (best is None or got[0] < best[0] - 1e-9):
             best, choice = got, pick
     if best is None or best[0] > bound * (1 + params.mip_gap) + 1e-9:
         # the pooled assignment packs into more sets than it counted: pack every model at once
         types = sorted({s for s in list(choice.values()) + list(b_choice.values()) if s is not None})
-        start = best[4] if best is not None else []
+        start = [st for st in best[4] if st.count == 1] if best is not None else []
         found = bins_model(problem, sharing, cands, per_model, types, start, bound,
                            min(left(0.5), params.bins_time_limit), params)
         stats["bins_model"] = found is not None
         if found is not None:
             again = _realize(problem, per_model, *found, params, left)
+            again = again and _ride(problem, sharing, cands, again, params, left)
             if again is not None and (best is None or again[0] < best[0] - 1e-9):
                 best = again
     dedicated_only = _dedicated_only(problem, per_model, params, left)
@@ -328,6 +335,89 @@ def _realize(problem, per_model, sets, ded, params, left):
             return None
         replicas, routes, optimal = sol.replicas, sol.routes, sol.status == "optimal"
     return _total(problem, replicas, sets, params), replicas, routes, optimal, sets
+
+
+def _ride(problem, sharing, cands, plan, params, left):
+    """Riders: a dedicated model m on k replicas of one config (m, g, t) that serves all its buckets
+    becomes a shared group of k sets of (g, t) hosting m and riders that fit what m leaves of them:
+    time sum f <= k U, memory per GPU sum memory_per_gpu(.., k) <= B (m's too), loads rounded up and
+    capacities down. A rider is every model of one single set (of any type: only an emptied set
+    saves) or a dedicated model with all its replicas, each model with a candidate on (g, t). Which
+    move is a knapsack worth the sets' and replicas' price (CP-SAT, hinted with the greedy by price
+    then size, which is the fallback). The group takes the GPUs of m's replicas, so availability
+    holds. Hosts in name order; a change is kept only if the plan's cost (_total) goes down.
+    Returns the plan (cost, replicas, routes, optimal, sets), changed or not."""
+    cost, replicas, routes, optimal, sets = plan
+    U = problem.max_utilization
+    on = {(m, c.gpu, c.tp): c for m, cs in cands.items() for c in cs}
+    for m in sorted({c.model for c, k in replicas.items() if k > 0}):
+        mine = [(c, k) for c, k in replicas.items() if c.model == m and k > 0]
+        if len(mine) != 1:  # a rider by now, or on several configs
+            continue
+        host, k = mine[0]
+        g, t = host.gpu, host.tp
+        fp, budget = sharing.footprint.get(host), sharing.budget.get(g)
+        if fp is None or budget is None or not can_serve_all(problem, host):
+            continue
+        rps = full_demand(problem, m)
+        free_t = math.floor(k * U * TIME_SCALE) - math.ceil(time_fraction(problem, host, rps) * TIME_SCALE)
+        free_m = math.floor(budget / MEM_UNIT) - math.ceil(memory_per_gpu(fp, rps, k) / MEM_UNIT)
+        if free_t <= 0 or free_m <= 0:
+            continue
+
+        def load(models):
+            if not all((r, g, t) in on for r in models):
+                return None
+            return (sum(math.ceil(on[(r, g, t)].f * TIME_SCALE) for r in models),
+                    sum(math.ceil(memory_per_gpu(sharing.footprint[Config(r, g, t)], full_demand(problem, r), k)
+                                  / MEM_UNIT) for r in models))
+
+        pool = []  # (key, time, memory, price): ("set", index) or ("dedicated", model)
+        for i, st in enumerate(sets):
+            if st.count == 1:
+                pool.append((("set", i), load(st.models), problem.price[st.gpu] * st.tp))
+        for r in sorted({c.model for c, v in replicas.items() if v > 0} - {m}):
+            pool.append((("dedicated", r), load((r,)),
+                         sum(problem.config_cost(c) * v for c, v in replicas.items() if c.model == r)))
+        pool = [(key, *w, price) for key, w, price in pool if w is not None and w[0] <= free_t and w[1] <= free_m]
+        take = _knapsack(pool, free_t, free_m, params, left)
+        if not take:
+            continue
+        gone = {i for kind, i in take if kind == "set"}
+        riders = {r for kind, r in take if kind == "dedicated"}
+        new_sets = [st for i, st in enumerate(sets) if i not in gone] + [
+            SharedSet(g, t, k, (m,) + tuple(sorted(riders | {r for i in gone for r in sets[i].models})))]
+        new_replicas = {c: v for c, v in replicas.items() if c.model != m and c.model not in riders}
+        new_routes = {key: v for key, v in routes.items() if key[0].model != m and key[0].model not in riders}
+        new_cost = _total(problem, new_replicas, new_sets, params)
+        if new_cost < cost - 1e-9:
+            cost, replicas, routes, sets = new_cost, new_replicas, new_routes, new_sets
+    return cost, replicas, routes, optimal, sets
+
+
+def _knapsack(pool, cap_t, cap_m, params, left) -> set:
+    """The keys of `pool` [(key, time, memory, price)] worth most within (cap_t, cap_m)."""
+    order = sorted(pool, key=lambda p: (-p[3], -max(p[1] / cap_t, p[2] / cap_m), p[0]))
+    greedy, lt, lm = set(), 0, 0
+    for key, w_t, w_m, _ in order:
+        if lt + w_t <= cap_t and lm + w_m <= cap_m:
+            greedy.add(key)
+            lt, lm = lt + w_t, lm + w_m
+    if len(greedy) == len(pool):
+        return greedy
+    cm = cp_model.CpModel()
+    x = [cm.NewBoolVar(f"x_{j}") for j in range(len(pool))]
+    cm.Add(sum(p[1] * v for p, v in zip(pool, x)) <= cap_t)
+    cm.Add(sum(p[2] * v for p, v in zip(pool, x)) <= cap_m)
+    for p, v in zip(pool, x):
+        cm.AddHint(v, p[0] in greedy)
+    cm.Maximize(sum(math.ceil(p[3] * COST_SCALE) * v for p, v in zip(pool, x)))
+    solver = _cp_solver(min(left(0.05) or PACK_TIME_S, PACK_TIME_S), params)
+    if solver.Solve(cm) in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        chosen = {p[0] for p, v in zip(pool, x) if solver.Value(v)}
+        if sum(p[3] for p in pool if p[0] in chosen) > sum(p[3] for p in pool if p[0] in greedy) + 1e-9:
+            return chosen
+    return greedy
 
 
 class _StopAtBound(cp_model.CpSolverSolutionCallback):

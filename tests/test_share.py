@@ -12,6 +12,7 @@ from data import DATA_DIR
 from planner.catalog import load_catalog
 from planner.checker import check_plan
 from planner.export import FORMATS, export as export_files
+from planner.plan import make_plan
 from planner.problem import Config
 from planner.sharing import (Footprint, SharedSet, SharingModel, build_sharing, check_shared, memory_per_gpu,
                              shared_entries)
@@ -107,9 +108,30 @@ def _tiny(seed: int):
     return problem, SharingModel(fp, budget)
 
 
-def _brute_force_shared(problem, sharing, max_count=2):
-    """Cheapest plan over every split into dedicated models and shared groups (1..max_count sets)."""
+def _brute_force_shared(problem, sharing, max_count=32):
+    """Cheapest plan over every split into dedicated models and shared groups of 1..max_count sets.
+    Time and memory per set only fall as the count grows, so each group takes its least feasible
+    count; on _tiny instances 32 sets give every group all the time it can use (sum f <= 16 < 32 U)
+    and the least KV share (a model's tokens in flight <= 8 x its longest context), so no larger
+    group is feasible where these are not."""
     ded = {m: brute_force_cost(problem.restrict(models={m})) for m in problem.models}
+    group_cost = {}
+
+    def cheapest(members):
+        if members not in group_cost:
+            options = []
+            for g in problem.price:
+                if not all(Config(m, g, 1) in problem.capacity for m in members):
+                    continue
+                for count in range(1, max_count + 1):
+                    plan = {"shared": shared_entries(problem, sharing, [SharedSet(g, 1, count, members)])}
+                    errs, c = check_shared(plan, problem, sharing, {}, {}, set())
+                    if not errs:
+                        options.append(c)
+                        break
+            group_cost[members] = min(options, default=float("inf"))
+        return group_cost[members]
+
     best = float("inf")
     models = list(problem.models)
     for labels in itertools.product(range(len(models) + 1), repeat=len(models)):  # 0 = dedicated
@@ -118,22 +140,12 @@ def _brute_force_shared(problem, sharing, max_count=2):
             if lab:
                 groups.setdefault(lab, []).append(m)
         cost = sum(ded[m] for m, lab in zip(models, labels) if not lab)
-        for members in groups.values():
-            options = []
-            for g in problem.price:
-                for count in range(1, max_count + 1):
-                    sets = [SharedSet(g, 1, count, tuple(members))]
-                    if all(Config(m, g, 1) in problem.capacity for m in members):
-                        plan = {"shared": shared_entries(problem, sharing, sets)}
-                        errs, c = check_shared(plan, problem, sharing, {}, {}, set())
-                        if not errs:
-                            options.append(c)
-            cost += min(options, default=float("inf"))
+        cost += sum(cheapest(tuple(members)) for members in groups.values())
         best = min(best, cost)
     return best
 
 
-@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("seed", [*range(8), 97, 116])  # 0, 97, 116: riders (a group of 2 sets)
 def test_bound_below_every_plan_and_cost_optimal_on_tiny_instances(seed):
     problem, sharing = _tiny(seed)
     sol = solve_shared(problem, sharing, ShareParams(time_limit=30, workers=1))
@@ -142,6 +154,81 @@ def test_bound_below_every_plan_and_cost_optimal_on_tiny_instances(seed):
     assert sol.cost >= brute - 1e-6
     if sol.status == "optimal":
         assert sol.cost == pytest.approx(brute, rel=1e-4)
+
+
+def _riders_problem(available):
+    """`big` needs 2 replicas of A (f = 1.4, U = 0.9) and leaves 0.4 sets' worth of time and ~7 GB per
+    GPU; t1 and t2 (f = 0.1 each, 2 GB of weights) would otherwise share a set of their own."""
+    k = (1024, 128)
+    demand = {("big", k): 1.4, ("t1", k): 0.1, ("t2", k): 0.1}
+    capacity = {(m, "A", 1): {k: 1.0} for m in ("big", "t1", "t2")}
+    problem = make_problem(demand, capacity, {"A": 1.0}, {"A": available}, max_utilization=0.9)
+    fp = {Config("big", "A", 1): Footprint(8 * GB, 0.1 * GB, 2e5, {k: 3.0})}
+    for m in ("t1", "t2"):
+        fp[Config(m, "A", 1)] = Footprint(2 * GB, 0.1 * GB, 2e5, {k: 3.0})
+    return problem, SharingModel(fp, {"A": 20 * GB})
+
+
+@pytest.mark.parametrize("available", [None, 3])
+def test_small_models_ride_on_a_dedicated_models_replicas(available, monkeypatch):
+    problem, sharing = _riders_problem(available)
+    params = ShareParams(time_limit=30, workers=1, bins_time_limit=2)
+    sol = solve_shared(problem, sharing, params)
+    assert sol.shared == (SharedSet("A", 1, 2, ("big", "t1", "t2")),)
+    assert sol.replicas == {} and sol.routes == {}
+    assert sol.cost == pytest.approx(2.0) and sol.status == "optimal"
+    assert sol.dedicated_only_cost == (pytest.approx(4.0) if available is None else None)  # 4 GPUs > 3
+    plan = make_plan(problem, sol.status, sol.cost, sol.bound, sol.replicas, sol.routes,
+                     shared=shared_entries(problem, sharing, list(sol.shared)))
+    assert check_plan(plan, problem, sharing=sharing) == []
+    assert plan["shared"][0]["count"] == 2 and plan["shared"][0]["gpus"] == 2
+
+    import solvers.share as share  # without the step: big on 2 replicas, t1 and t2 on a set of their own
+    monkeypatch.setattr(share, "_ride", lambda problem, sharing, cands, plan, params, left: plan)
+    without = solve_shared(problem, sharing, params)
+    assert without.cost == pytest.approx(3.0) and without.shared == (SharedSet("A", 1, 1, ("t1", "t2")),)
+    assert sol.bound <= without.bound + 1e-9  # the bound does not depend on the step
+
+
+def test_riders_only_move_when_they_fit_time_and_memory():
+    """At 13 GB per GPU big's 8.58 GB on each of 2 sets and t1 + t2's 4.66 GB do not fit; one of them
+    would, but moving it alone empties no set, so nothing moves."""
+    problem, sharing = _riders_problem(None)
+    tight = SharingModel(sharing.footprint, {"A": 13 * GB})
+    sol = solve_shared(problem, tight, ShareParams(time_limit=30, workers=1, bins_time_limit=1))
+    assert all(s.count == 1 for s in sol.shared) and sol.cost == pytest.approx(3.0)
+    plan = make_plan(problem, sol.status, sol.cost, sol.bound, sol.replicas, sol.routes,
+                     shared=shared_entries(problem, tight, list(sol.shared)))
+    assert check_plan(plan, problem, sharing=tight) == []
+
+
+@pytest.mark.parametrize("gpu, instances", [("L40", None), ("L40S", ["g6e.xlarge"])])
+def test_plan_puts_tiny_models_on_a_busy_models_replicas(tmp_path, gpu, instances):
+    """An 8B model at 20 req/s needs several GPUs with memory to spare; two 1B models at 0.05 req/s
+    ride on them instead of taking a GPU of their own (per GPU, and on 1-GPU instances)."""
+    import yaml
+
+    models = DATA_DIR / "models"
+    bucket = [{"input_tokens": 512, "output_tokens": 128, "share": 1.0}]
+    doc = {"name": "riders", "gpus": [{"name": gpu}], "tp_degrees": [1], "models": [
+        {"name": name, "config": str(models / f"{shape}.json"), "rate_rps": rate,
+         "slo": {"ttft_ms": 2000, "tpot_ms": 100}, "buckets": bucket}
+        for name, shape, rate in (("big", "llama-3.1-8b", 20), ("tiny0", "llama-3.2-1b", 0.05),
+                                  ("tiny1", "llama-3.2-1b", 0.05))]}
+    if instances:
+        doc["instances"] = instances
+    wl = tmp_path / "riders.yaml"
+    wl.write_text(yaml.safe_dump(doc))
+    res = plan_workload(wl, options=PlanOptions(time_limit=60, share_gpus=True))
+    plan = res.plan
+    assert plan["replicas"] == [] and len(plan["shared"]) == 1
+    group = plan["shared"][0]
+    assert group["count"] >= 2 and [e["model"] for e in group["models"]] == ["big", "tiny0", "tiny1"]
+    assert plan["status"] == "optimal"
+    assert plan["cost_per_hour"] < plan["solver"]["dedicated_only_cost_per_hour"] - 1e-9
+    workload, problem, _ = load_problem(wl, None, False)
+    sharing = build_sharing(workload, load_catalog(), problem)
+    assert check_plan(plan, problem, workload.instances, sharing=sharing) == []
 
 
 def test_memory_model_scales_kv_with_load_and_splits_it_over_sets():
