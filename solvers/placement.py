@@ -29,8 +29,8 @@ from solvers.stage1 import solve as stage1_solve
 from solvers.stage2 import CpParams, CurrentNode, Node, pack
 
 
-LNS_SHARE = 0.6  # of the time left after stage 1 and its packing, for the node search
-MILP_MIN_S = 1.0  # the node MILP (its build alone takes ~0.5 s at 50 models) only with this much left
+LNS_SHARE = 0.8  # of the time left after stage 1 and its packing, for the node search
+MILP_MIN_S = 2.0  # the node MILP (its build alone takes ~0.5 s at 50 models) only with this much left
 
 
 @dataclass(frozen=True)
