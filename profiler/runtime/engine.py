@@ -7,6 +7,7 @@ nothing is ever preempted. Sampling is greedy.
 """
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -33,14 +34,17 @@ class Request:
 
 
 class SlotManager:
+    """Lowest free slot first, so running requests stay packed in the cache's low rows and a decode
+    step can run rows [0, highest running slot] as one contiguous block (ModelRunner.inputs)."""
+
     def __init__(self, n_slots: int):
-        self.free = deque(range(n_slots))
+        self.free = list(range(n_slots))  # a heap
 
     def allocate(self) -> int | None:
-        return self.free.popleft() if self.free else None
+        return heapq.heappop(self.free) if self.free else None
 
     def release(self, slot: int) -> None:
-        self.free.append(slot)
+        heapq.heappush(self.free, slot)
 
 
 class Scheduler:
@@ -87,23 +91,36 @@ class ModelRunner:
 
     @staticmethod
     def inputs(kind: str, batch: list[Request]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """A step as CPU int64 tensors: tokens, pos [B, S] and slots [B] (what TP ranks receive)."""
+        """A step as CPU int64 tensors: tokens, pos [B, S] and slots [B] (what TP ranks receive).
+        A decode step runs cache rows 0..R-1, R = the highest running slot + 1: rows without a
+        running request get token 0 at position 0 (a later prefill overwrites what they write) and
+        their outputs are dropped (pick), so the keys are a view of the cache, not a gather."""
         if kind == "prefill":  # one request: its whole prompt
             (req,) = batch
-            tokens = torch.tensor([req.prompt])
-            pos = torch.arange(len(req.prompt))[None]
-        else:  # every running request: its last token
-            tokens = torch.tensor([[r.output[-1]] for r in batch])
-            pos = torch.tensor([[r.length - 1] for r in batch])
-        return tokens, pos, torch.tensor([r.slot for r in batch])
+            return torch.tensor([req.prompt]), torch.arange(len(req.prompt))[None], torch.tensor([req.slot])
+        rows = max(r.slot for r in batch) + 1
+        tokens = torch.zeros((rows, 1), dtype=torch.long)
+        pos = torch.zeros((rows, 1), dtype=torch.long)
+        at = torch.tensor([r.slot for r in batch])
+        tokens[at, 0] = torch.tensor([r.output[-1] for r in batch])
+        pos[at, 0] = torch.tensor([r.length - 1 for r in batch])
+        return tokens, pos, torch.arange(rows)
+
+    @staticmethod
+    def pick(kind: str, batch: list[Request], logits: torch.Tensor) -> list[int]:
+        """Each request's next token from a step's logits (decode rows are cache slots)."""
+        ids = logits.argmax(-1).tolist()
+        return ids if kind == "prefill" else [ids[r.slot] for r in batch]
 
     @torch.inference_mode()
     def forward(self, tokens: torch.Tensor, pos: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         dev = self.device
-        return self.model(tokens.to(dev), pos.to(dev), slots.to(dev), last_only=True)[:, -1]  # [B, V]
+        rows = torch.arange(len(slots), device=slots.device)
+        keys = None if torch.equal(slots, rows) else slots.to(dev)  # rows 0..B-1: a view of the cache
+        return self.model(tokens.to(dev), pos.to(dev), keys, last_only=True)[:, -1]  # [B, V]
 
     def run(self, kind: str, batch: list[Request]) -> list[int]:
-        return self.forward(*self.inputs(kind, batch)).argmax(-1).tolist()
+        return self.pick(kind, batch, self.forward(*self.inputs(kind, batch)))
 
 
 class Engine:

@@ -77,6 +77,9 @@ class ModelArgs:
         return asdict(self)
 
 
+LENGTH_STEP = 64  # attention key lengths are multiples of this (Transformer.forward)
+
+
 class KVCache(nn.Module):
     """One layer's keys and values for n_slots sequences of up to max_seq tokens each."""
 
@@ -219,7 +222,10 @@ class Transformer(nn.Module):
     def forward(self, tokens: Tensor, pos: Tensor, slots: Tensor | None = None,
                 last_only: bool = False) -> Tensor:
         # tokens, pos: [B, S]; slots: [B] cache rows (None: rows 0..B-1) -> logits [B, S or 1, V]
-        length = int(pos.max()) + 1
+        # Keys cover [0, length) with length rounded up to LENGTH_STEP (the mask hides the rest): a
+        # decode step's shapes then repeat for LENGTH_STEP steps instead of growing every step, so
+        # the device's allocator reuses its blocks, as the profile's repeated timings assume.
+        length = min(-(-(int(pos.max()) + 1) // LENGTH_STEP) * LENGTH_STEP, self.max_seq)
         cos, sin = self.cos[pos], self.sin[pos]  # [B, S, Dh]
         x = self.tok_embeddings(tokens)
         for layer in self.layers:

@@ -220,7 +220,7 @@ class TPRunner(ModelRunner):
                 logits = self.forward(tokens, pos, slots)
             except Exception as e:
                 raise RuntimeError(self.ranks.explain(e)) from e
-        return logits.argmax(-1).tolist()
+        return self.pick(kind, batch, logits)
 
 
 class TPEngine(Engine):
