@@ -12,20 +12,9 @@
 # Environment (for a dry run on CPU): DEVICE (cuda), SCALE ("" = full size; e.g. "--scale-layers 2
 # --scale-hidden 0.05 --scale-vocab 512"), PREFILL, BATCHES, CONTEXTS, ITERS, ROUNDS (the sweep),
 # DURATION (validate seconds), TOKENS (runtime bench), THREADS (CPU only), RATE, TTFT_MS, TPOT_MS.
-set -uo pipefail  # no -e: a failed step still leaves the later ones and their output
 cd "$(dirname "$0")/.."
-OUT="${OUT:-gpu_check}"
-mkdir -p "$OUT"
-PY="${PYTHON:-python3}"
-DEVICE="${DEVICE:-cuda}"
-SCALE="${SCALE:-}"
-EXTRA="${THREADS:+--threads $THREADS}"
-if [ "$DEVICE" = cuda ]; then
-  GPU_NAME="${1:-$($PY -c 'import torch; print(torch.cuda.get_device_name(0))')}"
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/nvidia-smi.csv"
-else
-  GPU_NAME="${1:-testcpu}"
-fi
+OUT_DEFAULT=gpu_check CPU_GPU_NAME=testcpu
+source scripts/gpu_common.sh "$@"
 
 cat > "$OUT/wl.yaml" <<YAML
 models:

@@ -5,19 +5,9 @@
 #   bash scripts/gpu_check_shared.sh [GPU_NAME]
 # Budget: about 3 minutes on an H100/H200; results go to $OUT or ./gpu_check_shared.
 # Environment (for a dry run on CPU): DEVICE (cuda), SCALE ("" = full size), THREADS, DURATION.
-set -uo pipefail  # no -e: a failed step still leaves the later ones and their output
 cd "$(dirname "$0")/.."
-OUT="${OUT:-gpu_check_shared}"
-mkdir -p "$OUT"
-PY="${PYTHON:-python3}"
-DEVICE="${DEVICE:-cuda}"
-SCALE="${SCALE:-}"
-EXTRA="${THREADS:+--threads $THREADS}"
-if [ "$DEVICE" = cuda ]; then
-  GPU_NAME="${1:-$($PY -c 'import torch; print(torch.cuda.get_device_name(0))')}"
-else
-  GPU_NAME="${1:-L4}"
-fi
+OUT_DEFAULT=gpu_check_shared CPU_GPU_NAME=L4
+source scripts/gpu_common.sh "$@"
 MODELS="$PWD/data/models"
 
 workload() {  # rates of the two models
