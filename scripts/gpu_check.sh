@@ -57,23 +57,7 @@ PY
 echo "== gpumix plan on the measured entries, validate on this GPU"
 $PY -m cli.app plan "$OUT/wl.yaml" --profiles "$OUT/profiles.json" --out "$OUT/plan.json" --no-baseline \
   | tee "$OUT/plan.txt"
-set +e
-timeout 90 $PY -m cli.app validate "$OUT/plan.json" --device "$DEVICE" --gpu-name "$GPU_NAME" \
-  --duration "${DURATION:-20}" --report "$OUT/validate.json" $EXTRA 2>&1 | tee "$OUT/validate.txt"
-echo "validate at the planned load: exit ${PIPESTATUS[0]} (0: the plan holds)"
-$PY - "$OUT" <<'PY'
-import json, sys
-out = sys.argv[1]
-plan = json.load(open(f"{out}/plan.json"))
-for g in plan["replicas"]:
-    for r in g["routes"]:
-        r["rps"] *= 3
-plan["status"] = "feasible"
-json.dump(plan, open(f"{out}/plan-x3.json", "w"), indent=2)
-PY
-timeout 90 $PY -m cli.app validate "$OUT/plan-x3.json" --device "$DEVICE" --gpu-name "$GPU_NAME" \
-  --duration "${DURATION:-20}" --report "$OUT/validate-x3.json" $EXTRA 2>&1 | tee "$OUT/validate-x3.txt"
-echo "validate at 3x the planned load: exit ${PIPESTATUS[0]} (1: it fails, as it should)"
+validate_twice 90
 
 echo "== engine decode step with a mixed running batch (the serving path), vs the profile's steps"
 $PY - "$DEVICE" "$OUT" $SCALE <<'PY'
@@ -81,7 +65,6 @@ import json, sys, time
 import torch
 from profiler.runtime.engine import Engine
 from profiler.runtime.model import DTYPES, ModelArgs, build
-from planner.catalog import load_catalog
 device, out, scale = sys.argv[1], sys.argv[2], sys.argv[3:]
 prov = json.load(open(f"{out}/profiles.json"))["profiles"][0]["provenance"]
 args = ModelArgs(**prov["run_args"])

@@ -54,22 +54,4 @@ workload $RATES
 echo "== gpumix plan --share-gpus, validate the shared group on this GPU"
 $PY -m cli.app plan "$OUT/wl.yaml" --profiles "$OUT/profiles.json" --share-gpus --out "$OUT/plan.json" \
   | tee "$OUT/plan.txt"
-timeout 80 $PY -m cli.app validate "$OUT/plan.json" --device "$DEVICE" --gpu-name "$GPU_NAME" \
-  --duration "${DURATION:-15}" --report "$OUT/validate.json" $EXTRA 2>&1 | tee "$OUT/validate.txt"
-echo "validate at the planned load: exit ${PIPESTATUS[0]} (0: the plan holds)"
-$PY - "$OUT" <<'PY'
-import json, sys
-out = sys.argv[1]
-plan = json.load(open(f"{out}/plan.json"))
-for g in plan.get("shared") or []:
-    for m in g["models"]:
-        for r in m["routes"]:
-            r["rps"] *= 3
-for g in plan["replicas"]:
-    for r in g["routes"]:
-        r["rps"] *= 3
-json.dump(plan, open(f"{out}/plan-x3.json", "w"), indent=2)
-PY
-timeout 80 $PY -m cli.app validate "$OUT/plan-x3.json" "$OUT/wl.yaml" --device "$DEVICE" --gpu-name "$GPU_NAME" \
-  --duration "${DURATION:-15}" --report "$OUT/validate-x3.json" $EXTRA 2>&1 | tee "$OUT/validate-x3.txt"
-echo "validate at 3x the planned load: exit ${PIPESTATUS[0]} (1: it fails, as it should)"
+validate_twice 80
