@@ -120,9 +120,10 @@ def place(problem: Problem, instances, opts: PlacementOptions = PlacementOptions
             iters.append({"step": "stage 1 at $/GPU, stage 2", "status": pk.status, "bound": round(bound, 9)})
     if (not closed() or opts.spare_nodes) and (best is None or deadline is None
                                                or deadline - time.perf_counter() > MILP_MIN_S):
+        share = 0.85 if h == 0 and not opts.spare_nodes else 0.5  # else a second solve follows
         res = node_milp.solve(problem, instances, spot_share=opts.spot_share, current=opts.current_counts,
-                              churn_cost=h, partial=opts.partial, time_limit=left(0.85 if h == 0 and not opts.spare_nodes else 0.5), mip_gap=opts.mip_gap * 0.1,
-                              spare_nodes=opts.spare_nodes, model_bounds=model_bounds)
+                              churn_cost=h, partial=opts.partial, time_limit=left(share),
+                              mip_gap=opts.mip_gap * 0.1, spare_nodes=opts.spare_nodes, model_bounds=model_bounds)
         if res.status == "infeasible" and best is None:
             raise InfeasibleError(explain(problem, instances))
         if res.status == "no_solution" and best is None:
