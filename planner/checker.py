@@ -14,7 +14,8 @@ Checks (labels as in planner/problem.py):
           share, spare nodes
   partial (plans with `partial`) C1 against served_fraction x demand, 0 <= served_fraction <= 1
   shared  (plans with `shared`, planner/sharing.check_shared) S1 a shared model in one group and on no
-          dedicated replica, S2 time sum_m f_m <= count x U, S3 memory per GPU within the GPU's budget;
+          dedicated replica, S2 time sum_m f_m <= count x U, S3 memory per GPU within the GPU's budget,
+          S4 the members' least decode steps within every member's TPOT SLO;
           their routes count in C1, their GPUs in C3, their price x tp x count in cost
 """
 from __future__ import annotations

@@ -14,6 +14,12 @@ Symbols as in docs/capacity-model.md; per GPU of a set (weights and KV shard ove
           request that meets its SLO stays, so x * h bounds its concurrent requests (Little's law);
           at least one request of the longest context always fits.
   The reserve (CUDA context, graphs) is paid once per GPU: one engine process hosts all the models.
+  latency (S4) sum_m T1_m <= TPOT_m' for every member m'
+    T1_m  m's least decode step on the set (roofline: batch 1, its shortest bucket's mean context).
+          The members step in turn, so while they all have requests running, a token of any one of
+          them waits for a step of every other: no TPOT below the sum of their steps is possible.
+          A necessary condition (prefills and bigger batches only add), so S2 and S4 can hold and a
+          plan still miss its SLO; validate (docs/sharing.md, "On a GPU").
 
 mu is the dedicated replica's capacity (docs/capacity-model.md), so a model's time share assumes it
 gets the set's whole bandwidth while it runs (time slicing, no speed-up from co-batching). A model
@@ -27,7 +33,7 @@ from dataclasses import dataclass, field
 from planner.catalog import Catalog
 from planner.problem import BucketKey, Config, Problem
 from planner.workload import Workload
-from profiler.roofline import GB, Efficiency
+from profiler.roofline import GB, Efficiency, decode_step_s
 
 REL_TOL = 1e-6
 ABS_TOL = 1e-9
@@ -41,6 +47,8 @@ class Footprint:
     activations: float
     kv_per_token: float
     hold_s: dict[BucketKey, float]  # SLO-bounded request duration per bucket
+    step_s: float = 0.0  # least decode step (batch 1, shortest context) on the set: S4
+    tpot_s: float = float("inf")  # the model's TPOT SLO
 
 
 @dataclass(frozen=True)
@@ -73,11 +81,14 @@ def build_sharing(workload: Workload, catalog: Catalog, problem: Problem) -> Sha
             continue
         eff, s = effs[c.gpu], m.shape
         n_in = max(b.input_tokens for b in m.buckets)
+        context = min(b.input_tokens + (b.output_tokens + 1) / 2 for b in m.buckets)
         footprint[c] = Footprint(
             weights=s.params * eff.dtype_bytes / c.tp,
             activations=n_in * (4 * s.hidden_size + 2 * s.intermediate_size / c.tp) * eff.dtype_bytes,
             kv_per_token=float(s.kv_bytes_per_token(c.tp, eff.kv_dtype_bytes)),
-            hold_s={b.key: (m.slo.ttft_ms + b.output_tokens * m.slo.tpot_ms) / 1e3 for b in m.buckets})
+            hold_s={b.key: (m.slo.ttft_ms + b.output_tokens * m.slo.tpot_ms) / 1e3 for b in m.buckets},
+            step_s=decode_step_s(s, specs[c.gpu], c.tp, 1, context, eff) if specs[c.gpu] else 0.0,
+            tpot_s=m.slo.tpot_ms / 1e3)
     for m in problem.models:
         if m not in why_not and not any(c in footprint for c in problem.configs_of(m)):
             why_not[m] = "no GPU type with a known memory size serves it"
@@ -97,6 +108,13 @@ def memory_per_gpu(fp: Footprint, rps: dict[BucketKey, float], count: int = 1) -
     return fp.weights + fp.activations + fp.kv_per_token * max(tokens, longest)
 
 
+def latency_ok(fps) -> bool:
+    """S4 for the footprints of one set's members: their least decode steps add up to no more than
+    any member's TPOT SLO."""
+    fps = list(fps)
+    return not fps or sum(fp.step_s for fp in fps) <= min(fp.tpot_s for fp in fps) * (1 + REL_TOL)
+
+
 def min_memory_per_gpu(fp: Footprint) -> float:
     """The least a model takes on any set that hosts it, whatever its load and the set count."""
     return fp.weights + fp.activations + fp.kv_per_token * max(k[0] + k[1] for k in fp.hold_s)
@@ -113,7 +131,8 @@ def can_serve_all(problem: Problem, c: Config) -> bool:
 def check_shared(plan: dict, problem: Problem, sharing: SharingModel | None, served: dict,
                  used: dict, dedicated: set) -> tuple[list[str], float]:
     """The checks of plan["shared"] (planner/checker.py): S1 each shared model in exactly one group and
-    on no dedicated replica, S2 time sum f_m <= count * U, S3 memory per GPU <= budget. Adds the
+    on no dedicated replica, S2 time sum f_m <= count * U, S3 memory per GPU <= budget, S4 latency
+    (the members' least decode steps within every member's TPOT SLO). Adds the
     groups' routes to `served` and GPUs to `used`; returns (violations, cost per hour)."""
     errs: list[str] = []
     groups = plan.get("shared")
@@ -139,7 +158,7 @@ def check_shared(plan: dict, problem: Problem, sharing: SharingModel | None, ser
         if not isinstance(models, list) or not models:
             errs.append(f"{w}.models: missing or empty")
             continue
-        busy, mem = 0.0, 0.0
+        busy, mem, fps = 0.0, 0.0, []
         for j, entry in enumerate(models):
             mw = f"{w}.models[{j}]"
             m = entry.get("model") if isinstance(entry, dict) else None
@@ -170,6 +189,12 @@ def check_shared(plan: dict, problem: Problem, sharing: SharingModel | None, ser
                 served[(m, k)] = served.get((m, k), 0.0) + v
             busy += time_fraction(problem, c, rps)
             mem += memory_per_gpu(fp, rps, count)
+            fps.append((m, fp))
+        if not latency_ok(fp for _, fp in fps):
+            steps = " + ".join(f"{m} {fp.step_s * 1e3:.1f}" for m, fp in fps)
+            tight = min(fps, key=lambda x: x[1].tpot_s)
+            errs.append(f"{w}: S4 latency: the members' decode steps add up to {steps} ms > {tight[0]}'s "
+                        f"TPOT SLO {tight[1].tpot_s * 1e3:g} ms (they step in turn)")
         cap = count * problem.max_utilization
         if busy > cap * (1 + REL_TOL) + ABS_TOL:
             errs.append(f"{w}: S2 time: the models keep {count} x {gpu} TP{tp} busy {busy:.6f} sets' worth "

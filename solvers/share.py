@@ -12,13 +12,14 @@ Pooled model (the lower bound), for models m and the set types s that can host m
   P4  sum_{m: low[m,s] > B[s]/(j+1)} z[m,s] <= j N[s]      j = 1..3: no set holds j+1 such models
   P5  sum_t t N[(g,t)] <= A[g]                             availability (the shared sets alone)
   min sum_m LB_m y[m] + sum_s p_s N[s]
+The latency condition S4 (planner/sharing.py) is left out here: the model stays a relaxation.
 Every plan the checker accepts maps into it: a group of c sets hosting models Q has sum_Q f <= c U,
 c sets' memory >= sum_Q mem (weights sit on every set, KV at 1/c of the load on each, docs/sharing.md),
 and each set holds every model of Q. So the model's proven bound (HiGHS's dual bound, read from
 HiGHS itself as solvers/milp.py does) is a lower bound on every plan with sharing.
 
 Primal: the same model with D_m (m's dedicated optimum) and only types one set can host m on
-(f <= U, mem <= B); the models it shares on each type are packed into single sets (first fit
+(f <= U, mem <= B, its own step within its TPOT); packing into sets and riders also keep S4; the models it shares on each type are packed into single sets (first fit
 decreasing, then CP-SAT bin packing with P2, P3 per set, loads rounded up and capacities down), the dedicated ones re-solved by stage 1 under what the
 sets leave of availability. Then riders (_ride): a dedicated model on k replicas of one config
 (g, t) that serves all its buckets becomes a group of k sets of (g, t) hosting it and the models of
@@ -81,6 +82,29 @@ class Candidate:
     f: float  # sets' worth of time at the model's whole demand
     mem: float  # bytes per GPU on one set carrying the whole demand
     low: float  # least bytes per GPU on any set hosting it
+    step: int = 0  # least decode step on the set, microseconds (rounded up): S4
+    tpot: int | None = None  # TPOT SLO, microseconds (rounded down); None: no latency data
+
+
+def _us_up(seconds: float) -> int:
+    return math.ceil(seconds * 1e6)
+
+
+def _latency_fits(cs) -> bool:
+    """S4 on candidates sharing one set, in rounded microseconds."""
+    cs = list(cs)
+    tpots = [c.tpot for c in cs if c.tpot is not None]
+    return not tpots or sum(c.step for c in cs) <= min(tpots)
+
+
+def _latency_rows(cm, here) -> None:
+    """S4 in a CP-SAT bin: here = [(candidate, in-bin literal)]. For each member i:
+    sum_j step_j x_j <= tpot_i + (sum of all steps) (1 - x_i). Left out where the steps of all
+    candidates fit that TPOT anyway."""
+    total = sum(c.step for c, _ in here)
+    for c, v in here:
+        if c.tpot is not None and total > c.tpot:
+            cm.Add(sum(d.step * u for d, u in here) <= c.tpot + total * (1 - v))
 
 
 def candidates(problem: Problem, sharing: SharingModel) -> dict[str, list[Candidate]]:
@@ -95,13 +119,14 @@ def candidates(problem: Problem, sharing: SharingModel) -> dict[str, list[Candid
         if low > budget:
             continue
         rps = full_demand(problem, c.model)
-        out.setdefault(c.model, []).append(Candidate(c.model, c.gpu, c.tp, time_fraction(problem, c, rps),
-                                                     memory_per_gpu(fp, rps, 1), low))
+        out.setdefault(c.model, []).append(Candidate(
+            c.model, c.gpu, c.tp, time_fraction(problem, c, rps), memory_per_gpu(fp, rps, 1), low,
+            _us_up(fp.step_s), None if math.isinf(fp.tpot_s) else math.floor(fp.tpot_s * 1e6)))
     return out
 
 
 def _fits_one_set(problem: Problem, sharing: SharingModel, cand: Candidate) -> bool:
-    return cand.f <= problem.max_utilization and cand.mem <= sharing.budget[cand.gpu]
+    return cand.f <= problem.max_utilization and cand.mem <= sharing.budget[cand.gpu] and _latency_fits([cand])
 
 
 def _cp_solver(time_limit: float | None, params: ShareParams) -> cp_model.CpSolver:
@@ -189,7 +214,7 @@ def _node_cost(prob, problem: Problem, instances, types, N, y, usage):
 
 def pack(problem: Problem, sharing: SharingModel, gpu: str, tp: int, cands: list[Candidate],
          time_limit: float | None, params: ShareParams) -> list[tuple[str, ...]]:
-    """Models on one set type into the fewest single sets (P2, P3 per set), conservatively rounded."""
+    """Models on one set type into the fewest single sets (P2, P3, S4 per set), conservatively rounded."""
     U, budget = problem.max_utilization, sharing.budget[gpu]
     items = sorted(cands, key=lambda c: (-max(c.mem / budget, c.f / U), c.model))
     t_cap, m_cap = math.floor(U * TIME_SCALE), math.floor(budget / MEM_UNIT)
@@ -198,7 +223,7 @@ def pack(problem: Problem, sharing: SharingModel, gpu: str, tp: int, cands: list
     load: list[list[int]] = []
     for i, (ft, fm) in enumerate(w):
         for b, (lt, lm) in enumerate(load):
-            if lt + ft <= t_cap and lm + fm <= m_cap:
+            if lt + ft <= t_cap and lm + fm <= m_cap and _latency_fits([items[j] for j in bins[b]] + [items[i]]):
                 bins[b].append(i)
                 load[b] = [lt + ft, lm + fm]
                 break
@@ -217,6 +242,7 @@ def pack(problem: Problem, sharing: SharingModel, gpu: str, tp: int, cands: list
             mine = [i for i in range(len(items)) if (i, b) in x]
             cm.Add(sum(w[i][0] * x[(i, b)] for i in mine) <= t_cap * use[b])
             cm.Add(sum(w[i][1] * x[(i, b)] for i in mine) <= m_cap * use[b])
+            _latency_rows(cm, [(items[i], x[(i, b)]) for i in mine])
             if b + 1 < K:
                 cm.Add(use[b] >= use[b + 1])
         for b, members in enumerate(bins):
@@ -365,12 +391,17 @@ def _ride(problem, sharing, cands, plan, params, left):
         if free_t <= 0 or free_m <= 0:
             continue
 
+        me = Candidate(m, g, t, 0.0, 0.0, 0.0, _us_up(fp.step_s),
+                       None if math.isinf(fp.tpot_s) else math.floor(fp.tpot_s * 1e6))  # S4 of the host
+        free_l = None if me.tpot is None else me.tpot - me.step
+
         def load(models):
             if not all((r, g, t) in on for r in models):
                 return None
             return (sum(math.ceil(on[(r, g, t)].f * TIME_SCALE) for r in models),
                     sum(math.ceil(memory_per_gpu(sharing.footprint[Config(r, g, t)], full_demand(problem, r), k)
-                                  / MEM_UNIT) for r in models))
+                                  / MEM_UNIT) for r in models),
+                    sum(on[(r, g, t)].step for r in models))
 
         pool = []  # (key, time, memory, price): ("set", index) or ("dedicated", model)
         for i, st in enumerate(sets):
@@ -379,12 +410,15 @@ def _ride(problem, sharing, cands, plan, params, left):
         for r in sorted({c.model for c, v in replicas.items() if v > 0} - {m}):
             pool.append((("dedicated", r), load((r,)),
                          sum(problem.config_cost(c) * v for c, v in replicas.items() if c.model == r)))
-        pool = [(key, *w, price) for key, w, price in pool if w is not None and w[0] <= free_t and w[1] <= free_m]
-        take = _knapsack(pool, free_t, free_m, params, left)
+        caps = (free_t, free_m, free_l if free_l is not None else 1 << 60)
+        pool = [(key, w, price) for key, w, price in pool if w is not None and all(a <= b for a, b in zip(w, caps))]
+        take = _knapsack(pool, caps, params, left)
         if not take:
             continue
         gone = {i for kind, i in take if kind == "set"}
         riders = {r for kind, r in take if kind == "dedicated"}
+        if not _latency_fits([on[(r, g, t)] for r in riders | {r for i in gone for r in sets[i].models}] + [me]):
+            continue  # a rider's own TPOT is tighter than the host's: this host takes none
         new_sets = [st for i, st in enumerate(sets) if i not in gone] + [
             SharedSet(g, t, k, (m,) + tuple(sorted(riders | {r for i in gone for r in sets[i].models})))]
         new_replicas = {c: v for c, v in replicas.items() if c.model != m and c.model not in riders}
@@ -395,27 +429,28 @@ def _ride(problem, sharing, cands, plan, params, left):
     return cost, replicas, routes, optimal, sets
 
 
-def _knapsack(pool, cap_t, cap_m, params, left) -> set:
-    """The keys of `pool` [(key, time, memory, price)] worth most within (cap_t, cap_m)."""
-    order = sorted(pool, key=lambda p: (-p[3], -max(p[1] / cap_t, p[2] / cap_m), p[0]))
-    greedy, lt, lm = set(), 0, 0
-    for key, w_t, w_m, _ in order:
-        if lt + w_t <= cap_t and lm + w_m <= cap_m:
+def _knapsack(pool, caps, params, left) -> set:
+    """The keys of `pool` [(key, weights, price)] worth most with every weight sum within its cap
+    (caps: time, memory, latency; all positive)."""
+    order = sorted(pool, key=lambda p: (-p[2], -max(w / c for w, c in zip(p[1], caps)), p[0]))
+    greedy, used = set(), [0] * len(caps)
+    for key, w, _ in order:
+        if all(u + a <= c for u, a, c in zip(used, w, caps)):
             greedy.add(key)
-            lt, lm = lt + w_t, lm + w_m
+            used = [u + a for u, a in zip(used, w)]
     if len(greedy) == len(pool):
         return greedy
     cm = cp_model.CpModel()
     x = [cm.NewBoolVar(f"x_{j}") for j in range(len(pool))]
-    cm.Add(sum(p[1] * v for p, v in zip(pool, x)) <= cap_t)
-    cm.Add(sum(p[2] * v for p, v in zip(pool, x)) <= cap_m)
+    for d, cap in enumerate(caps):
+        cm.Add(sum(p[1][d] * v for p, v in zip(pool, x)) <= cap)
     for p, v in zip(pool, x):
         cm.AddHint(v, p[0] in greedy)
-    cm.Maximize(sum(math.ceil(p[3] * COST_SCALE) * v for p, v in zip(pool, x)))
+    cm.Maximize(sum(math.ceil(p[2] * COST_SCALE) * v for p, v in zip(pool, x)))
     solver = _cp_solver(min(left(0.05) or PACK_TIME_S, PACK_TIME_S), params)
     if solver.Solve(cm) in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         chosen = {p[0] for p, v in zip(pool, x) if solver.Value(v)}
-        if sum(p[3] for p in pool if p[0] in chosen) > sum(p[3] for p in pool if p[0] in greedy) + 1e-9:
+        if sum(p[2] for p in pool if p[0] in chosen) > sum(p[2] for p in pool if p[0] in greedy) + 1e-9:
             return chosen
     return greedy
 
@@ -469,6 +504,7 @@ def bins_model(problem, sharing, cands, per_model, types, start, bound, time_lim
             here = [(c, x[(c.model, s, b)]) for c in cs if (c.model, s, b) in x]
             cm.Add(sum(math.ceil(c.f * TIME_SCALE) * v for c, v in here) <= t_cap * opened[(s, b)])
             cm.Add(sum(math.ceil(c.mem / MEM_UNIT) * v for c, v in here) <= m_cap * opened[(s, b)])
+            _latency_rows(cm, here)
     y = {}
     for i, m in enumerate(problem.models):
         terms = [v for (mm, _, _), v in x.items() if mm == m]

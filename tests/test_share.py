@@ -317,3 +317,32 @@ def test_share_gpus_on_instances_keeps_tp_groups_inside_the_largest_node(tmp_pat
     r = run("plan", _longtail_on(tmp_path, "[g6.xlarge]", models=5), "--share-gpus", "-q")
     assert r.exit_code == 3
     assert "legal-qwen2.5-14b" in r.output and "inside one node" in r.output
+
+
+def test_latency_keeps_models_whose_steps_add_past_a_tpot_apart():
+    """S4: t1 and t2 each take a 30 ms decode step, t3 10 ms, every TPOT SLO is 50 ms. Time and memory
+    would put all three on one set; stepping in turn, t1 + t2 alone already leave no token within
+    50 ms, so the plan pairs t3 with one of them and the other gets a GPU of its own."""
+    k = (512, 128)
+    demand = {(m, k): 0.1 for m in ("t1", "t2", "t3")}
+    capacity = {(m, "A", 1): {k: 1.0} for m in ("t1", "t2", "t3")}
+    problem = make_problem(demand, capacity, {"A": 1.0}, {"A": None}, max_utilization=0.9)
+    step = {"t1": 0.030, "t2": 0.030, "t3": 0.010}
+    fp = {Config(m, "A", 1): Footprint(2 * GB, 0.1 * GB, 2e5, {k: 3.0}, step_s=s, tpot_s=0.050)
+          for m, s in step.items()}
+    sharing = SharingModel(fp, {"A": 20 * GB})
+    sol = solve_shared(problem, sharing, ShareParams(time_limit=30, workers=1, bins_time_limit=2))
+    assert sol.cost == pytest.approx(2.0)
+    groups = [set(s.models) for s in sol.shared] + [{c.model} for c in sol.replicas]
+    assert all(not {"t1", "t2"} <= g for g in groups)
+    plan = make_plan(problem, sol.status, sol.cost, sol.bound, sol.replicas, sol.routes,
+                     shared=shared_entries(problem, sharing, list(sol.shared)))
+    assert check_plan(plan, problem, sharing=sharing) == []
+    assert sol.bound <= 1.0 + 1e-9  # the bound leaves latency out: still a lower bound, not tight here
+    together = make_plan(problem, "feasible", 1.0, 1.0, {}, {},
+                         shared=shared_entries(problem, sharing, [SharedSet("A", 1, 1, ("t1", "t2", "t3"))]))
+    errs = check_plan(together, problem, sharing=sharing)
+    assert any("S4 latency" in e and "t1 30.0 + t2 30.0 + t3 10.0" in e for e in errs)
+    no_latency = SharingModel({c: Footprint(f.weights, f.activations, f.kv_per_token, f.hold_s)
+                               for c, f in fp.items()}, {"A": 20 * GB})
+    assert solve_shared(problem, no_latency, ShareParams(time_limit=30, workers=1)).cost == pytest.approx(1.0)
