@@ -161,7 +161,8 @@ def check(
     if isinstance(doc, dict) and doc.get("shared"):  # memory of shared groups needs the model shapes
         from planner.catalog import load_catalog
         from planner.sharing import build_sharing
-        sharing = build_sharing(wl, load_catalog(), problem)
+        from planner.profiles import decode_step_fits
+        sharing = build_sharing(wl, load_catalog(), problem, decode_step_fits(profiles) if profiles else None)
     violations = check_plan(doc, problem, wl.instances, sharing)
     for v in violations:
         err.print(f"{plan_file}: {v}", markup=False, soft_wrap=True)

@@ -2,7 +2,8 @@
 
 Contract: {"entries": [{"model", "gpu", "tp", "input_tokens", "output_tokens", "max_rps"}]}.
 Optional per entry: "source" (default "measured"). Other top-level keys are kept by writers
-(provenance, fitted models) and ignored here.
+(provenance, fitted models) and ignored here, except the fitted decode step of `gpumix profile`
+(`profiles[].fit.decode_ms`), which decode_step_fits() reads for the sharing latency condition.
 """
 from __future__ import annotations
 
@@ -56,3 +57,20 @@ def load_profiles(path: Path | str) -> tuple[ProfileEntry, ...]:
         seen.add(key)
         out.append(entry)
     return tuple(out)
+
+
+def decode_step_fits(path: Path | str) -> dict[tuple[str, str, int], tuple[float, float, float]]:
+    """{(model, gpu, tp) normalised: (a, b, c)} of decode step = a + b B + c B ctx milliseconds, from
+    a `gpumix profile` file's `profiles[].fit.decode_ms`; entries without a well-formed fit are
+    skipped (the roofline then stands in)."""
+    from planner.catalog import norm_name
+
+    doc = read_structured(Path(path))
+    out = {}
+    for p in (doc.get("profiles") or []) if isinstance(doc, dict) else []:
+        fit = ((p.get("fit") or {}).get("decode_ms") or {}) if isinstance(p, dict) else {}
+        coef = [fit.get(k) for k in ("a", "b", "c")]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in coef) and \
+                isinstance(p.get("model"), str) and isinstance(p.get("gpu"), str) and isinstance(p.get("tp"), int):
+            out[(norm_name(p["model"]), norm_name(p["gpu"]), p["tp"])] = tuple(float(v) for v in coef)
+    return out

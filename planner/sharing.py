@@ -15,7 +15,8 @@ Symbols as in docs/capacity-model.md; per GPU of a set (weights and KV shard ove
           at least one request of the longest context always fits.
   The reserve (CUDA context, graphs) is paid once per GPU: one engine process hosts all the models.
   latency (S4) sum_m T1_m <= TPOT_m' for every member m'
-    T1_m  m's least decode step on the set (roofline: batch 1, its shortest bucket's mean context).
+    T1_m  m's least decode step on the set (batch 1, its shortest bucket's mean context): the
+          profile's fitted step when `gpumix profile` measured this config, else the roofline's.
           The members step in turn, so while they all have requests running, a token of any one of
           them waits for a step of every other: no TPOT below the sum of their steps is possible.
           A necessary condition (prefills and bigger batches only add), so S2 and S4 can hold and a
@@ -58,7 +59,10 @@ class SharingModel:
     why_not: dict[str, str] = field(default_factory=dict)  # model -> why it cannot be shared
 
 
-def build_sharing(workload: Workload, catalog: Catalog, problem: Problem) -> SharingModel:
+def build_sharing(workload: Workload, catalog: Catalog, problem: Problem,
+                  step_fits: dict | None = None) -> SharingModel:
+    """step_fits (planner.profiles.decode_step_fits): measured decode steps, used for S4 where a
+    config has one; elsewhere the roofline's."""
     specs = {o.name: o.spec for o in (workload.gpus or ())}
     for g in problem.price:
         if g not in specs:
@@ -87,7 +91,7 @@ def build_sharing(workload: Workload, catalog: Catalog, problem: Problem) -> Sha
             activations=n_in * (4 * s.hidden_size + 2 * s.intermediate_size / c.tp) * eff.dtype_bytes,
             kv_per_token=float(s.kv_bytes_per_token(c.tp, eff.kv_dtype_bytes)),
             hold_s={b.key: (m.slo.ttft_ms + b.output_tokens * m.slo.tpot_ms) / 1e3 for b in m.buckets},
-            step_s=decode_step_s(s, specs[c.gpu], c.tp, 1, context, eff) if specs[c.gpu] else 0.0,
+            step_s=_least_step(c, s, specs[c.gpu], eff, context, step_fits or {}),
             tpot_s=m.slo.tpot_ms / 1e3)
     for m in problem.models:
         if m not in why_not and not any(c in footprint for c in problem.configs_of(m)):
@@ -106,6 +110,17 @@ def memory_per_gpu(fp: Footprint, rps: dict[BucketKey, float], count: int = 1) -
     tokens = sum(v / count * fp.hold_s[k] * (k[0] + k[1]) for k, v in rps.items() if v > 0)
     longest = max(k[0] + k[1] for k in fp.hold_s)
     return fp.weights + fp.activations + fp.kv_per_token * max(tokens, longest)
+
+
+def _least_step(c: Config, shape, spec, eff: Efficiency, context: float, fits: dict) -> float:
+    """c's decode step at batch 1 and `context` tokens, seconds: measured fit, else the roofline."""
+    from planner.catalog import norm_name
+
+    fit = fits.get((norm_name(c.model), norm_name(c.gpu), c.tp))
+    if fit is not None:
+        a, b, k = fit
+        return (a + b + k * context) / 1e3
+    return decode_step_s(shape, spec, c.tp, 1, context, eff) if spec else 0.0
 
 
 def latency_ok(fps) -> bool:

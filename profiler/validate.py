@@ -28,7 +28,7 @@ from pathlib import Path
 
 from planner.catalog import norm_name
 from planner.checker import check_plan
-from planner.errors import InputError
+from planner.errors import GpumixError, InputError
 from planner.problem import Config, Problem
 from planner.workload import ModelDemand, Workload, load_workload, read_structured
 from profiler import loadgen
@@ -154,7 +154,21 @@ def plan_problem(plan: dict, workload: Workload) -> Problem:
         max_utilization=float(mu) if _num(mu) and mu > 0 else workload.max_utilization)
 
 
-LOAD_FINDING = re.compile(r"(^|\W)(C[123]|S[23])\W|^cost_per_hour|^lower_bound|no memory footprint")
+LOAD_FINDING = re.compile(r"(^|\W)(C[123]|S[234])\W|^cost_per_hour|^lower_bound|no memory footprint")
+
+
+def _step_fits(plan_path: Path, plan: dict) -> dict | None:
+    """The measured decode steps of the profile the plan was made from (S4), when it is still there."""
+    from planner.profiles import decode_step_fits
+
+    given = (plan.get("inputs") or {}).get("profiles")
+    if not isinstance(given, str):
+        return None
+    path = Path(given) if Path(given).is_absolute() or Path(given).exists() else plan_path.parent / given
+    try:
+        return decode_step_fits(path) if path.exists() else None
+    except GpumixError:
+        return None
 
 
 def check(plan_path: Path, plan: dict, workload: Workload) -> list[str]:
@@ -165,7 +179,7 @@ def check(plan_path: Path, plan: dict, workload: Workload) -> list[str]:
         from planner.catalog import load_catalog
         from planner.sharing import build_sharing
 
-        sharing = build_sharing(workload, load_catalog(), problem)
+        sharing = build_sharing(workload, load_catalog(), problem, _step_fits(plan_path, plan))
     for v in check_plan(plan, problem, sharing=sharing):
         if LOAD_FINDING.search(v):
             notes.append(v)

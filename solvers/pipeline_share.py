@@ -17,6 +17,7 @@ from planner.catalog import load_catalog
 from planner.checker import check_plan
 from planner.errors import GpumixError, InfeasibleError, InputError
 from planner.plan import make_node_plan, make_plan
+from planner.profiles import decode_step_fits
 from planner.sharing import build_sharing, set_config, shared_entries
 from solvers.placement import PlacementOptions, explain, place
 from solvers.share import ShareParams, solve_shared
@@ -34,7 +35,8 @@ def plan_shared(workload, problem, report, workload_path: Path | str | None, pro
         raise InputError(str(workload_path or EXAMPLE_WORKLOAD), "--share-gpus",
                          f"cannot be combined with {clash} yet")
     full = problem
-    sharing = build_sharing(workload, load_catalog(), problem)
+    fits = decode_step_fits(profiles_path) if profiles_path else None
+    sharing = build_sharing(workload, load_catalog(), problem, fits)
     limit = options.time_limit
     if workload.instances:
         if limit is not None:

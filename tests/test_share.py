@@ -346,3 +346,28 @@ def test_latency_keeps_models_whose_steps_add_past_a_tpot_apart():
     no_latency = SharingModel({c: Footprint(f.weights, f.activations, f.kv_per_token, f.hold_s)
                                for c, f in fp.items()}, {"A": 20 * GB})
     assert solve_shared(problem, no_latency, ShareParams(time_limit=30, workers=1)).cost == pytest.approx(1.0)
+
+
+def test_latency_uses_the_profiles_measured_step_where_there_is_one(tmp_path):
+    """S4's step: a `gpumix profile` fit (decode_ms a + b B + c B ctx at batch 1) for the config it
+    measured, the roofline for the others; malformed fits are skipped."""
+    from planner.catalog import norm_name
+    from planner.profiles import decode_step_fits
+
+    prof = tmp_path / "profiles.json"
+    prof.write_text(json.dumps({"entries": [], "profiles": [
+        {"model": "chat-llama-3.1-8b", "gpu": "L40", "tp": 1,
+         "fit": {"decode_ms": {"formula": "a + b*B + c*B*ctx", "a": 40.0, "b": 1.0, "c": 0.001}}},
+        {"model": "code-mistral-7b", "gpu": "L40", "tp": 1, "fit": {"decode_ms": {"a": "x"}}}]}))
+    fits = decode_step_fits(prof)
+    assert fits == {(norm_name("chat-llama-3.1-8b"), norm_name("L40"), 1): (40.0, 1.0, 0.001)}
+    wl, problem, _ = load_problem(LONGTAIL, None, False)
+    measured = build_sharing(wl, load_catalog(), problem, fits)
+    roofline = build_sharing(wl, load_catalog(), problem)
+    c = Config("chat-llama-3.1-8b", "L40", 1)
+    context = 512 + (128 + 1) / 2  # the shortest bucket's mean context
+    assert measured.footprint[c].step_s == pytest.approx((40.0 + 1.0 + 0.001 * context) / 1e3)
+    assert 0 < roofline.footprint[c].step_s < measured.footprint[c].step_s
+    other = Config("code-mistral-7b", "L40", 1)
+    assert measured.footprint[other].step_s == roofline.footprint[other].step_s > 0
+    assert measured.footprint[c].tpot_s == pytest.approx(0.1)
