@@ -1,6 +1,8 @@
 """Small hand-made problems in the planner's own data model."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from planner.problem import Config, Problem
 
 
@@ -25,3 +27,19 @@ def make_problem(demand: dict, capacity: dict, price: dict, available: dict | No
 # A Llama-shaped config.json small enough for CPU tests of the runtime, profiler and server.
 TINY_CONFIG = {"hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128,
                "num_hidden_layers": 2, "vocab_size": 128}
+
+# The SkyPilot catalog snapshot the ecosystem tests read, and the one model they all plan first.
+SKYPILOT_CSV = Path(__file__).parent / "fixtures" / "skypilot-vms.csv"
+LLAMA_8B_WORKLOAD = """
+models:
+  - name: llama-3.1-8b
+    rate_rps: 6
+    slo: {ttft_ms: 1000, tpot_ms: 60}
+    buckets: [{input_tokens: 256, output_tokens: 128, share: 0.7}, {input_tokens: 2048, output_tokens: 256, share: 0.3}]
+"""
+
+
+def tiny_profile_args(gpu: str) -> list[str]:
+    """`gpumix profile` options for a seconds-long CPU sweep of a tiny model, entries named `gpu`."""
+    return ["--gpu-name", gpu, "--prefill-lens", "16,48,96", "--batches", "1,4,16", "--contexts", "32,128",
+            "--iters", "2", "--rounds", "1", "--dtype", "fp32", "--threads", "1", "-q"]

@@ -2,7 +2,6 @@
 instance plans, spot included), every YAML parsed and its keys checked; router weights add up."""
 import json
 import re
-from pathlib import Path
 
 import pytest
 import yaml
@@ -12,16 +11,11 @@ from cli.app import app
 from planner.errors import InputError
 from planner.export import K8S_GPU_PRODUCT, export, groups_of, hf_id
 from solvers.pipeline import PlanOptions, plan_workload
+from helpers import LLAMA_8B_WORKLOAD, SKYPILOT_CSV
 
 runner = CliRunner()
-CSV = Path(__file__).parent / "fixtures" / "skypilot-vms.csv"
-WL = """
-models:
-  - name: llama-3.1-8b
-    rate_rps: 6
-    slo: {ttft_ms: 1000, tpot_ms: 60}
-    buckets: [{input_tokens: 256, output_tokens: 128, share: 0.7}, {input_tokens: 2048, output_tokens: 256, share: 0.3}]
-  - name: qwen2.5-14b
+CSV = SKYPILOT_CSV
+WL = LLAMA_8B_WORKLOAD + """  - name: qwen2.5-14b
     rate_rps: 2
     slo: {ttft_ms: 1500, tpot_ms: 80}
     buckets: [{input_tokens: 1024, output_tokens: 256, share: 1.0}]

@@ -1,7 +1,6 @@
 """SkyPilot catalog CSVs as instance shapes (--catalog): zones folded, GCP GPU rows paired with their
 host VM, blank prices and unknown accelerators reported; plans and checks against the CSV."""
 import json
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -10,17 +9,12 @@ from cli.app import app
 from planner.catalog import load_catalog
 from planner.errors import InputError
 from planner.skypilot import load_skypilot_csv
+from helpers import LLAMA_8B_WORKLOAD, SKYPILOT_CSV
 
 runner = CliRunner()
-CSV = Path(__file__).parent / "fixtures" / "skypilot-vms.csv"
+CSV = SKYPILOT_CSV
 
-WL = """
-models:
-  - name: llama-3.1-8b
-    rate_rps: 6
-    slo: {ttft_ms: 1000, tpot_ms: 60}
-    buckets: [{input_tokens: 256, output_tokens: 128, share: 0.7}, {input_tokens: 2048, output_tokens: 256, share: 0.3}]
-"""
+WL = LLAMA_8B_WORKLOAD
 
 
 def write(tmp_path, text, name="w.yaml"):

@@ -13,16 +13,11 @@ from typer.testing import CliRunner
 from cli.app import app
 from solvers.pipeline import PlanOptions
 from solvers.sweep import SweepPoint, run_sweep, sweep_points
+from helpers import LLAMA_8B_WORKLOAD, SKYPILOT_CSV
 
 runner = CliRunner()
-CSV = Path(__file__).parent / "fixtures" / "skypilot-vms.csv"
-WL = """
-models:
-  - name: llama-3.1-8b
-    rate_rps: 6
-    slo: {ttft_ms: 1000, tpot_ms: 60}
-    buckets: [{input_tokens: 256, output_tokens: 128, share: 0.7}, {input_tokens: 2048, output_tokens: 256, share: 0.3}]
-  - name: phi-3-mini
+CSV = SKYPILOT_CSV
+WL = LLAMA_8B_WORKLOAD + """  - name: phi-3-mini
     rate_rps: 10
     slo: {ttft_ms: 500, tpot_ms: 40}
     buckets: [{input_tokens: 512, output_tokens: 16, share: 1.0}]

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from test_serve import serve_process, stop
+from helpers import tiny_profile_args
 
 torch = pytest.importorskip("torch")
 runner = CliRunner()
@@ -28,8 +29,7 @@ gpus:
   - {{name: testcpu, price_per_hour: 0.1}}
 max_utilization: 0.8
 """
-PROFILE = ["--gpu-name", "testcpu", "--prefill-lens", "16,48,96", "--batches", "1,4,16", "--contexts", "32,128",
-           "--iters", "2", "--rounds", "1", "--dtype", "fp32", "--threads", "1", "-q"]
+PROFILE = tiny_profile_args("testcpu")
 RUN = ["--gpu-name", "testcpu", "--duration", "3", "--drain", "2", "-q"]
 
 

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.app import app
+from helpers import tiny_profile_args
 
 torch = pytest.importorskip("torch")
 runner = CliRunner()
@@ -37,8 +38,7 @@ gpus:
   - {{name: L4, price_per_hour: 0.1}}
 max_utilization: 0.8
 """
-PROFILE = ["--gpu-name", "L4", "--prefill-lens", "16,48,96", "--batches", "1,4,16", "--contexts", "32,128",
-           "--iters", "2", "--rounds", "1", "--dtype", "fp32", "--threads", "1", "-q"]
+PROFILE = tiny_profile_args("L4")
 RUN = ["--gpu-name", "L4", "--duration", "3", "--drain", "2", "-q"]
 LABEL = "shared[0] (a + b) on L4 TP1"
 
