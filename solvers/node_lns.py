@@ -24,7 +24,7 @@ import time
 
 from planner.problem import Problem
 from solvers import milp
-from solvers.node_milp import _clean, _Model
+from solvers.node_milp import NodeModel, clean
 
 BLOCK = 8  # models re-planned together: up to USERS that use the GPU type, the rest could
 USERS = 3
@@ -35,9 +35,8 @@ IDLE_ROUNDS = 3  # rounds in a row without a better plan before it stops
 def node_price(problem: Problem, instances, replicas: dict) -> float:
     """The C6 node price of a plan (the cheapest instance mix whose TP-size tiers hold its groups):
     node_milp's model with every replica fixed and no model left to plan."""
-    mdl = _Model(problem.restrict(models=set()), instances, 0.0, None, 0.0, False,
+    mdl = NodeModel(problem.restrict(models=set()), instances, 0.0, None, 0.0, False,
                  background=_groups(replicas, set()))
-    mdl.prob.setObjective(mdl.objective)
     st, obj, _, _ = milp.solve_prob(mdl.prob, 5.0, 1e-9)
     return obj if st in ("optimal", "feasible") and obj is not None else float("inf")
 
@@ -80,10 +79,9 @@ def improve(problem: Problem, instances, replicas: dict, routes: dict, deadline:
             block = set(rng.sample(users, min(USERS, len(users))))
             block |= set(rng.sample(others, min(BLOCK - len(block), len(others))))
             sub = problem.restrict(models=block)
-            mdl = _Model(sub, instances, 0.0, None, 0.0, False,
+            mdl = NodeModel(sub, instances, 0.0, None, 0.0, False,
                          model_bounds={m: b for m, b in (model_bounds or {}).items() if m in block},
                          background=_groups(replicas, block))
-            mdl.prob.setObjective(mdl.objective)
             left = STEP_S if deadline is None else min(STEP_S, deadline - time.perf_counter())
             if left <= 0.05:
                 break
@@ -92,7 +90,7 @@ def improve(problem: Problem, instances, replicas: dict, routes: dict, deadline:
                 continue
             reps = {it: int(round(v.varValue or 0)) for it, v in mdl.n.items()}
             rts = {key: max(v.varValue or 0.0, 0.0) for key, v in mdl.x.items()}
-            reps, rts = _clean(sub, reps, rts, None)
+            reps, rts = clean(sub, reps, rts, None)
             replicas = {it: k for it, k in replicas.items() if it[0].model not in block}
             replicas.update(reps)
             routes = {key: v for key, v in routes.items() if key[0][0].model not in block}

@@ -69,7 +69,7 @@ def offers_of(instances, spot_share: float) -> list[Offer]:
 _name = milp.var_name
 
 
-class _Model:
+class NodeModel:
     def __init__(self, problem: Problem, instances, spot_share: float, current: dict[Item, int] | None,
                  churn_cost: float, partial: bool, spare: int = 0, model_bounds: dict | None = None,
                  background: dict | None = None):
@@ -161,6 +161,7 @@ class _Model:
             churn = churn_cost * pulp.lpSum(s.values())
         self.cost_expr = cost
         self.objective = cost + churn
+        p.setObjective(self.objective)
         self.prob = p
         self.items = items
 
@@ -183,7 +184,7 @@ def solve(problem: Problem, instances=None, *, spot_share: float = 0.0, current:
     def left(share=1.0):
         return None if deadline is None else max((deadline - time.perf_counter()) * share, 0.05)
 
-    mdl = _Model(problem, instances, spot_share, current, churn_cost, partial, spare_nodes, model_bounds)
+    mdl = NodeModel(problem, instances, spot_share, current, churn_cost, partial, spare_nodes, model_bounds)
     fractions = None
     if partial:
         tvar = mdl.prob.add_variable("t_min_served", lowBound=0, upBound=1)
@@ -207,13 +208,13 @@ def solve(problem: Problem, instances=None, *, spot_share: float = 0.0, current:
         fractions = {m: min(1.0, max(0.0, v.varValue or 0.0)) for m, v in mdl.f.items()}
     reps = {it: int(round(v.varValue or 0)) for it, v in mdl.n.items()}
     routes = {key: max(v.varValue or 0.0, 0.0) for key, v in mdl.x.items()}
-    reps, routes = _clean(problem, reps, routes, fractions)
+    reps, routes = clean(problem, reps, routes, fractions)
     nodes = {o: int(round(v.varValue or 0)) for o, v in mdl.z.items() if (v.varValue or 0) > 0.5}
     return NodeMilpResult(st, obj, min(bound, obj) if obj is not None else bound, reps, routes, nodes,
                           fractions, time.perf_counter() - t0)
 
 
-def _clean(problem: Problem, n: dict, x: dict, fractions: dict | None):
+def clean(problem: Problem, n: dict, x: dict, fractions: dict | None):
     """Drop solver noise, rescale each bucket to exactly its served demand, trim idle replicas."""
     x = {key: v for key, v in x.items() if v > 1e-9 and n.get(key[0], 0) > 0}
     per_bucket: dict = {}
