@@ -16,12 +16,12 @@ import time
 
 import torch
 
-from planner.catalog import load_catalog
-from profiler import calibrate as cal
-from profiler.fit import fit, holdout_error
-from profiler.measure import copy_bandwidth_gbps, matmul_tflops, run_sweep, sweep_plan
-from profiler.roofline import Efficiency
-from profiler.runtime.model import DTYPES, ModelArgs, build
+from gpumix.planner.catalog import load_catalog
+from gpumix.profiler.measure import calibrate as cal
+from gpumix.profiler.measure.fit import fit, holdout_error
+from gpumix.profiler.measure.timing import copy_bandwidth_gbps, matmul_tflops, run_sweep, sweep_plan
+from gpumix.planner.roofline import Efficiency
+from gpumix.profiler.runtime.model import DTYPES, ModelArgs, build
 
 CAT = load_catalog()
 
@@ -53,7 +53,7 @@ def main() -> None:
     spec_name = torch.cuda.get_device_name(dev) if dev.startswith("cuda") else "cpu"
     spec = CAT.gpu(spec_name)
     if spec is None:
-        from planner.catalog import GpuSpec
+        from gpumix.planner.catalog import GpuSpec
 
         bw = max(copy_bandwidth_gbps(dev) for _ in range(3))
         spec = GpuSpec(spec_name, 16.0, bw, matmul_tflops(dev, DTYPES[a.dtype]), bw, 8)

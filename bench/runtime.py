@@ -15,10 +15,10 @@ import time
 
 import torch
 
-from planner.catalog import load_catalog
-from profiler.measure import copy_bandwidth_gbps, sync
-from profiler.runtime.engine import Engine
-from profiler.runtime.model import DTYPES, ModelArgs, build, weight_bytes
+from gpumix.planner.catalog import load_catalog
+from gpumix.profiler.measure.timing import copy_bandwidth_gbps, sync
+from gpumix.profiler.runtime.engine import Engine
+from gpumix.profiler.runtime.model import DTYPES, ModelArgs, build, weight_bytes
 
 
 def main() -> None:

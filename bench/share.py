@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from solvers.pipeline import PlanOptions, plan_workload
+from gpumix.solvers.pipeline import PlanOptions, plan_workload
 
 BASES = ["llama-3.1-8b", "qwen2.5-7b", "mistral-7b", "llama-3.2-3b", "qwen2.5-14b", "phi-3-mini", "gemma-2-9b",
          "qwen2.5-1.5b", "llama-3.2-1b", "qwen2.5-3b"]

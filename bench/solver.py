@@ -19,8 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 LIMITS = {  # (unlimited availability, binding availability) time limits in seconds: the issue's targets
     "S": (3.0, 10.0), "M": (3.0, 10.0), "L": (15.0, 60.0), "XL": (90.0, 90.0)}
@@ -29,7 +27,7 @@ LIMITS = {  # (unlimited availability, binding availability) time limits in seco
 def child(spec: dict) -> dict:
     """Run one job in this process; report cost, bound, status and peak RSS."""
     if spec["kind"] == "gpumix":
-        from cli.app import app
+        from gpumix.cli.app import app
 
         try:
             app(args=spec["argv"], standalone_mode=False)
@@ -44,8 +42,8 @@ def child(spec: dict) -> dict:
             plan = json.loads(plan_path.read_text())
             out.update(status=plan["status"], cost=plan["cost_per_hour"], bound=plan["lower_bound_per_hour"])
     else:
-        from solvers.baselines import monolithic
-        from solvers.pipeline import load_problem
+        from monolithic import monolithic
+        from gpumix.solvers.pipeline import load_problem
 
         _, problem, _ = load_problem(spec["workload"], spec["profiles"])
         status, cost, bound = monolithic(problem, spec["limit"], spec["kind"], spec.get("log"))
@@ -96,7 +94,7 @@ def main() -> None:
         print(json.dumps(child(json.loads(args.child))))
         return
 
-    from planner.synthetic import generate
+    from synthetic import generate
 
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="gpumix-bench-"))

@@ -1,6 +1,6 @@
 """Stage-2 timing on synthetic instance-shaped problems: `python bench/stage2.py M L [--time-limit S]`.
 
-planner.synthetic.generate(size) gives the workload and throughput table; this script adds instance
+bench/synthetic.py generate(size) gives the workload and throughput table; this script adds instance
 shapes per GPU type: big GPUs (H100, H200, A100, B200, MI300X) only as 8-GPU nodes at 8 x the
 per-GPU price, the others as 1-GPU (10% dearer per GPU), 4-GPU and 8-GPU nodes (2% cheaper per GPU).
 """
@@ -12,8 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from planner.synthetic import generate
-from solvers.pipeline import PlanOptions, plan_workload
+from synthetic import generate
+from gpumix.solvers.pipeline import PlanOptions, plan_workload
 
 BIG = ("H100", "H200", "A100", "B200", "MI300X")
 

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from cli import render
+from gpumix.cli import render
 
 app = typer.Typer(
     name="gpumix",
@@ -26,7 +26,7 @@ app = typer.Typer(
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
 
-VERSION = "0.1.0"
+from gpumix import __version__ as VERSION  # noqa: E402  (one source: the package metadata)
 
 
 class Format(str, Enum):
@@ -108,9 +108,9 @@ def plan(
                              "long tails of small, lightly used models cost far less.")] = False,
 ):
     """Size and route a fleet: replicas per (model, GPU type, TP), routing per request bucket."""
-    from planner.errors import GpumixError
-    from planner.plan import dumps, write_atomic
-    from solvers.pipeline import PlanOptions, plan_workload
+    from gpumix.planner.errors import GpumixError
+    from gpumix.planner.plan import dumps, write_atomic
+    from gpumix.solvers.pipeline import PlanOptions, plan_workload
 
     progress = None if quiet else (lambda msg: err.print(f"[dim]{msg}[/dim]"))
     try:
@@ -125,7 +125,7 @@ def plan(
     except GpumixError as e:
         raise _fail(e) from None
     except OSError as e:
-        from planner.errors import InputError
+        from gpumix.planner.errors import InputError
         raise _fail(InputError(str(out_path), "--out", f"cannot write: {e.strerror}")) from None
     if not quiet:
         for note in result.notes:
@@ -147,10 +147,10 @@ def check(
     catalog_csv: CatalogOpt = None,
 ):
     """Check a plan against a workload with the independent plan checker (exit 1 on a violation)."""
-    from planner.checker import check_plan
-    from planner.errors import GpumixError
-    from planner.workload import read_structured
-    from solvers.pipeline import load_problem
+    from gpumix.planner.checker import check_plan
+    from gpumix.planner.errors import GpumixError
+    from gpumix.planner.workload import read_structured
+    from gpumix.solvers.pipeline import load_problem
 
     try:
         doc = read_structured(plan_file)
@@ -159,9 +159,9 @@ def check(
         raise _fail(e) from None
     sharing = None
     if isinstance(doc, dict) and doc.get("shared"):  # memory of shared groups needs the model shapes
-        from planner.catalog import load_catalog
-        from planner.sharing import build_sharing
-        from planner.profiles import decode_step_fits
+        from gpumix.planner.catalog import load_catalog
+        from gpumix.planner.sharing import build_sharing
+        from gpumix.planner.profiles import decode_step_fits
         sharing = build_sharing(wl, load_catalog(), problem, decode_step_fits(profiles) if profiles else None)
     violations = check_plan(doc, problem, wl.instances, sharing)
     for v in violations:
@@ -177,9 +177,9 @@ def estimate(
     out_path: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the throughput table here.")] = None,
 ):
     """Write the roofline estimates for a workload as a throughput table (the --profiles format)."""
-    from planner.errors import GpumixError
-    from planner.plan import write_atomic
-    from solvers.pipeline import load_problem
+    from gpumix.planner.errors import GpumixError
+    from gpumix.planner.plan import write_atomic
+    from gpumix.solvers.pipeline import load_problem
 
     try:
         _, problem, _ = load_problem(workload, None)
@@ -201,7 +201,7 @@ def catalog(
     what: Annotated[str, typer.Argument(help="gpus or models")] = "gpus",
 ):
     """List the bundled GPU catalog (specs, $/GPU-hour) or model catalog (shapes, parameters)."""
-    from planner.catalog import load_catalog
+    from gpumix.planner.catalog import load_catalog
 
     if what not in ("gpus", "models"):
         err.print(f"gpumix: error: catalog: expected 'gpus' or 'models', got {what!r}")
@@ -209,15 +209,15 @@ def catalog(
     render.catalog(out, load_catalog(), what)
 
 
-from cli.profile_cmd import profile_app  # noqa: E402  (torch-free; imports torch inside its commands)
+from gpumix.cli.profile_cmd import profile_app  # noqa: E402  (torch-free; imports torch inside its commands)
 
 app.add_typer(profile_app, name="profile")
 
-from cli.validate_cmd import register as register_validate  # noqa: E402  (torch-free, as above)
+from gpumix.cli.validate_cmd import register as register_validate  # noqa: E402  (torch-free, as above)
 
 register_validate(app)
 
-from cli.export_cmd import register as register_export  # noqa: E402  (matplotlib only inside --plot)
+from gpumix.cli.export_cmd import register as register_export  # noqa: E402  (matplotlib only inside --plot)
 
 register_export(app)
 

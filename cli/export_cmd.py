@@ -33,7 +33,7 @@ class SweepFormat(str, Enum):
 
 
 def _fail(e: Exception) -> typer.Exit:
-    from cli.app import _fail as fail
+    from gpumix.cli.app import _fail as fail
     return fail(e)
 
 
@@ -54,11 +54,11 @@ def export(
 ):
     """Write launch files for a plan: per replica group a vLLM command, Kubernetes manifests or a
     SkyPilot task, and router-weights.json (each group's share of each bucket's traffic)."""
-    from planner.errors import GpumixError, InputError
-    from planner.export import FORMATS
-    from planner.export import export as build
-    from planner.plan import write_atomic
-    from planner.workload import read_structured
+    from gpumix.planner.errors import GpumixError, InputError
+    from gpumix.planner.export import FORMATS
+    from gpumix.planner.export import export as build
+    from gpumix.planner.plan import write_atomic
+    from gpumix.planner.workload import read_structured
 
     formats = FORMATS if ExportFormat.all in fmt else tuple(dict.fromkeys(f.value for f in fmt))
     try:
@@ -112,9 +112,9 @@ def sweep(
 ):
     """Plan a workload at several demand scales and/or TPOT SLOs; a table of cost, GPU mix and the
     best single-GPU-type cost per point, and optionally a plot."""
-    from planner.errors import GpumixError
-    from solvers.pipeline import PlanOptions
-    from solvers.sweep import plan_point, sweep_points
+    from gpumix.planner.errors import GpumixError
+    from gpumix.solvers.pipeline import PlanOptions
+    from gpumix.solvers.sweep import plan_point, sweep_points
 
     scales, tpots = _floats(scale, "--scale"), _floats(tpot_ms, "--tpot-ms")
     if scales is None and tpots is None:

@@ -4,7 +4,7 @@
   gpumix profile calibrate PROFILES.json [--efficiency FILE]
   gpumix profile import-vllm RESULT.json ... --gpu NAME --out PROFILES.json
 
-torch is imported inside the commands only: `import cli.app` stays torch-free.
+torch is imported inside the commands only: `import gpumix.cli.app` stays torch-free.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from data import DATA_DIR
+from gpumix.data import DATA_DIR
 
 err = Console(stderr=True, highlight=False)
 CMD = "gpumix profile"
@@ -49,7 +49,7 @@ def _fail(e: Exception) -> typer.Exit:
 
 
 def _ints(text: Optional[str], option: str) -> Optional[tuple[int, ...]]:
-    from planner.errors import InputError
+    from gpumix.planner.errors import InputError
 
     if text is None:
         return None
@@ -63,7 +63,7 @@ def _ints(text: Optional[str], option: str) -> Optional[tuple[int, ...]]:
 
 
 def _read_doc(path: Path) -> Optional[dict]:
-    from planner.errors import InputError
+    from gpumix.planner.errors import InputError
 
     if not path.exists():
         return None
@@ -77,13 +77,13 @@ def _read_doc(path: Path) -> Optional[dict]:
 
 
 def _write(path: Path, doc: dict) -> None:
-    from planner.plan import write_atomic
+    from gpumix.planner.plan import write_atomic
 
     write_atomic(path, json.dumps(doc, indent=2) + "\n")
 
 
 def _torch_or_fail() -> None:
-    from planner.errors import InputError
+    from gpumix.planner.errors import InputError
 
     try:
         import torch  # noqa: F401
@@ -136,10 +136,10 @@ def run(
 ):
     """Profile every workload model on the local device at each TP degree: sweep prefill and
     decode, fit a latency model, write entries at each model's SLO (source "measured")."""
-    from planner.catalog import load_catalog
-    from planner.errors import GpumixError, InputError
-    from planner.workload import load_workload
-    from solvers.pipeline import EXAMPLE_WORKLOAD
+    from gpumix.planner.catalog import load_catalog
+    from gpumix.planner.errors import GpumixError, InputError
+    from gpumix.planner.workload import load_workload
+    from gpumix.solvers.pipeline import EXAMPLE_WORKLOAD
 
     try:
         if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
@@ -151,7 +151,7 @@ def run(
 
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise InputError(CMD, "--device", "cuda requested but torch sees no GPU")
-        from profiler.profile import ProfileOptions, Scale, merge, profile_workload
+        from gpumix.profiler.measure.profile import ProfileOptions, Scale, merge, profile_workload
 
         opts = ProfileOptions(
             device=device, tp_degrees=_ints(tp, "--tp"), gpu_name=gpu_name, dtype=dtype,
@@ -195,7 +195,7 @@ def _with_progress(work, quiet: bool):
 
 
 def _write_calibration(path: Path, calibration: dict, prov: dict) -> None:
-    from profiler.calibrate import Calibration, write_efficiency
+    from gpumix.profiler.measure.calibrate import Calibration, write_efficiency
 
     c = Calibration(calibration["gpu"], calibration["factors"], calibration["median_error_before"],
                     calibration["median_error_after"], calibration["samples"])
@@ -225,10 +225,10 @@ def calibrate(
         "--efficiency", help="Efficiency file to update (its `gpus` entry for the type).")] = DATA_DIR / "efficiency.json",
 ):
     """Refit a GPU type's roofline efficiency factors from the samples a profile file stores."""
-    from planner.catalog import GpuSpec, ModelShape, load_catalog
-    from planner.errors import GpumixError, InputError
-    from profiler.fit import LatencyModel, Sample
-    from profiler.profile import ProfileRun, calibration_record
+    from gpumix.planner.catalog import GpuSpec, ModelShape, load_catalog
+    from gpumix.planner.errors import GpumixError, InputError
+    from gpumix.profiler.measure.fit import LatencyModel, Sample
+    from gpumix.profiler.measure.profile import ProfileRun, calibration_record
 
     try:
         doc = _read_doc(profiles)
@@ -285,10 +285,10 @@ def import_vllm(
                                                          "tokens (default: the run's mean).")] = None,
 ):
     """Turn vLLM serving benchmarks into throughput-table entries (source "vllm")."""
-    from planner.catalog import load_catalog, norm_name
-    from planner.errors import GpumixError, InputError
-    from planner.workload import load_workload
-    from profiler import vllm_import as vi
+    from gpumix.planner.catalog import load_catalog, norm_name
+    from gpumix.planner.errors import GpumixError, InputError
+    from gpumix.planner.workload import load_workload
+    from gpumix.profiler.measure import vllm_import as vi
 
     try:
         if (ttft_ms is None) != (tpot_ms is None):
@@ -311,7 +311,7 @@ def import_vllm(
             slo = {r.model: (ttft_ms, tpot_ms) for r in runs}
         new, notes = vi.entries(runs, gpu, tp, slo)
         old = _read_doc(out_path) or {}
-        from profiler.profile import entry_key
+        from gpumix.profiler.measure.profile import entry_key
 
         fresh = {entry_key(e) for e in new}
         doc = {**old, "entries": [e for e in old.get("entries", []) if entry_key(e) not in fresh] + new}

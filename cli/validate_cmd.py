@@ -6,7 +6,7 @@
   gpumix profile endpoint WORKLOAD --endpoint URL --gpu-name NAME --out PROFILES.json
 
 Exit codes: 0 every validated group held; 1 a group failed, or nothing was validated; 2 bad input.
-torch is imported inside the commands only: `import cli.app` stays torch-free.
+torch is imported inside the commands only: `import gpumix.cli.app` stays torch-free.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.profile_cmd import profile_app
+from gpumix.cli.profile_cmd import profile_app
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
@@ -31,7 +31,7 @@ def _fail(e: Exception) -> typer.Exit:
 
 
 def _torch_or_fail(cmd: str) -> None:
-    from planner.errors import InputError
+    from gpumix.planner.errors import InputError
 
     try:
         import torch  # noqa: F401
@@ -40,7 +40,7 @@ def _torch_or_fail(cmd: str) -> None:
 
 
 def _check_device(cmd: str, device: str) -> None:
-    from planner.errors import InputError
+    from gpumix.planner.errors import InputError
 
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise InputError(cmd, "--device", f"must be cpu or cuda, got {device!r}")
@@ -131,9 +131,9 @@ def validate(
 ):
     """Run the plan's replica groups under their planned load (seeded Poisson or gamma arrivals,
     the plan's bucket mix) and report TTFT/TPOT, achieved rate and SLO attainment against the plan."""
-    from planner.errors import GpumixError, InputError
-    from planner.plan import write_atomic
-    from profiler.validate import ValidateOptions, validate as run_validate
+    from gpumix.planner.errors import GpumixError, InputError
+    from gpumix.planner.plan import write_atomic
+    from gpumix.profiler.validate.run import ValidateOptions, validate as run_validate
 
     try:
         if arrivals not in ("poisson", "gamma"):
@@ -160,7 +160,7 @@ def validate(
     except GpumixError as e:
         raise _fail(e) from None
     except OSError as e:
-        from planner.errors import InputError as IE
+        from gpumix.planner.errors import InputError as IE
         raise _fail(IE(str(report_path), "--report", f"cannot write: {e.strerror}")) from None
     render_report(out, report)
     for note in report["notes"]:
@@ -203,7 +203,7 @@ def serve(
     """Serve the runtime behind an OpenAI-compatible /v1/completions endpoint (streaming via
     server-sent events) on localhost; several --model share the device, the request's `model`
     picks one. Weights are random: for load tests, not for answers."""
-    from planner.errors import GpumixError, InputError
+    from gpumix.planner.errors import GpumixError, InputError
 
     try:
         if dtype is not None and dtype not in ("bf16", "fp16", "fp32"):
@@ -222,7 +222,7 @@ def serve(
                                  f"{name!r} twice: each served model needs its own name")
             _check_tp("gpumix serve", spec)
             specs[name] = spec
-        from profiler import server as srv
+        from gpumix.profiler.serve import server as srv
 
         loop, doors = _serve_loops(specs)
         try:
@@ -252,8 +252,8 @@ def serve(
 def _serve_loops(specs: dict) -> tuple:
     """(loop to stop, {served name: what the server submits to}): one EngineLoop for one model,
     one SharedLoop (profiler/shared_replica.py) and a Member per model for several."""
-    from profiler.replica import EngineLoop, build_engine
-    from profiler.shared_replica import build_shared
+    from gpumix.profiler.runtime.replica import EngineLoop, build_engine
+    from gpumix.profiler.runtime.sharing import build_shared
 
     if len(specs) == 1:
         ((name, spec),) = specs.items()
@@ -265,8 +265,8 @@ def _serve_loops(specs: dict) -> tuple:
 
 def _check_tp(cmd: str, spec) -> None:
     """The model splits over --tp ranks, and on CUDA there is a GPU for each."""
-    from planner.errors import InputError
-    from profiler.runtime.model import ModelArgs, head_count_ok
+    from gpumix.planner.errors import InputError
+    from gpumix.profiler.runtime.model import ModelArgs, head_count_ok
 
     why = head_count_ok(ModelArgs(**spec.args), spec.tp)
     if why:
@@ -282,11 +282,11 @@ def _check_tp(cmd: str, spec) -> None:
 
 def _serve_spec(model, workload, profiles, device, dtype, layers, hidden, vocab, max_batch, max_seq,
                 threads, seed, tp=1):
-    from planner.catalog import load_catalog, norm_name
-    from planner.errors import InputError
-    from profiler.replica import ReplicaSpec
-    from profiler.runtime.model import ModelArgs
-    from profiler.validate import read_profiles
+    from gpumix.planner.catalog import load_catalog, norm_name
+    from gpumix.planner.errors import InputError
+    from gpumix.profiler.runtime.replica import ReplicaSpec
+    from gpumix.profiler.runtime.model import ModelArgs
+    from gpumix.profiler.validate.run import read_profiles
 
     path = Path(model)
     name = model
@@ -301,7 +301,7 @@ def _serve_spec(model, workload, profiles, device, dtype, layers, hidden, vocab,
         catalog = load_catalog()
         shape = None
         if workload is not None:
-            from planner.workload import load_workload
+            from gpumix.planner.workload import load_workload
 
             wl = load_workload(workload, catalog, need_shapes=False)
             m = next((m for m in wl.models if norm_name(m.name) == norm_name(model)), None)
@@ -347,13 +347,13 @@ def profile_endpoint(
 ):
     """Measure max req/s per bucket at the SLO against a running OpenAI-compatible server (no
     built-in runtime): a bounded rate search with the validate load generator."""
-    from planner.catalog import load_catalog, norm_name
-    from planner.errors import GpumixError, InputError
-    from planner.plan import write_atomic
-    from planner.workload import load_workload
-    from profiler.client import Endpoint, EndpointBackend
-    from profiler.endpoint_profile import SearchOptions, profile_model
-    from profiler.profile import entry_key
+    from gpumix.planner.catalog import load_catalog, norm_name
+    from gpumix.planner.errors import GpumixError, InputError
+    from gpumix.planner.plan import write_atomic
+    from gpumix.planner.workload import load_workload
+    from gpumix.profiler.load.client import Endpoint, EndpointBackend
+    from gpumix.profiler.measure.endpoint import SearchOptions, profile_model
+    from gpumix.profiler.measure.profile import entry_key
 
     try:
         try:

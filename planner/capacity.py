@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from planner.catalog import Catalog, norm_name
-from planner.errors import InfeasibleError
-from planner.problem import BucketKey, Config, Problem
-from planner.profiles import ProfileEntry
-from planner.workload import GpuOffer, Workload
-from profiler.roofline import Efficiency, estimate
+from gpumix.planner.catalog import Catalog, norm_name
+from gpumix.planner.errors import InfeasibleError
+from gpumix.planner.problem import BucketKey, Config, Problem
+from gpumix.planner.profiles import ProfileEntry
+from gpumix.planner.workload import GpuOffer, Workload
+from gpumix.planner.roofline import Efficiency, estimate
 
 
 @dataclass

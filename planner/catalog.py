@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from data import DATA_DIR
-from planner.errors import InputError
+from gpumix.data import DATA_DIR
+from gpumix.planner.errors import InputError
 
 
 def norm_name(name: str) -> str:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 
-from planner.problem import Config, Problem
+from gpumix.planner.problem import Config, Problem
 
 REL_TOL = 1e-6
 ABS_TOL = 1e-9
@@ -113,7 +113,7 @@ def check_plan(plan: dict, problem: Problem, instances=None, sharing=None) -> li
         cost += problem.price[gpu] * tp * count
 
     if plan.get("shared") is not None:
-        from planner.sharing import check_shared
+        from gpumix.planner.sharing import check_shared
         dedicated = {g.get("model") for g in groups if isinstance(g, dict)}
         shared_errs, shared_cost = check_shared(plan, problem, sharing, served, used, dedicated)
         errs += shared_errs

@@ -14,9 +14,9 @@ from functools import lru_cache
 
 import yaml
 
-from data import DATA_DIR
-from planner.catalog import norm_name
-from planner.errors import InputError
+from gpumix.data import DATA_DIR
+from gpumix.planner.catalog import norm_name
+from gpumix.planner.errors import InputError
 
 FORMATS = ("vllm", "k8s", "skypilot")
 PORT = 8000
@@ -138,7 +138,7 @@ def shared_of(plan: dict, source: str = "<plan>") -> list[SharedGroup]:
 
 def _memory_fraction(gpu: str, memory_gb: float, members: int) -> float:
     """vLLM's --gpu-memory-utilization for one co-located server: its planned memory over the GPU's."""
-    from planner.catalog import load_catalog
+    from gpumix.planner.catalog import load_catalog
 
     spec = load_catalog().gpu(gpu)
     if spec is None or memory_gb <= 0:

@@ -16,9 +16,9 @@ import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
-from data import DATA_DIR
-from planner.catalog import Catalog, norm_name
-from planner.errors import InputError
+from gpumix.data import DATA_DIR
+from gpumix.planner.catalog import Catalog, norm_name
+from gpumix.planner.errors import InputError
 
 CATALOG_FILE = DATA_DIR / "instances.json"
 
@@ -158,7 +158,7 @@ def gpu_basis(instances: tuple[InstanceType, ...]) -> dict[str, tuple[float, int
 def apply_instances(workload, catalog: Catalog):
     """The workload with its `gpus` replaced by the instance basis (see the module docstring).
     A `gpus` list in the workload still narrows the GPU types and can only lower availability."""
-    from planner.workload import GpuOffer
+    from gpumix.planner.workload import GpuOffer
 
     if not workload.instances:
         return workload

@@ -13,8 +13,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from planner.problem import Config, Problem
-from planner.sharing import set_group
+from gpumix.planner.problem import Config, Problem
+from gpumix.planner.sharing import set_group
 
 SCHEMA_VERSION = 1
 

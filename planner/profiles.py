@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from planner.errors import InputError
-from planner.workload import _Reader, read_structured
+from gpumix.planner.errors import InputError
+from gpumix.planner.workload import _Reader, read_structured
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def decode_step_fits(path: Path | str) -> dict[tuple[str, str, int], tuple[float
     """{(model, gpu, tp) normalised: (a, b, c)} of decode step = a + b B + c B ctx milliseconds, from
     a `gpumix profile` file's `profiles[].fit.decode_ms`; entries without a well-formed fit are
     skipped (the roofline then stands in)."""
-    from planner.catalog import norm_name
+    from gpumix.planner.catalog import norm_name
 
     doc = read_structured(Path(path))
     out = {}

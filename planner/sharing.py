@@ -31,10 +31,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from planner.catalog import Catalog
-from planner.problem import BucketKey, Config, Problem
-from planner.workload import Workload
-from profiler.roofline import GB, Efficiency, decode_step_s
+from gpumix.planner.catalog import Catalog
+from gpumix.planner.problem import BucketKey, Config, Problem
+from gpumix.planner.workload import Workload
+from gpumix.planner.roofline import GB, Efficiency, decode_step_s
 
 REL_TOL = 1e-6
 ABS_TOL = 1e-9
@@ -114,7 +114,7 @@ def memory_per_gpu(fp: Footprint, rps: dict[BucketKey, float], count: int = 1) -
 
 def _least_step(c: Config, shape, spec, eff: Efficiency, context: float, fits: dict) -> float:
     """c's decode step at batch 1 and `context` tokens, seconds: measured fit, else the roofline."""
-    from planner.catalog import norm_name
+    from gpumix.planner.catalog import norm_name
 
     fit = fits.get((norm_name(c.model), norm_name(c.gpu), c.tp))
     if fit is not None:

@@ -24,9 +24,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from planner.catalog import Catalog
-from planner.errors import InputError
-from planner.instances import InstanceType
+from gpumix.planner.catalog import Catalog
+from gpumix.planner.errors import InputError
+from gpumix.planner.instances import InstanceType
 
 REQUIRED = ("InstanceType", "AcceleratorName", "AcceleratorCount", "Price", "SpotPrice", "Region")
 

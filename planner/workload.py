@@ -12,8 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from planner.catalog import Catalog, GpuSpec, ModelShape, load_config_file, norm_name
-from planner.errors import InputError
+from gpumix.planner.catalog import Catalog, GpuSpec, ModelShape, load_config_file, norm_name
+from gpumix.planner.errors import InputError
 
 SHARE_TOLERANCE = 1e-3
 DEFAULT_TP = (1, 2, 4, 8)
@@ -198,7 +198,7 @@ def load_workload_doc(doc: object, catalog: Catalog, need_shapes: bool = True,
                 r.fail(f"gpus[{i}].name", f"duplicate GPU type {n!r}")
     instances = None
     if doc.get("instances") is not None or instance_catalog is not None:
-        from planner.instances import read_instances
+        from gpumix.planner.instances import read_instances
         raw = doc["instances"] if doc.get("instances") is not None else "catalog"
         instances = read_instances(raw, str(path), catalog, need_shapes, instance_catalog)
     return Workload(tuple(models), gpus, float(max_util), tp_degrees, str(path), instances)

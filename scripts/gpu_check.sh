@@ -36,7 +36,7 @@ timeout 100 $PY bench/runtime.py --device "$DEVICE" --model llama-3.1-8b --token
 
 echo "== gpumix profile, TP 1"
 rm -f "$OUT/profiles.json"
-time timeout 240 $PY -m cli.app profile run "$OUT/wl.yaml" --device "$DEVICE" --tp 1 --gpu-name "$GPU_NAME" \
+time timeout 240 $PY -m gpumix profile run "$OUT/wl.yaml" --device "$DEVICE" --tp 1 --gpu-name "$GPU_NAME" \
   --out "$OUT/profiles.json" --calibrate "$OUT/efficiency.json" $SCALE $EXTRA \
   --prefill-lens "${PREFILL:-128,256,512,1024,2048,4096}" --batches "${BATCHES:-1,4,16,32,64,128}" \
   --contexts "${CONTEXTS:-256,1024,2304}" --iters "${ITERS:-5}" --rounds "${ROUNDS:-2}" 2>&1 | tee "$OUT/profile.log"
@@ -55,7 +55,7 @@ for e in d["entries"]:
 PY
 
 echo "== gpumix plan on the measured entries, validate on this GPU"
-$PY -m cli.app plan "$OUT/wl.yaml" --profiles "$OUT/profiles.json" --out "$OUT/plan.json" --no-baseline \
+$PY -m gpumix plan "$OUT/wl.yaml" --profiles "$OUT/profiles.json" --out "$OUT/plan.json" --no-baseline \
   | tee "$OUT/plan.txt"
 validate_twice 90
 

@@ -34,7 +34,7 @@ YAML
 
 echo "== gpumix profile of both models, TP 1"
 workload 1 1
-time timeout 150 $PY -m cli.app profile run "$OUT/wl.yaml" --device "$DEVICE" --tp 1 --gpu-name "$GPU_NAME" \
+time timeout 150 $PY -m gpumix profile run "$OUT/wl.yaml" --device "$DEVICE" --tp 1 --gpu-name "$GPU_NAME" \
   --out "$OUT/profiles.json" $SCALE $EXTRA --prefill-lens 128,512,1024,2048 --batches 1,8,32,64 \
   --contexts 256,1024,2304 --iters 3 --rounds 1 -q 2>&1 | tee "$OUT/profile.log"
 
@@ -52,6 +52,6 @@ echo "rates (a quarter of each model's capacity): $RATES"
 workload $RATES
 
 echo "== gpumix plan --share-gpus, validate the shared group on this GPU"
-$PY -m cli.app plan "$OUT/wl.yaml" --profiles "$OUT/profiles.json" --share-gpus --out "$OUT/plan.json" \
+$PY -m gpumix plan "$OUT/wl.yaml" --profiles "$OUT/profiles.json" --share-gpus --out "$OUT/plan.json" \
   | tee "$OUT/plan.txt"
 validate_twice 80

@@ -16,7 +16,7 @@ else
 fi
 
 validate_twice() {  # $1: seconds per validate run. The plan in $OUT/plan.json at its load, then tripled.
-  timeout "$1" $PY -m cli.app validate "$OUT/plan.json" --device "$DEVICE" --gpu-name "$GPU_NAME" \
+  timeout "$1" $PY -m gpumix validate "$OUT/plan.json" --device "$DEVICE" --gpu-name "$GPU_NAME" \
     --duration "${DURATION:-15}" --report "$OUT/validate.json" $EXTRA 2>&1 | tee "$OUT/validate.txt"
   echo "validate at the planned load: exit ${PIPESTATUS[0]} (0: the plan holds)"
   $PY - "$OUT" <<'PY'
@@ -29,7 +29,7 @@ for rs in routes:
         r["rps"] *= 3
 json.dump(plan, open(f"{out}/plan-x3.json", "w"), indent=2)
 PY
-  timeout "$1" $PY -m cli.app validate "$OUT/plan-x3.json" "$OUT/wl.yaml" --device "$DEVICE" \
+  timeout "$1" $PY -m gpumix validate "$OUT/plan-x3.json" "$OUT/wl.yaml" --device "$DEVICE" \
     --gpu-name "$GPU_NAME" --duration "${DURATION:-15}" --report "$OUT/validate-x3.json" $EXTRA 2>&1 \
     | tee "$OUT/validate-x3.txt"
   echo "validate at 3x the planned load: exit ${PIPESTATUS[0]} (1: it fails, as it should)"

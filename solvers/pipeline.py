@@ -6,18 +6,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from data import DATA_DIR
-from planner.capacity import build_problem, require_servable
-from planner.catalog import load_catalog
-from planner.checker import check_plan
-from planner.errors import GpumixError
-from planner.instances import apply_instances
-from planner.plan import make_plan
-from planner.problem import Problem
-from planner.profiles import load_profiles
-from planner.workload import Workload, load_workload
-from solvers.baselines import BaselineIncomplete, best_single_gpu
-from solvers.stage1 import Progress, Solution, SolveParams, solve
+from gpumix.data import DATA_DIR
+from gpumix.planner.capacity import build_problem, require_servable
+from gpumix.planner.catalog import load_catalog
+from gpumix.planner.checker import check_plan
+from gpumix.planner.errors import GpumixError
+from gpumix.planner.instances import apply_instances
+from gpumix.planner.plan import make_plan
+from gpumix.planner.problem import Problem
+from gpumix.planner.profiles import load_profiles
+from gpumix.planner.workload import Workload, load_workload
+from gpumix.solvers.stage1.baseline import BaselineIncomplete, best_single_gpu
+from gpumix.solvers.stage1.decompose import Progress, Solution, SolveParams, solve
 
 EXAMPLE_WORKLOAD = DATA_DIR / "examples" / "workload.yaml"
 BASELINE_MAX_MODELS = 100  # one full solve per GPU type: skipped above this many models
@@ -72,7 +72,7 @@ def load_problem(workload_path: Path | str | None, profiles_path: Path | str | N
     need_shapes = profiles is None or fill_estimates
     sky = None
     if catalog_path is not None:
-        from planner.skypilot import load_skypilot_csv
+        from gpumix.planner.skypilot import load_skypilot_csv
         sky = load_skypilot_csv(catalog_path, catalog, need_shapes)
     workload = load_workload(workload_path or EXAMPLE_WORKLOAD, catalog, need_shapes=need_shapes,
                              instance_catalog=sky.instances if sky else None)
@@ -93,10 +93,10 @@ def plan_workload(workload_path: Path | str | None = None, profiles_path: Path |
                                              options.catalog, transform)
     require_servable(problem, report)
     if options.share_gpus:
-        from solvers.pipeline_share import plan_shared
+        from gpumix.solvers.sharing.flow import plan_shared
         return plan_shared(workload, problem, report, workload_path, profiles_path, options, t0)
     if workload.instances or options.extended:
-        from solvers.pipeline_nodes import plan_extended
+        from gpumix.solvers.stage2.flow import plan_extended
         plan, solution = plan_extended(workload, problem, workload_path, profiles_path, options)
         if options.catalog is not None:
             plan["inputs"]["catalog"] = str(options.catalog)

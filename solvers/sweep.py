@@ -13,9 +13,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from planner.errors import GpumixError, InputError
-from planner.workload import SLO, GpuOffer, Workload
-from solvers.pipeline import PlanOptions, PlanResult, plan_workload
+from gpumix.planner.errors import GpumixError, InputError
+from gpumix.planner.workload import SLO, GpuOffer, Workload
+from gpumix.solvers.pipeline import PlanOptions, PlanResult, plan_workload
 
 
 @dataclass(frozen=True)

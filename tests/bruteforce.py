@@ -7,7 +7,7 @@ import math
 
 import pulp
 
-from planner.problem import Problem
+from gpumix.planner.problem import Problem
 
 
 def routing_feasible(problem: Problem, n: dict) -> bool:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from planner.problem import Config, Problem
+from gpumix.planner.problem import Config, Problem
 
 
 def make_problem(demand: dict, capacity: dict, price: dict, available: dict | None = None,

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.app import app
-from data import DATA_DIR
-from planner.checker import check_plan
-from solvers.pipeline import load_problem
+from gpumix.cli.app import app
+from gpumix.data import DATA_DIR
+from gpumix.planner.checker import check_plan
+from gpumix.solvers.pipeline import load_problem
 
 runner = CliRunner()
 EX = DATA_DIR / "examples"
@@ -159,7 +159,7 @@ def test_help_version_and_catalog():
 
 
 def test_planning_path_never_imports_torch():
-    code = ("import sys; from typer.testing import CliRunner; from cli.app import app; "
+    code = ("import sys; from typer.testing import CliRunner; from gpumix.cli.app import app; "
             "r = CliRunner().invoke(app, ['plan', '-q']); assert r.exit_code == 0, r.output; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

@@ -7,10 +7,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from cli.app import app
-from planner.errors import InputError
-from planner.export import K8S_GPU_PRODUCT, export, groups_of, hf_id
-from solvers.pipeline import PlanOptions, plan_workload
+from gpumix.cli.app import app
+from gpumix.planner.errors import InputError
+from gpumix.planner.export import K8S_GPU_PRODUCT, export, groups_of, hf_id
+from gpumix.solvers.pipeline import PlanOptions, plan_workload
 from helpers import LLAMA_8B_WORKLOAD, SKYPILOT_CSV
 
 runner = CliRunner()
@@ -153,7 +153,7 @@ def test_cli_export_writes_every_format(tmp_path, gpu_plan):
 
 
 def test_shared_sets_export_one_server_per_model_on_the_same_gpus():
-    from data import DATA_DIR
+    from gpumix.data import DATA_DIR
     plan = plan_workload(DATA_DIR / "examples" / "longtail.yaml",
                          options=PlanOptions(time_limit=60, share_gpus=True, baseline=False)).plan
     assert plan["shared"], "the long-tail example shares GPUs"

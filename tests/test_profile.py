@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli.app import app
+from gpumix.cli.app import app
 from helpers import TINY_CONFIG
-from planner.catalog import load_catalog
-from planner.profiles import load_profiles
-from profiler import calibrate as cal
-from profiler.fit import LatencyModel, Sample, fit, holdout_error
-from profiler.roofline import Efficiency, decode_step_s, estimate, prefill_s, slo_capacity
+from gpumix.planner.catalog import load_catalog
+from gpumix.planner.profiles import load_profiles
+from gpumix.profiler.measure import calibrate as cal
+from gpumix.profiler.measure.fit import LatencyModel, Sample, fit, holdout_error
+from gpumix.planner.roofline import Efficiency, decode_step_s, estimate, prefill_s, slo_capacity
 
 runner = CliRunner()
 CAT = load_catalog()
@@ -35,7 +35,7 @@ SWEEP = ["--prefill-lens", "16,48,96", "--batches", "1,2,4", "--contexts", "32,1
 
 def invoke(*args):
     if not any(c.name == "profile" for c in app.registered_groups):
-        from cli.profile_cmd import profile_app  # until cli/app.py registers it
+        from gpumix.cli.profile_cmd import profile_app  # until cli/app.py registers it
         app.add_typer(profile_app, name="profile")
     return runner.invoke(app, [str(a) for a in args])
 

@@ -1,7 +1,7 @@
 import pytest
 
-from planner.catalog import load_catalog
-from profiler.roofline import Efficiency, decode_step_s, estimate, max_batch_by_memory, prefill_s
+from gpumix.planner.catalog import load_catalog
+from gpumix.planner.roofline import Efficiency, decode_step_s, estimate, max_batch_by_memory, prefill_s
 
 CAT = load_catalog()
 

@@ -3,10 +3,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from planner.catalog import load_catalog  # noqa: E402
-from profiler.runtime import tp  # noqa: E402
-from profiler.runtime.engine import Engine  # noqa: E402
-from profiler.runtime.model import ModelArgs, build  # noqa: E402
+from gpumix.planner.catalog import load_catalog  # noqa: E402
+from gpumix.profiler.runtime import tp  # noqa: E402
+from gpumix.profiler.runtime.engine import Engine  # noqa: E402
+from gpumix.profiler.runtime.model import ModelArgs, build  # noqa: E402
 
 TINY = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, intermediate=128, vocab=128)
 TINY_MOE = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, intermediate=64,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.app import app
+from gpumix.cli.app import app
 from helpers import TINY_CONFIG
 
 runner = CliRunner()
@@ -55,7 +55,7 @@ def files(tmp_path):
 
 def serve_process(*args, timeout_s: float = 60.0):
     """Start `gpumix serve ... --port 0` and return (process, base URL) once it listens."""
-    cmd = [sys.executable, "-m", "cli.app", "serve", "--port", "0", *map(str, args)]
+    cmd = [sys.executable, "-m", "gpumix", "serve", "--port", "0", *map(str, args)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.monotonic() + timeout_s
@@ -117,7 +117,7 @@ def test_serve_speaks_openai_completions_with_streaming(server):
 
 
 def test_validate_against_a_refusing_endpoint_reports_and_exits_1(files):
-    from profiler.runtime.tp import free_port  # a port nothing listens on
+    from gpumix.profiler.runtime.tp import free_port  # a port nothing listens on
 
     t0 = time.monotonic()
     r = runner.invoke(app, ["validate", str(files / "plan.json"), str(files / "wl.yaml"), "--endpoint",
@@ -133,9 +133,9 @@ def test_validate_against_a_refusing_endpoint_reports_and_exits_1(files):
 
 def test_validate_against_a_server_answering_errors(files):
     pytest.importorskip("torch")
-    from profiler import server as srv
-    from profiler.replica import EngineLoop, ReplicaSpec, build_engine
-    from profiler.runtime.model import ModelArgs
+    from gpumix.profiler.serve import server as srv
+    from gpumix.profiler.runtime.replica import EngineLoop, ReplicaSpec, build_engine
+    from gpumix.profiler.runtime.model import ModelArgs
 
     args = ModelArgs.from_config(TINY)
     loop = EngineLoop(build_engine(ReplicaSpec(args.to_dict(), n_slots=4, max_seq=64)), args.vocab).start()
@@ -158,7 +158,7 @@ def test_validate_against_a_server_answering_errors(files):
 
 def test_killing_the_server_mid_run_yields_a_report_not_a_hang(server, files):
     proc, url = server
-    from profiler.validate import ValidateOptions, validate
+    from gpumix.profiler.validate.run import ValidateOptions, validate
 
     written = []
     opts = ValidateOptions(endpoint=url, gpu_name="testcpu", duration_s=4.0, drain_s=2.0)
@@ -184,7 +184,7 @@ def test_profile_endpoint_writes_entries(server, files):
                             "testcpu", "--out", str(out), "--duration", "1", "--start-rps", "4",
                             "--max-steps", "2", "-q"])
     assert r.exit_code == 0, r.output
-    from planner.profiles import load_profiles
+    from gpumix.planner.profiles import load_profiles
 
     (e,) = load_profiles(out)
     assert e.source == "endpoint" and e.gpu == "testcpu" and e.max_rps > 0
@@ -199,5 +199,5 @@ def test_serve_bad_input_exits_2(files):
 
 
 def test_import_cli_stays_torch_free():
-    code = "import sys, planner, solvers, cli.app; sys.exit('torch' in sys.modules)"
+    code = "import sys, gpumix.planner, gpumix.solvers, gpumix.cli.app; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=60, cwd=Path(__file__).parent.parent).returncode == 0

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from typer.testing import CliRunner
 
-from cli.app import app
+from gpumix.cli.app import app
 from helpers import TINY_CONFIG
 from test_serve import post, serve_process, stop
 
@@ -34,9 +34,9 @@ def configs(tmp_path):
 
 def reference(name: str) -> str:
     """The completion text of the model's own single engine (same seed, greedy)."""
-    from profiler.runtime.engine import Engine
-    from profiler.runtime.model import DTYPES, ModelArgs, build
-    from profiler.server import tokenize
+    from gpumix.profiler.runtime.engine import Engine
+    from gpumix.profiler.runtime.model import DTYPES, ModelArgs, build
+    from gpumix.profiler.serve.server import tokenize
 
     args = ModelArgs.from_config(CONFIGS[name])
     engine = Engine(build(args, "cpu", DTYPES["fp32"], 0), n_slots=1, max_seq=64)

@@ -7,17 +7,17 @@ import random
 import pytest
 from typer.testing import CliRunner
 
-from cli.app import app
-from data import DATA_DIR
-from planner.catalog import load_catalog
-from planner.checker import check_plan
-from planner.export import FORMATS, export as export_files
-from planner.plan import make_plan
-from planner.problem import Config
-from planner.sharing import (Footprint, SharedSet, SharingModel, build_sharing, check_shared, memory_per_gpu,
+from gpumix.cli.app import app
+from gpumix.data import DATA_DIR
+from gpumix.planner.catalog import load_catalog
+from gpumix.planner.checker import check_plan
+from gpumix.planner.export import FORMATS, export as export_files
+from gpumix.planner.plan import make_plan
+from gpumix.planner.problem import Config
+from gpumix.planner.sharing import (Footprint, SharedSet, SharingModel, build_sharing, check_shared, memory_per_gpu,
                              shared_entries)
-from solvers.pipeline import PlanOptions, load_problem, plan_workload
-from solvers.share import ShareParams, solve_shared
+from gpumix.solvers.pipeline import PlanOptions, load_problem, plan_workload
+from gpumix.solvers.sharing.pooled import ShareParams, solve_shared
 from bruteforce import brute_force_cost
 from helpers import make_problem
 
@@ -183,7 +183,7 @@ def test_small_models_ride_on_a_dedicated_models_replicas(available, monkeypatch
     assert check_plan(plan, problem, sharing=sharing) == []
     assert plan["shared"][0]["count"] == 2 and plan["shared"][0]["gpus"] == 2
 
-    import solvers.share as share  # without the step: big on 2 replicas, t1 and t2 on a set of their own
+    import gpumix.solvers.sharing.pooled as share  # without the step: big on 2 replicas, t1 and t2 on a set of their own
     monkeypatch.setattr(share, "_ride", lambda problem, sharing, cands, plan, params, left: plan)
     without = solve_shared(problem, sharing, params)
     assert without.cost == pytest.approx(3.0) and without.shared == (SharedSet("A", 1, 1, ("t1", "t2")),)
@@ -351,8 +351,8 @@ def test_latency_keeps_models_whose_steps_add_past_a_tpot_apart():
 def test_latency_uses_the_profiles_measured_step_where_there_is_one(tmp_path):
     """S4's step: a `gpumix profile` fit (decode_ms a + b B + c B ctx at batch 1) for the config it
     measured, the roofline for the others; malformed fits are skipped."""
-    from planner.catalog import norm_name
-    from planner.profiles import decode_step_fits
+    from gpumix.planner.catalog import norm_name
+    from gpumix.planner.profiles import decode_step_fits
 
     prof = tmp_path / "profiles.json"
     prof.write_text(json.dumps({"entries": [], "profiles": [

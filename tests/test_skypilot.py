@@ -5,10 +5,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from cli.app import app
-from planner.catalog import load_catalog
-from planner.errors import InputError
-from planner.skypilot import load_skypilot_csv
+from gpumix.cli.app import app
+from gpumix.planner.catalog import load_catalog
+from gpumix.planner.errors import InputError
+from gpumix.planner.skypilot import load_skypilot_csv
 from helpers import LLAMA_8B_WORKLOAD, SKYPILOT_CSV
 
 runner = CliRunner()

@@ -6,12 +6,12 @@ from hypothesis import strategies as st
 
 from bruteforce import brute_force_cost
 from helpers import make_problem
-from planner.checker import check_plan
-from planner.errors import InfeasibleError
-from planner.plan import make_plan
-from planner.problem import Config
-from solvers import milp
-from solvers.stage1 import SolveParams, solve
+from gpumix.planner.checker import check_plan
+from gpumix.planner.errors import InfeasibleError
+from gpumix.planner.plan import make_plan
+from gpumix.planner.problem import Config
+from gpumix.solvers.stage1 import milp
+from gpumix.solvers.stage1.decompose import SolveParams, solve
 
 B = (512, 128)
 
@@ -136,7 +136,7 @@ def test_property_plan_is_checked_and_brute_force_optimal(case):
 
 
 def test_presolve_drops_only_safely_dominated_configs():
-    from solvers.presolve import drop_dominated
+    from gpumix.solvers.stage1.presolve import drop_dominated
     d = {("m", B): 3.0}
     cap = {("m", "fast", 1): {B: 2.0},     # dominates slow (cheaper, faster, unlimited)
            ("m", "slow", 1): {B: 1.0},

@@ -8,15 +8,15 @@ import pytest
 from typer.testing import CliRunner
 
 from bruteforce import routing_feasible
-from cli.app import app
+from gpumix.cli.app import app
 from helpers import make_problem
-from planner.checker import check_plan
-from planner.instances import InstanceType, load_instance_catalog
-from planner.plan import make_node_plan
-from planner.problem import Config
-from solvers import monolithic_cpsat
-from solvers.placement import PlacementOptions, place
-from solvers.stage2 import CpParams, pack
+from gpumix.planner.checker import check_plan
+from gpumix.planner.instances import InstanceType, load_instance_catalog
+from gpumix.planner.plan import make_node_plan
+from gpumix.planner.problem import Config
+from gpumix.solvers.stage2 import monolithic as monolithic_cpsat
+from gpumix.solvers.stage2.placement import PlacementOptions, place
+from gpumix.solvers.stage2.packing import CpParams, pack
 
 runner = CliRunner()
 DET = CpParams(workers=1, interleave=True)
@@ -146,7 +146,7 @@ def small(seed):
     problem = make_problem(demand, cap, {"X": 1.0, "Y": 1.5}, max_utilization=0.9)
     insts = [H("x8", "X", 8, round(rng.uniform(7, 9), 2), 2), H("y8", "Y", 8, round(rng.uniform(10, 13), 2), 1),
              H("y2", "Y", 2, round(rng.uniform(3.2, 4), 2), 2)]
-    from planner.instances import gpu_basis
+    from gpumix.planner.instances import gpu_basis
     basis = gpu_basis(insts)
     problem = make_problem(demand, cap, {g: p for g, (p, _) in basis.items()},
                            {g: a for g, (_, a) in basis.items()}, max_utilization=0.9)
@@ -155,7 +155,7 @@ def small(seed):
 
 def rebased(problem, insts):
     """The same problem at the instance basis of `insts` (cheapest $/GPU, GPUs available)."""
-    from planner.instances import gpu_basis
+    from gpumix.planner.instances import gpu_basis
     basis = gpu_basis(insts)
     return make_problem(problem.demand, {tuple(c): problem.capacity[c] for c in problem.configs},
                         {g: p for g, (p, _) in basis.items()}, {g: a for g, (_, a) in basis.items()},
@@ -191,8 +191,8 @@ def test_node_search_fills_part_empty_nodes_and_is_deterministic():
     """Stage 1 at $/GPU leaves 8-GPU nodes part empty; re-planning a few models at a time at node
     prices (the others fixed) lowers the node price, to the monolithic optimum on this instance,
     and the same seed gives the same plan."""
-    from solvers import node_lns
-    from solvers.stage1 import SolveParams, solve
+    from gpumix.solvers.stage2 import node_search as node_lns
+    from gpumix.solvers.stage1.decompose import SolveParams, solve
 
     problem, _ = small(0)
     insts = [H("x8", "X", 8, 8.0, None), H("y8", "Y", 8, 12.0, None)]
@@ -234,7 +234,7 @@ def test_replan_same_workload_keeps_everything(tmp_path):
 def test_churn_cost_trades_cost_for_stability():
     problem, insts = small(1)
     base = place(problem, insts, opts())
-    from solvers.churn import CurrentNode
+    from gpumix.solvers.stage2.churn import CurrentNode
     cur = tuple(CurrentNode(nd.instance, nd.spot, nd.replicas) for nd in base.nodes)
     counts = dict(base.replicas)
     # demand shifts a little: with a high churn price nothing moves that need not

@@ -10,9 +10,9 @@ import pytest
 import typer.main
 from typer.testing import CliRunner
 
-from cli.app import app
-from solvers.pipeline import PlanOptions
-from solvers.sweep import SweepPoint, run_sweep, sweep_points
+from gpumix.cli.app import app
+from gpumix.solvers.pipeline import PlanOptions
+from gpumix.solvers.sweep import SweepPoint, run_sweep, sweep_points
 from helpers import LLAMA_8B_WORKLOAD, SKYPILOT_CSV
 
 runner = CliRunner()
@@ -87,7 +87,7 @@ def test_sweep_usage_errors(wl, tmp_path, monkeypatch):
 
 
 def test_planning_imports_neither_torch_nor_matplotlib():
-    code = ("import sys, cli.app, solvers.pipeline, solvers.sweep, planner.export, planner.skypilot; "
+    code = ("import sys, gpumix.cli.app, gpumix.solvers.pipeline, gpumix.solvers.sweep, gpumix.planner.export, gpumix.planner.skypilot; "
             "bad = [m for m in ('torch', 'matplotlib') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
 

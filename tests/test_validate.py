@@ -6,8 +6,8 @@ import statistics
 import pytest
 from typer.testing import CliRunner
 
-from cli.app import app
-from profiler import loadgen
+from gpumix.cli.app import app
+from gpumix.profiler.load import generator as loadgen
 from test_serve import TINY, WORKLOAD, hand_plan
 
 runner = CliRunner()

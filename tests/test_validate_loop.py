@@ -8,7 +8,7 @@ import os
 import pytest
 from typer.testing import CliRunner
 
-from cli.app import app
+from gpumix.cli.app import app
 from test_serve import serve_process, stop
 from helpers import tiny_profile_args
 
@@ -120,7 +120,7 @@ def test_endpoint_mode_matches_in_process_within_20_percent(loop):
 
 
 def test_replica_dying_mid_run_is_reported_with_partial_results(loop):
-    from profiler.validate import ValidateOptions, validate
+    from gpumix.profiler.validate.run import ValidateOptions, validate
 
     opts = ValidateOptions(gpu_name="testcpu", duration_s=3.0, drain_s=1.0, kill_replica_after_s=1.0)
     rep = validate(loop / "plan.json", None, opts)

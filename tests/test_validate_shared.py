@@ -10,7 +10,7 @@ import threading
 import pytest
 from typer.testing import CliRunner
 
-from cli.app import app
+from gpumix.cli.app import app
 from helpers import tiny_profile_args
 
 torch = pytest.importorskip("torch")
@@ -48,9 +48,9 @@ def invoke(*args):
 
 
 def test_shared_loop_gives_each_model_its_own_tokens_in_turns():
-    from profiler.runtime.engine import Engine
-    from profiler.runtime.model import ModelArgs, build
-    from profiler.shared_replica import SharedLoop
+    from gpumix.profiler.runtime.engine import Engine
+    from gpumix.profiler.runtime.model import ModelArgs, build
+    from gpumix.profiler.runtime.sharing import SharedLoop
 
     args = {"a": ModelArgs.from_config(A), "b": ModelArgs.from_config(B)}
     gen = torch.Generator().manual_seed(0)
@@ -150,7 +150,7 @@ def test_tripled_shared_load_fails_naming_the_group_and_models(shared):
 
 
 def test_shared_set_dying_mid_run_is_reported_for_every_model(shared):
-    from profiler.validate import ValidateOptions, validate
+    from gpumix.profiler.validate.run import ValidateOptions, validate
 
     opts = ValidateOptions(gpu_name="L4", duration_s=3.0, drain_s=1.0, kill_replica_after_s=1.0)
     rep = validate(shared / "plan.json", None, opts)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.app import app
+from gpumix.cli.app import app
 from test_serve import TINY, WORKLOAD, hand_plan, post, serve_process, stop
 
 torch = pytest.importorskip("torch")
@@ -43,9 +43,9 @@ def no_worker_left() -> bool:
 
 
 def test_tp2_engine_gives_each_request_its_tp1_tokens():
-    from profiler.runtime.engine import Engine
-    from profiler.runtime.model import ModelArgs, build
-    from profiler.runtime.tp_engine import TPEngine
+    from gpumix.profiler.runtime.engine import Engine
+    from gpumix.profiler.runtime.model import ModelArgs, build
+    from gpumix.profiler.runtime.tp_engine import TPEngine
 
     args = ModelArgs.from_config(TINY)
     gen = torch.Generator().manual_seed(0)
@@ -84,7 +84,7 @@ def test_validate_runs_a_tp2_group_and_an_overload_fails(files):
 
 
 def test_killed_worker_rank_ends_the_run_with_a_report(files):
-    from profiler.validate import ValidateOptions, validate
+    from gpumix.profiler.validate.run import ValidateOptions, validate
 
     (files / "plan.json").write_text(json.dumps(tp_plan(20.0)))
     opts = ValidateOptions(gpu_name="testcpu", duration_s=3.0, drain_s=1.0, dtype="fp32", max_batch=16,

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from planner.catalog import load_catalog, norm_name
-from planner.errors import InputError
-from planner.workload import load_workload
+from gpumix.planner.catalog import load_catalog, norm_name
+from gpumix.planner.errors import InputError
+from gpumix.planner.workload import load_workload
 
 GOOD = {
     "models": [{"name": "llama-3.1-8b", "rate_rps": 2.0, "slo": {"ttft_ms": 1000, "tpot_ms": 60},

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from profiler.runtime.model import Transformer
+from gpumix.profiler.runtime.model import Transformer
 
 
 @dataclass

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from planner.catalog import ModelShape, shape_from_config
+from gpumix.planner.catalog import ModelShape, shape_from_config
 
 
 @dataclass(frozen=True)

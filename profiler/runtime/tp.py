@@ -23,7 +23,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from profiler.runtime.model import Attention, FeedForward, MoE, Transformer, head_count_ok
+from gpumix.profiler.runtime.model import Attention, FeedForward, MoE, Transformer, head_count_ok
 
 
 def backend_for(device: str) -> str:

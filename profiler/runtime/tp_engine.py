@@ -27,9 +27,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from profiler.runtime.engine import Engine, ModelRunner, Request
-from profiler.runtime.model import ModelArgs, build, head_count_ok
-from profiler.runtime.tp import apply_tp
+from gpumix.profiler.runtime.engine import Engine, ModelRunner, Request
+from gpumix.profiler.runtime.model import ModelArgs, build, head_count_ok
+from gpumix.profiler.runtime.tp import apply_tp
 
 STEP, PING, STOP = 0, 1, 2
 

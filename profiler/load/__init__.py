@@ -1,0 +1,1 @@
+"""Load: the open-loop generator, the OpenAI-compatible client and the pass/fail criteria."""

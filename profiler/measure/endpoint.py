@@ -1,0 +1,76 @@
+"""`gpumix profile endpoint`: throughput-table entries measured against a running
+OpenAI-compatible server instead of the built-in runtime.
+
+Per bucket, a bounded rate search with the validate load generator: start at `start_rps`,
+double while a short run passes (>= 95% of the offered rate achieved, >= 99% of requests within
+the model's SLO), halve while it fails, then bisect (geometric mean) between the best passing
+and the lowest failing rate until `max_steps` runs are spent. max_rps is the best achieved rate
+of a passing run (0 with a reason when none passed). Entries have source "endpoint".
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gpumix.planner.workload import ModelDemand
+from gpumix.profiler.load import generator as loadgen
+from gpumix.profiler.validate.run import MIN_RATE_FRACTION, MIN_SLO_ATTAINMENT
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    duration_s: float = 10.0
+    drain_s: float = 5.0
+    start_rps: float = 1.0
+    max_steps: int = 8
+    seed: int = 0
+
+
+def search_bucket(backend, n_in: int, n_out: int, ttft_ms: float, tpot_ms: float,
+                  opts: SearchOptions, progress: Callable[[str], None] = lambda m: None) -> dict:
+    steps, best, lo, hi = [], None, None, None  # lo: highest passing rate, hi: lowest failing
+    rate = opts.start_rps
+    for k in range(opts.max_steps):
+        sched = loadgen.arrivals([(n_in, n_out, rate)], opts.duration_s, opts.seed + k)
+        res = loadgen.run([backend], [sched], opts.drain_s, opts.duration_s + opts.drain_s + 5.0)
+        m = loadgen.summarize(res.records, [sched], ttft_ms, tpot_ms)
+        ok = m["achieved_rps"] >= MIN_RATE_FRACTION * rate and m["slo_attainment"] >= MIN_SLO_ATTAINMENT
+        steps.append({"offered_rps": round(rate, 4), "achieved_rps": m["achieved_rps"],
+                      "slo_attainment": m["slo_attainment"], "ttft_ms": m["ttft_ms"],
+                      "tpot_ms": m["tpot_ms"], "passed": ok, "errors": m["errors"]})
+        progress(f"{n_in}/{n_out} at {rate:.3g} req/s: {'pass' if ok else 'fail'}")
+        if res.aborted and m["completed"] == 0:
+            break  # the server is not answering: more rates will not help
+        if ok:
+            lo = rate
+            best = max(best or 0.0, m["achieved_rps"])
+        else:
+            hi = rate if hi is None else min(hi, rate)
+        if hi is None:
+            rate *= 2
+        elif lo is None:
+            rate /= 2
+        else:
+            if hi / lo < 1.05:
+                break
+            rate = math.sqrt(lo * hi)
+    return {"max_rps": round(best or 0.0, 6), "steps": steps,
+            "reason": "" if best else "no tried rate met the SLO"}
+
+
+def profile_model(backend, m: ModelDemand, gpu: str, tp: int, opts: SearchOptions,
+                  progress: Callable[[str], None] = lambda msg: None) -> tuple[list[dict], list[dict]]:
+    """(entries, search records) for every bucket of one workload model."""
+    entries, records = [], []
+    for b in m.buckets:
+        found = search_bucket(backend, b.input_tokens, b.output_tokens, m.slo.ttft_ms, m.slo.tpot_ms,
+                              opts, lambda msg: progress(f"{m.name} {msg}"))
+        e = {"model": m.name, "gpu": gpu, "tp": tp, "input_tokens": b.input_tokens,
+             "output_tokens": b.output_tokens, "max_rps": found["max_rps"], "source": "endpoint"}
+        if found["reason"]:
+            e["reason"] = found["reason"]
+        entries.append(e)
+        records.append({"model": m.name, "gpu": gpu, "tp": tp, "input_tokens": b.input_tokens,
+                        "output_tokens": b.output_tokens, "steps": found["steps"]})
+    return entries, records

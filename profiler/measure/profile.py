@@ -1,0 +1,314 @@
+"""`gpumix profile`: measure every workload model on the local device at each TP degree, fit the
+latency model, and write throughput-table entries (the `plan --profiles` contract).
+
+Flow per (model, TP): sweep_plan (no torch) -> spawn TP workers (or run in-process at TP 1, or
+join torchrun's group) -> run_sweep on rank 0's clock -> fit -> entries at the model's SLO through
+roofline.slo_capacity, the same steady-state math the analytic estimate uses. Then calibrate the
+roofline's efficiency factors for this GPU type from all measurements.
+
+Scaled-down models (Scale) keep the workload's model name in the entries; the scaling and the
+shape actually run are written into each profile's provenance.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from gpumix.planner.catalog import Catalog, GpuSpec, ModelShape, norm_name
+from gpumix.planner.errors import InputError
+from gpumix.planner.workload import ModelDemand, Workload
+from gpumix.profiler.measure import calibrate as cal
+from gpumix.profiler.measure import fit as fitting
+from gpumix.profiler.measure.timing import SweepPlan, sweep_plan
+from gpumix.planner.roofline import Efficiency, slo_capacity
+
+GB = 1e9
+DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+
+
+@dataclass(frozen=True)
+class Scale:
+    layers: int | None = None
+    hidden: float | None = None
+    vocab: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return any(v is not None for v in (self.layers, self.hidden, self.vocab))
+
+
+@dataclass(frozen=True)
+class ProfileOptions:
+    device: str = "cpu"
+    tp_degrees: tuple[int, ...] = (1,)
+    gpu_name: str | None = None  # default: the detected device name
+    dtype: str = "bf16"
+    scale: Scale = Scale()
+    memory_gb: float | None = None  # per rank; default: 90% of GPU memory, half of RAM / TP on CPU
+    prefill_lens: tuple[int, ...] | None = None  # default: powers of two up to the longest prompt
+    batches: tuple[int, ...] | None = None  # default: powers of two up to max_batch
+    contexts: tuple[int, ...] | None = None  # default: four lengths up to the longest request
+    max_batch: int | None = None  # default: 256 on CUDA, 32 on CPU
+    iters: int = 3
+    rounds: int = 2
+    seed: int = 0
+    threads: int | None = None  # CPU threads per rank; default: cores / TP
+
+
+@dataclass
+class ProfileRun:
+    model: str
+    gpu: str
+    tp: int
+    run_shape: ModelShape
+    samples: list[fitting.Sample]
+    latency: fitting.LatencyModel
+    heldout: dict
+    entries: list[dict]
+    provenance: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "gpu": self.gpu, "tp": self.tp, "provenance": self.provenance,
+                "run_shape": {k: v for k, v in asdict(self.run_shape).items() if k not in ("name", "source")},
+                "fit": {**self.latency.to_dict(), "heldout_error": self.heldout},
+                "samples": [s.to_dict() for s in self.samples]}
+
+
+# --- the device -------------------------------------------------------------------------------
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return "CPU " + line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "CPU " + (platform.processor() or platform.machine())
+
+
+def gpumix_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gpumix")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def memory_bytes_per_rank(opts: ProfileOptions, tp: int) -> float:
+    if opts.memory_gb is not None:
+        return opts.memory_gb * GB
+    if opts.device.startswith("cuda"):
+        import torch
+
+        return 0.9 * torch.cuda.get_device_properties(opts.device).total_memory
+    return 0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / tp
+
+
+def measured_spec(name: str, opts: ProfileOptions) -> GpuSpec:
+    """A spec from measured roofs, for devices the GPU catalog lacks (CPUs, new GPUs)."""
+    import torch
+
+    from gpumix.profiler.measure.timing import copy_bandwidth_gbps, matmul_tflops
+    from gpumix.profiler.runtime.model import DTYPES
+
+    bw = copy_bandwidth_gbps(opts.device)
+    if opts.device.startswith("cuda"):
+        mem = torch.cuda.get_device_properties(opts.device).total_memory / GB
+    else:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB
+    cores = torch.cuda.device_count() if opts.device.startswith("cuda") else (os.cpu_count() or 1)
+    return GpuSpec(name=name, memory_gb=mem, memory_bandwidth_gbps=bw,
+                   bf16_tflops=matmul_tflops(opts.device, DTYPES[opts.dtype]),
+                   interconnect_gbps=bw, gpus_per_node=max(cores, max(opts.tp_degrees)))
+
+
+# --- the grid ---------------------------------------------------------------------------------
+
+def _powers(lo: int, hi: int) -> list[int]:
+    out, v = [], lo
+    while v < hi:
+        out.append(v)
+        v *= 2
+    return out + [hi]
+
+
+def grid(m: ModelDemand, opts: ProfileOptions) -> tuple[list[int], list[int], list[int]]:
+    longest_in = max(b.input_tokens for b in m.buckets)
+    longest = max(b.input_tokens + b.output_tokens for b in m.buckets)
+    max_batch = opts.max_batch or (256 if opts.device.startswith("cuda") else 32)
+    prefill = list(opts.prefill_lens or _powers(min(32, longest_in), longest_in))
+    batches = list(opts.batches or _powers(1, max_batch))
+    contexts = list(opts.contexts or sorted({max(16, longest // 8), longest // 4, longest // 2, longest}))
+    return prefill, batches, contexts
+
+
+def run_args(shape: ModelShape, scale: Scale):
+    from gpumix.profiler.runtime.model import ModelArgs
+
+    return ModelArgs.from_shape(shape).scaled(scale.layers, scale.hidden, scale.vocab)
+
+
+# --- one (model, TP) sweep ----------------------------------------------------------------------
+
+def sweep_worker(rank: int, world: int, device: str, report: Callable, args, dtype: str,
+                 plan: SweepPlan, iters: int, rounds: int, seed: int, threads: int | None) -> list[dict]:
+    """One TP rank: build, shard, sweep. Every rank runs the same steps; rank 0's clock counts."""
+    import torch
+
+    from gpumix.profiler.measure.timing import run_sweep
+    from gpumix.profiler.runtime.model import DTYPES, build
+    from gpumix.profiler.runtime.tp import apply_tp
+
+    before = torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // world))
+    try:
+        model = apply_tp(build(args, device, DTYPES[dtype], seed), rank, world)
+        samples = run_sweep(model, device, plan, iters=iters, rounds=rounds, report=report,
+                            agree=_agree(device) if world > 1 else (lambda n: n))
+    finally:
+        torch.set_num_threads(before)
+    return [s.to_dict() for s in samples]
+
+
+def _agree(device: str) -> Callable[[int], int]:
+    """Ranks agree on the most timed runs any of them wants (all-reduce MAX)."""
+    import torch
+    import torch.distributed as dist
+
+    def agree(n: int) -> int:
+        t = torch.tensor([n], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t.item())
+    return agree
+
+
+def measure(args, tp: int, plan: SweepPlan, opts: ProfileOptions, progress: Callable) -> list | None:
+    """Samples from rank 0 (None on other torchrun ranks)."""
+    from gpumix.profiler.runtime import tp as tpmod
+
+    call = (args, opts.dtype, plan, opts.iters, opts.rounds, opts.seed, opts.threads)
+    if tpmod.under_torchrun():
+        rank, world, dev = tpmod.init_from_env(opts.device)
+        if world != tp:
+            raise ValueError(f"torchrun started {world} processes but --tp is {tp}")
+        out = sweep_worker(rank, world, dev, progress if rank == 0 else (lambda m: None), *call)
+        return out if rank == 0 else None
+    if tp == 1:
+        dev = "cuda:0" if opts.device == "cuda" else opts.device
+        return sweep_worker(0, 1, dev, progress, *call)
+    return tpmod.spawn(sweep_worker, tp, opts.device, call, on_progress=progress)
+
+
+def entries(m: ModelDemand, gpu: str, tp: int, latency: fitting.LatencyModel, shape: ModelShape,
+            dtype_bytes: int, memory_bytes: float, batch_cap: int) -> list[dict]:
+    """Max req/s per bucket at the model's SLO from the fitted step times (roofline.slo_capacity)."""
+    out = []
+    weights = shape.params * dtype_bytes / tp
+    for b in m.buckets:
+        t_p = latency.prefill_ms(b.input_tokens) * 1e-3
+        context = b.input_tokens + (b.output_tokens + 1) / 2
+        per_request = (b.input_tokens + b.output_tokens) * shape.kv_bytes_per_token(tp, dtype_bytes)
+        b_mem = min(int(max(memory_bytes - weights, 0) // per_request), batch_cap)
+        state, why = slo_capacity(t_p, lambda n: latency.decode_ms(n, context) * 1e-3, b.output_tokens,
+                                  m.slo.ttft_ms, m.slo.tpot_ms, b_mem)
+        e = {"model": m.name, "gpu": gpu, "tp": tp, "input_tokens": b.input_tokens,
+             "output_tokens": b.output_tokens, "max_rps": 0.0 if why else round(state.rate, 6),
+             "source": "measured", "batch": 0 if why else state.batch}
+        if why:
+            e["reason"] = why
+        out.append(e)
+    return out
+
+
+def provenance(opts: ProfileOptions, device_label: str, args, plan: SweepPlan, memory_bytes: float,
+               tp: int) -> dict:
+    import torch
+
+    return {"device": opts.device, "device_name": device_label, "torch": torch.__version__,
+            "dtype": opts.dtype, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "gpumix": gpumix_version(), "scale": asdict(opts.scale), "scaled": opts.scale.active,
+            "run_args": args.to_dict(), "memory_gb_per_rank": round(memory_bytes / GB, 3),
+            "threads": None if opts.device != "cpu" else opts.threads or max(1, (os.cpu_count() or 1) // tp),
+            "sweep": plan.to_dict(), "iters": opts.iters,
+            "rounds": opts.rounds}
+
+
+def profile_workload(workload: Workload, catalog: Catalog, opts: ProfileOptions,
+                     progress: Callable[[str, int], Callable] = lambda label, total: (lambda msg: None)
+                     ) -> tuple[list[ProfileRun], dict | None]:
+    """Profile every model x TP degree; returns the runs and this GPU's calibration (or None on
+    non-zero torchrun ranks, which return no runs)."""
+    from gpumix.profiler.runtime.model import head_count_ok
+
+    label = device_name(opts.device)
+    gpu = opts.gpu_name or label
+    dtype_bytes = DTYPE_BYTES[opts.dtype]
+    runs: list[ProfileRun] = []
+    for i, m in enumerate(workload.models):
+        args = run_args(m.shape, opts.scale)
+        shape = args.shape(m.name)
+        prefill, batches, contexts = grid(m, opts)
+        for tp in opts.tp_degrees:
+            why = head_count_ok(args, tp)
+            if why:
+                raise InputError(workload.path, f"models[{i}]", f"{m.name} as run cannot use --tp {tp}: {why}")
+            memory = memory_bytes_per_rank(opts, tp)
+            kv_budget = memory - shape.params * dtype_bytes / tp
+            plan = sweep_plan(shape, tp, dtype_bytes, kv_budget, prefill, batches, contexts)
+            tick = progress(f"{m.name} TP{tp}", plan.points * opts.rounds)
+            raw = measure(args, tp, plan, opts, tick)
+            if raw is None:
+                continue
+            samples = [fitting.Sample.from_dict(d) for d in raw]
+            latency = fitting.fit(samples)
+            cap = max(b for b, _ in plan.decode) if plan.decode else 1
+            runs.append(ProfileRun(
+                m.name, gpu, tp, shape, samples, latency, fitting.holdout_error(samples),
+                entries(m, gpu, tp, latency, shape, dtype_bytes, memory, cap),
+                provenance(opts, label, args, plan, memory, tp)))
+    if not runs:
+        return runs, None
+    spec = catalog.gpu(gpu) or measured_spec(gpu, opts)
+    return runs, calibration_record(runs, spec, catalog)
+
+
+def calibration_record(runs: list[ProfileRun], spec: GpuSpec, catalog: Catalog) -> dict:
+    measured = [cal.Measured(r.run_shape, r.tp, DTYPE_BYTES[r.provenance.get("dtype", "bf16")],
+                             tuple(r.samples)) for r in runs]
+    start = Efficiency.from_dict(catalog.gpu_efficiency(spec.name))
+    c = cal.calibrate(measured, spec, start)
+    return {"gpu": c.gpu, "factors": c.factors, "median_error_before": c.error_before,
+            "median_error_after": c.error_after, "samples": c.samples, "spec": asdict(spec),
+            "catalog_spec": catalog.gpu(spec.name) is not None}
+
+
+# --- the output file -----------------------------------------------------------------------------
+
+def entry_key(e: dict) -> tuple:
+    return (norm_name(e["model"]), norm_name(e["gpu"]), int(e["tp"]), int(e["input_tokens"]),
+            int(e["output_tokens"]))
+
+
+def merge(old: dict | None, runs: list[ProfileRun], calibration: dict | None, generator: str) -> dict:
+    """New entries and profiles replace old ones with the same key; everything else is kept."""
+    doc = dict(old or {})
+    new_entries = [e for r in runs for e in r.entries]
+    fresh = {entry_key(e) for e in new_entries}
+    doc["entries"] = [e for e in doc.get("entries", []) if entry_key(e) not in fresh] + new_entries
+    keys = {(norm_name(r.model), norm_name(r.gpu), r.tp) for r in runs}
+    doc["profiles"] = [p for p in doc.get("profiles", [])
+                       if (norm_name(p["model"]), norm_name(p["gpu"]), int(p["tp"])) not in keys]
+    doc["profiles"] += [r.to_dict() for r in runs]
+    if calibration is not None:
+        doc.setdefault("calibration", {})[calibration["gpu"]] = calibration
+    doc["generator"] = generator
+    return doc

@@ -1,0 +1,1 @@
+"""`gpumix serve`: replicas behind an OpenAI-compatible HTTP API."""

@@ -1,0 +1,1 @@
+"""Shared GPU sets (`--share-gpus`): the pooled model, set packing, riders."""

@@ -1,0 +1,244 @@
+"""Stage 1 as one MILP over a Problem (PuLP model, HiGHS solve), read back without trusting LpStatus.
+
+Variables   n[c] in Z+ replicas of config c = (m, g, t);  x[c,k] >= 0 req/s of bucket k routed to c;
+            (whole_buckets only) y[c,k] in {0,1}: bucket k goes to config c alone.
+Objective   min sum_c p[g] * t * n[c]
+C1_demand   sum_c x[c,k] = d[m,k]
+C2_capacity sum_k x[c,k] / mu[c,k] <= U * n[c]
+C3_avail    sum_{c on g} t * n[c] <= A[g]           (A[g] given)
+C4_whole    x[c,k] <= d[m,k] * y[c,k],  sum_c y[c,k] = 1   (whole_buckets: Melange-style routing)
+C5_open     x[c,k] <= d[m,k] * n[c]      (valid: one replica can take the whole bucket only if it is
+            open; it tightens the LP relaxation where demand is small next to one replica's capacity,
+            the facility-location strengthening; skipped where C2 already implies it)
+
+PuLP maps HiGHS's time-limit status to "Optimal" (coin-or/pulp 445, 649), so the status, objective
+and dual bound are read from the highspy model PuLP leaves in `prob.solverModel`.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import highspy
+import pulp
+
+from gpumix.planner.problem import BucketKey, Config, Problem
+
+
+@dataclass(frozen=True)
+class MilpResult:
+    status: str  # "optimal" | "feasible" | "infeasible" | "no_solution"
+    objective: float | None  # cost of the incumbent, None without one
+    bound: float  # valid lower bound on the optimum (inf when infeasible)
+    replicas: dict[Config, int] = field(default_factory=dict)
+    routes: dict[tuple[Config, BucketKey], float] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+
+@dataclass
+class MilpModel:
+    prob: pulp.LpProblem
+    n: dict[Config, pulp.LpVariable]
+    x: dict[tuple[Config, BucketKey], pulp.LpVariable]
+    avail: dict[str, pulp.LpConstraint] = field(default_factory=dict)  # C3 rows, for their duals
+
+
+def var_name(*parts) -> str:
+    """A solver-safe name for a variable or row keyed by domain parts."""
+    return "_".join(str(p) for p in parts).replace(" ", "").replace("-", "m").replace(".", "p").replace("/", "s")
+
+
+_name = var_name
+
+
+def build(problem: Problem, whole_buckets: bool = False, available: dict | None = None,
+          price: dict | None = None, strengthen: bool = True) -> MilpModel:
+    """The MILP of the module docstring. `available`/`price` override the problem's (sub-problems);
+    strengthen=False leaves out C5 (the plain textbook model, for baselines)."""
+    avail = problem.available if available is None else available
+    price = problem.price if price is None else price
+    prob = pulp.LpProblem("gpumix_stage1", pulp.LpMinimize)
+    n = {c: prob.add_variable(_name("n", i), lowBound=0, cat=pulp.LpInteger)
+         for i, c in enumerate(problem.configs)}
+    x = {(c, k): prob.add_variable(_name("x", i, *k), lowBound=0)
+         for i, c in enumerate(problem.configs) for k in problem.capacity[c]}
+    prob += pulp.lpSum(price[c.gpu] * c.tp * n[c] for c in problem.configs), "cost"
+
+    by_bucket: dict[tuple[str, BucketKey], list[Config]] = {}
+    for (c, k) in x:
+        by_bucket.setdefault((c.model, k), []).append(c)
+    for mi, m in enumerate(problem.models):
+        for k in problem.buckets[m]:
+            d = problem.demand[(m, k)]
+            cs = by_bucket.get((m, k), [])
+            prob += pulp.lpSum(x[c, k] for c in cs) == d, _name("C1_demand", mi, *k)
+            if whole_buckets and cs:
+                y = {c: prob.add_variable(_name("y", mi, c.gpu, c.tp, *k), cat=pulp.LpBinary) for c in cs}
+                prob += pulp.lpSum(y.values()) == 1, _name("C4_one", mi, *k)
+                for c in cs:
+                    prob += x[c, k] <= d * y[c], _name("C4_whole", mi, c.gpu, c.tp, *k)
+    for i, c in enumerate(problem.configs):
+        mu = problem.capacity[c]
+        prob += (pulp.lpSum((1.0 / mu[k]) * x[c, k] for k in mu)
+                 <= problem.max_utilization * n[c]), _name("C2_capacity", i)
+        for k in mu if strengthen else ():
+            d = problem.demand[(c.model, k)]
+            if d < problem.max_utilization * mu[k]:  # else implied by C2
+                prob += x[c, k] <= d * n[c], _name("C5_open", i, *k)
+    avail_rows = {}
+    for g in sorted(price):
+        if avail.get(g) is not None:
+            cs = [c for c in problem.configs if c.gpu == g]
+            if cs:
+                avail_rows[g] = pulp.lpSum(c.tp * n[c] for c in cs) <= avail[g]
+                prob += avail_rows[g], _name("C3_avail", g)
+    return MilpModel(prob, n, x, avail_rows)
+
+
+_banner_done = False
+
+
+def _swallow_highs_banner() -> None:
+    """HiGHS prints its banner to fd 1 the first time a Highs object is made in a process, before
+    any option can be set; stdout must stay clean for `--format json`, so make that first one with
+    fd 1 pointed at /dev/null."""
+    global _banner_done
+    if _banner_done:
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    _banner_done = True
+
+
+class _HighsWithStart(pulp.HiGHS):
+    """PuLP's HiGHS interface, plus a MIP start handed to Highs.setSolution before the run."""
+
+    def __init__(self, start: dict[str, float] | None = None, **kw):
+        super().__init__(**kw)
+        self.start = start
+
+    def callSolver(self, lp):
+        if self.start:
+            sol = highspy.HighsSolution()
+            sol.col_value = [float(self.start.get(v.name, 0.0)) for v in lp.variables()]
+            sol.value_valid = True
+            lp.solverModel.setSolution(sol)
+        super().callSolver(lp)
+
+
+def solve_prob(prob: pulp.LpProblem, time_limit: float | None = None, mip_gap: float = 1e-6,
+               threads: int | None = None, msg: bool = False,
+               start: dict[str, float] | None = None) -> tuple[str, float | None, float, float]:
+    """Run HiGHS on any PuLP model; (status, objective, bound, wall_s) as HiGHS itself reports them.
+    status: optimal | feasible | infeasible | no_solution; bound is -inf when HiGHS has none."""
+    _swallow_highs_banner()
+    t0 = time.perf_counter()
+    solver = _HighsWithStart(start=start, msg=msg,
+                             timeLimit=None if time_limit is None else max(time_limit, 0.01),
+                             gapRel=mip_gap, threads=threads, random_seed=0)
+    prob.solve(solver)
+    h: highspy.Highs = prob.solverModel
+    status = h.getModelStatus()
+    info = h.getInfo()
+    has_solution = info.primal_solution_status == 2  # kSolutionStatusFeasible
+    objective = info.objective_function_value if has_solution else None
+    mip = prob.isMIP()
+    bound = info.mip_dual_bound if mip else (objective if objective is not None else -math.inf)
+    S = highspy.HighsModelStatus
+    if status == S.kOptimal:
+        out = "optimal"
+        if not mip or not math.isfinite(bound):
+            bound = objective
+    elif status in (S.kInfeasible, S.kUnboundedOrInfeasible):
+        out, bound = "infeasible", math.inf  # our objectives are bounded below, so never unbounded
+    elif has_solution:
+        out = "feasible"
+    else:
+        out = "no_solution"
+    if not math.isfinite(bound) and out != "infeasible":
+        bound = -math.inf
+    return out, objective, bound, time.perf_counter() - t0
+
+
+def solve(model: MilpModel, time_limit: float | None = None, mip_gap: float = 1e-6,
+          threads: int | None = None, msg: bool = False,
+          start: dict[str, float] | None = None) -> tuple[str, float | None, float, float]:
+    """solve_prob for the stage-1 model: a missing bound becomes 0 (all prices are >= 0)."""
+    status, objective, bound, wall = solve_prob(model.prob, time_limit, mip_gap, threads, msg, start)
+    if not math.isfinite(bound) and status != "infeasible":
+        bound = 0.0
+    return status, objective, bound, wall
+
+
+def extract(problem: Problem, model: MilpModel) -> tuple[dict[Config, int], dict[tuple[Config, BucketKey], float]]:
+    n = {c: int(round(v.varValue or 0.0)) for c, v in model.n.items()}
+    x = {key: max(v.varValue or 0.0, 0.0) for key, v in model.x.items()}
+    return clean(problem, n, x)
+
+
+def clean(problem: Problem, n: dict[Config, int], x: dict) -> tuple[dict[Config, int], dict]:
+    """Drop solver noise: routes under 1e-9 or onto unused configs, rescale each bucket to its exact
+    demand, and trim every group to the fewest replicas its load needs (never more than the solver's)."""
+    x = {(c, k): v for (c, k), v in x.items() if v > 1e-9 and n.get(c, 0) > 0}
+    per_bucket: dict[tuple[str, BucketKey], float] = {}
+    for (c, k), v in x.items():
+        per_bucket[(c.model, k)] = per_bucket.get((c.model, k), 0.0) + v
+    x = {(c, k): v * problem.demand[(c.model, k)] / per_bucket[(c.model, k)] for (c, k), v in x.items()}
+    load: dict[Config, float] = {}
+    for (c, k), v in x.items():
+        load[c] = load.get(c, 0.0) + v / problem.capacity[c][k]
+    replicas = {}
+    for c, count in n.items():
+        if c in load and count > 0:
+            need = max(1, math.ceil(load[c] / problem.max_utilization - 1e-9))
+            replicas[c] = min(count, need)
+    return replicas, dict(sorted(x.items()))
+
+
+def run(problem: Problem, time_limit: float | None = None, mip_gap: float = 1e-6,
+        whole_buckets: bool = False, available: dict | None = None, threads: int | None = None,
+        start: tuple[dict, dict] | None = None) -> MilpResult:
+    """Build, solve and extract in one call; `start` = (replicas, routes) of a known plan. The time
+    limit covers the build too (PuLP takes seconds to build a joint model of 1000 models)."""
+    t0 = time.perf_counter()
+    model = build(problem, whole_buckets=whole_buckets, available=available)
+    if time_limit is not None:
+        time_limit = max(time_limit - (time.perf_counter() - t0), 0.05)
+    values = None
+    if start is not None:
+        replicas, routes = start
+        values = {model.n[c].name: float(k) for c, k in replicas.items() if c in model.n}
+        values.update({model.x[key].name: v for key, v in routes.items() if key in model.x})
+    status, obj, bound, wall = solve(model, time_limit, mip_gap, threads, start=values)
+    if status in ("infeasible", "no_solution"):
+        return MilpResult(status, None, bound, wall_s=wall)
+    replicas, routes = extract(problem, model)
+    cost = sum(problem.config_cost(c) * k for c, k in replicas.items())
+    return MilpResult(status, cost, min(bound, cost), replicas, routes, wall)
+
+
+def availability_duals(problem: Problem, time_limit: float | None = None) -> tuple[float, dict[str, float]] | None:
+    """The joint LP relaxation: its optimum (a valid lower bound) and the multipliers lambda_g >= 0
+    of C3 (where the Lagrangian starts); None if the LP does not solve to optimality in time."""
+    _swallow_highs_banner()
+    t0 = time.perf_counter()
+    model = build(problem)
+    if time_limit is not None:
+        time_limit = max(time_limit - (time.perf_counter() - t0), 0.05)
+    solver = pulp.HiGHS(mip=False, msg=False, timeLimit=time_limit)
+    model.prob.solve(solver)
+    if model.prob.solverModel.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        return None
+    objective = model.prob.solverModel.getInfo().objective_function_value
+    return objective, {g: max(0.0, -(model.avail[g].pi or 0.0)) if g in model.avail else 0.0
+                       for g in problem.available}

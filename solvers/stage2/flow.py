@@ -1,0 +1,113 @@
+"""The `gpumix plan` path for instance shapes, re-planning, spare nodes, spot shares and partial plans.
+
+solvers/pipeline.py hands over here when the workload lists `instances` or one of those options is
+set; plans without them never come here and keep their exact bytes.
+"""
+from __future__ import annotations
+
+from gpumix.planner.errors import InfeasibleError, InputError
+from gpumix.planner.plan import make_node_plan, make_partial_plan, make_plan
+from gpumix.planner.problem import Config, Problem
+from gpumix.solvers.stage2 import churn
+from gpumix.solvers.stage2 import node_milp
+from gpumix.solvers.stage2.placement import PlacementOptions, PlacementSolution, place
+from gpumix.solvers.stage1.decompose import SolveParams
+from gpumix.solvers.stage1.decompose import solve as stage1_solve
+
+
+def plan_extended(workload, problem: Problem, workload_path, profiles_path, options):
+    instances = workload.instances
+    if not instances and (options.spare_nodes or options.spot_share):
+        flag = "--spare-nodes" if options.spare_nodes else "--spot-share"
+        raise InputError(str(workload.path), "instances",
+                         f"{flag} needs instance shapes: add `instances: catalog` or a list to the workload")
+    if options.spot_share and not any(i.spot_price_per_hour for i in instances):
+        raise InputError(str(workload.path), "instances", "--spot-share: no instance has a spot_price_per_hour")
+    current_nodes, current_counts = (), None
+    if options.current:
+        current_nodes, current_counts = churn.read_current(options.current, problem, instances)
+    inputs = {"workload": str(workload_path) if workload_path else "bundled example",
+              "profiles": str(profiles_path) if profiles_path else None,
+              "fill_estimates": options.fill_estimates}
+    if options.current:
+        inputs["current"] = str(options.current)
+    if instances:
+        return _with_instances(problem, instances, options, current_nodes, current_counts, inputs)
+    return _without_instances(problem, options, current_counts, inputs)
+
+
+def _with_instances(problem, instances, options, current_nodes, current_counts, inputs):
+    popts = PlacementOptions(
+        time_limit=options.time_limit, mip_gap=options.mip_gap, spare_nodes=options.spare_nodes,
+        spot_share=options.spot_share, churn_cost=options.churn_cost, current_nodes=current_nodes,
+        current_counts=current_counts, workers=options.workers, seed=options.seed, progress=options.progress)
+    try:
+        sol = place(problem, instances, popts)
+    except InfeasibleError as e:
+        if not options.allow_partial:
+            raise
+        _say(options, f"infeasible in full ({e}); planning the largest servable share")
+        sol = place(problem, instances, PlacementOptions(**{**popts.__dict__, "partial": True}))
+    extra = {"spare_nodes": options.spare_nodes, "spot_share": options.spot_share}
+    if options.current:
+        extra["churn"] = {"cost_per_replica_started": options.churn_cost, "replicas_started": sol.started,
+                          "objective_per_hour": round(sol.cost + options.churn_cost * sol.started, 9),
+                          "objective_lower_bound": sol.objective_bound}
+        extra["changes"] = churn.diff_nodes(current_nodes, sol.nodes) if current_nodes else \
+            churn.diff_counts(current_counts, sol.replicas)
+    plan = make_node_plan(
+        problem, sol.status, sol.cost, sol.bound, sol.replicas, sol.routes, sol.nodes,
+        fractions=sol.fractions, extra=extra, baseline=None, inputs=inputs,
+        solver={"stage1": "PuLP + HiGHS", "stage2": "OR-Tools CP-SAT", "method": sol.method,
+                "mip_gap": options.mip_gap, "iterations": sol.iterations, "workers": options.workers,
+                "seed": options.seed})
+    return plan, sol
+
+
+def _without_instances(problem, options, current_counts, inputs):
+    """Partial service and churn on loose GPUs: the node-granular model without nodes."""
+    h = options.churn_cost if current_counts is not None else 0.0
+    solver = {"stage1": "PuLP + HiGHS", "method": "node_milp", "mip_gap": options.mip_gap}
+    fractions = None
+    res = node_milp.solve(problem, None, current=current_counts, churn_cost=h,
+                          time_limit=options.time_limit, mip_gap=options.mip_gap * 0.1)
+    if res.status == "infeasible":
+        if not options.allow_partial:
+            stage1_solve(problem, SolveParams(options.time_limit, options.mip_gap))  # raises with the reason
+            raise InfeasibleError("no plan meets the demand within availability")
+        res = node_milp.solve(problem, None, current=current_counts, churn_cost=h, partial=True,
+                              time_limit=options.time_limit, mip_gap=options.mip_gap * 0.1)
+        fractions = res.fractions
+    if res.status not in ("optimal", "feasible"):
+        raise InfeasibleError("no plan found")
+    replicas = {c: k for (c, _), k in res.replicas.items()}
+    routes = {(c, k): v for ((c, _), k), v in res.routes.items()}
+    cost = sum(problem.config_cost(c) * k for c, k in replicas.items())
+    started = sum(max(0, k - (current_counts or {}).get((c, False), 0)) for c, k in replicas.items())
+    bound = res.bound
+    if h > 0:  # the churn model's bound is on cost + churn: bound the cost alone without churn
+        free = node_milp.solve(problem, None, partial=False, time_limit=options.time_limit,
+                               mip_gap=options.mip_gap * 0.1) if fractions is None else res
+        bound = free.bound if free.status in ("optimal", "feasible") else 0.0
+    bound = min(bound, cost)
+    status = "optimal" if res.status == "optimal" and (cost - bound) <= options.mip_gap * cost + 1e-9 else "feasible"
+    extra = {}
+    if current_counts is not None:
+        extra["churn"] = {"cost_per_replica_started": options.churn_cost, "replicas_started": started,
+                          "objective_per_hour": round(cost + options.churn_cost * started, 9),
+                          "objective_lower_bound": res.bound}
+        extra["changes"] = churn.diff_counts(current_counts, res.replicas)
+    kw = dict(baseline=None, inputs=inputs, solver=solver)
+    if fractions is not None:
+        plan = make_partial_plan(problem, status, cost, bound, replicas, routes, fractions, extra=extra, **kw)
+    else:
+        plan = make_plan(problem, status, cost, bound, replicas, routes, **kw)
+        plan.update(extra)
+    sol = PlacementSolution(status, cost, bound, res.replicas, res.routes, (), fractions, started,
+                            res.bound if h else None, "node_milp")
+    return plan, sol
+
+
+def _say(options, msg):
+    if options.progress:
+        options.progress(msg)

@@ -1,0 +1,285 @@
+"""Stage 2, placement (OR-Tools CP-SAT): pack stage 1's replicas onto concrete instances.
+
+Per GPU type g (types share no node and no availability, so they pack independently):
+Sets        slots s: current nodes (re-planning) and fresh node slots of each offer o = (instance
+            type, on-demand|spot) on g; replica kinds q: (config, variant), or (tp, variant) when
+            which model a replica serves does not matter (no spare nodes, no current plan)
+Variables   open[s] in {0,1}; r[s,q] in Z+ replicas of q on s; kept[s,q] (current nodes only)
+Objective   min sum_s P[s] open[s] + h * (sum r - sum kept)      (P, h in 1e-5 $/h, see SCALE)
+C1_fill     sum_q tp[q] r[s,q] <= G[s] open[s]                    (TP groups inside one node)
+C2_count    sum_s r[s,q] = need[q]; with N spare nodes instead
+            n[q] = sum_s r[s,q] and n[q] - (largest N of r[., q]) >= need[q]   (N theta + sum pi <= n - need,
+            pi[s] >= r[s,q] - theta: the LP dual of "sum of the N largest")
+C3_avail    sum of open slots of one instance type and region <= available
+C4_keep     kept[s,q] <= r[s,q], kept[s,q] <= replicas of q on current node s
+C5_order    open[s] >= open[s+1] among fresh slots of one offer (symmetry)
+
+Prices are scaled to integers: P = round(price * SCALE) with SCALE = 1e5 (every catalog price is a
+multiple of 1e-5 $/h, so this is exact there; otherwise each node is off by at most 0.5e-5 $/h and the
+bound is lowered by that much per slot). Reported costs are recomputed from the float prices.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+from ortools.sat.python import cp_model
+
+from gpumix.planner.instances import InstanceType
+from gpumix.planner.problem import Config
+
+SCALE = 100_000
+Item = tuple[Config, bool]
+
+
+@dataclass(frozen=True)
+class CpParams:
+    time_limit: float | None = None
+    workers: int = 8
+    seed: int = 0
+    interleave: bool = True  # single-threaded deterministic interleaving of the portfolio
+
+    def solver(self) -> cp_model.CpSolver:
+        """A CP-SAT solver set up with these parameters."""
+        solver = cp_model.CpSolver()
+        if self.time_limit is not None:
+            solver.parameters.max_time_in_seconds = self.time_limit
+        solver.parameters.num_workers = self.workers
+        solver.parameters.random_seed = self.seed
+        solver.parameters.interleave_search = self.interleave
+        return solver
+
+
+@dataclass(frozen=True)
+class Placed:
+    config: Config
+    gpu_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Node:
+    instance: InstanceType
+    spot: bool
+    replicas: tuple[Placed, ...]
+    origin: int | None = None  # index of the current-plan node this node continues
+
+    @property
+    def price(self) -> float:
+        return self.instance.price(self.spot)
+
+
+@dataclass(frozen=True)
+class CurrentNode:
+    instance: InstanceType | None  # None: its type is no longer offered (it can only stop)
+    spot: bool
+    replicas: tuple[Placed, ...]
+
+
+@dataclass(frozen=True)
+class Packing:
+    status: str  # optimal | feasible | infeasible | no_solution
+    cost: float
+    bound: float  # lower bound on the node cost of packing these replicas (with these options)
+    nodes: tuple[Node, ...] = ()
+    replicas: dict[Item, int] = field(default_factory=dict)
+    started: int = 0
+    wall_s: float = 0.0
+
+
+def scaled(price: float) -> tuple[int, bool]:
+    v = price * SCALE
+    return int(round(v)), abs(v - round(v)) < 1e-6
+
+
+def pack(need: dict[Item, int], instances, *, spare_nodes: int = 0, current: tuple[CurrentNode, ...] = (),
+         churn_cost: float = 0.0, params: CpParams = CpParams()) -> Packing:
+    t0 = time.perf_counter()
+    need = {it: k for it, k in need.items() if k > 0}
+    gpus = sorted({it[0].gpu for it in need} | {c.instance.gpu for c in current if c.instance})
+    nodes, total_bound, statuses, started = [], 0.0, [], 0
+    weight = {g: 1 + sum(k for it, k in need.items() if it[0].gpu == g) for g in gpus}
+    for j, g in enumerate(gpus):
+        share = weight[g] / sum(weight[h] for h in gpus[j:])
+        limit = None if params.time_limit is None else max(
+            (params.time_limit - (time.perf_counter() - t0)) * share, 0.05)
+        res = _pack_gpu(g, {it: k for it, k in need.items() if it[0].gpu == g},
+                        [i for i in instances if i.gpu == g],
+                        [(ci, c) for ci, c in enumerate(current) if c.instance and c.instance.gpu == g],
+                        spare_nodes, churn_cost, CpParams(limit, params.workers, params.seed, params.interleave))
+        statuses.append(res[0])
+        if res[0] in ("infeasible", "no_solution"):
+            return Packing(res[0], math.inf, res[2], wall_s=time.perf_counter() - t0)
+        nodes += res[1]
+        total_bound += res[2]
+        started += res[3]
+    counts: dict[Item, int] = {}
+    for nd in nodes:
+        for p in nd.replicas:
+            key = (p.config, nd.spot)
+            counts[key] = counts.get(key, 0) + 1
+    cost = sum(nd.price for nd in nodes)
+    status = "optimal" if all(s == "optimal" for s in statuses) else "feasible"
+    nodes.sort(key=_node_key)
+    return Packing(status, cost, min(total_bound, cost), tuple(nodes), dict(sorted(counts.items())), started,
+                   time.perf_counter() - t0)
+
+
+def _node_key(nd: Node):
+    return (nd.instance.gpu, nd.instance.name, nd.instance.region, nd.spot,
+            -1 if nd.origin is None else nd.origin, [(p.config, p.gpu_ids) for p in nd.replicas])
+
+
+def _pack_gpu(g, need: dict[Item, int], instances, current, spare: int, churn_cost: float, params: CpParams):
+    """One GPU type: (status, nodes, bound, replicas started)."""
+    by_config = spare > 0 or bool(current)
+    if by_config:
+        kinds = dict(need)
+        kind_of = {it: it for it in need}
+    else:  # replicas of equal TP and variant are interchangeable for packing
+        kinds, kind_of = {}, {}
+        for it, k in need.items():
+            q = (it[0].tp, it[1])
+            kinds[q] = kinds.get(q, 0) + k
+            kind_of[it] = q
+
+    def tp(q):
+        return q[0].tp if by_config else q[0]
+
+    def spot(q):
+        return q[1]
+
+    nmax = {q: k * (spare + 1) for q, k in kinds.items()}
+    # slots: (instance, spot, current index or None, {kind: replicas there now})
+    slots = []
+    used_now: dict = {}
+    for ci, c in current:
+        cur: dict = {}
+        for p in c.replicas:
+            q = (p.config, c.spot)
+            cur[q] = cur.get(q, 0) + 1
+        slots.append((c.instance, c.spot, ci, cur))
+        used_now[c.instance.key] = used_now.get(c.instance.key, 0) + 1
+    mass = {v: sum(tp(q) * k for q, k in kinds.items() if spot(q) == v) for v in (False, True)}
+    for inst in instances:
+        for v in (False, True):
+            if v and inst.spot_price_per_hour is None:
+                continue
+            fit = sum(nmax[q] for q in kinds if spot(q) == v and tp(q) <= inst.gpus)
+            if not fit:
+                continue
+            ub = fit
+            if not by_config and churn_cost == 0:
+                ub = min(ub, 2 * math.ceil(mass[v] / inst.gpus) + 1)  # optimal: at most one node half-empty
+            if inst.available is not None:
+                ub = min(ub, inst.available - used_now.get(inst.key, 0))
+            slots += [(inst, v, None, {})] * max(ub, 0)
+
+    m = cp_model.CpModel()
+    opened, r, kept = [], {}, []
+    objective, exact = [], True
+    for s, (inst, v, ci, cur) in enumerate(slots):
+        o = m.new_bool_var(f"open_{s}")
+        opened.append(o)
+        price, ok = scaled(inst.price(v))
+        exact &= ok
+        objective.append(price * o)
+        fill = []
+        for q in kinds:
+            if spot(q) != v or tp(q) > inst.gpus:
+                continue
+            r[s, q] = m.new_int_var(0, min(inst.gpus // tp(q), nmax[q]), f"r_{s}_{len(r)}")
+            fill.append(tp(q) * r[s, q])
+            if cur.get(q):
+                k = m.new_int_var(0, cur[q], f"kept_{s}_{len(kept)}")
+                m.add(k <= r[s, q])
+                kept.append(k)
+        m.add(sum(fill) <= inst.gpus * o)  # C1_fill
+    for q, k in kinds.items():
+        on = [r[s, q] for s in range(len(slots)) if (s, q) in r]
+        if not on:
+            return ("infeasible", [], math.inf, 0)
+        if spare == 0:
+            m.add(sum(on) == k)  # C2_count
+        else:
+            theta = m.new_int_var(0, nmax[q], f"theta_{len(objective)}")
+            pis = []
+            for x in on:
+                pi = m.new_int_var(0, nmax[q], "pi")
+                m.add(pi >= x - theta)
+                pis.append(pi)
+            m.add(sum(on) - spare * theta - sum(pis) >= k)
+            m.add(sum(on) <= nmax[q])
+    by_key: dict = {}
+    for s, (inst, v, ci, cur) in enumerate(slots):
+        by_key.setdefault(inst.key, []).append(s)
+    for key, ss in by_key.items():
+        a = slots[ss[0]][0].available
+        if a is not None:
+            m.add(sum(opened[s] for s in ss) <= a)  # C3_avail
+    for s in range(1, len(slots)):
+        if slots[s][2] is None and slots[s - 1][2] is None and slots[s][:2] == slots[s - 1][:2]:
+            m.add(opened[s - 1] >= opened[s])  # C5_order
+    h, _ = scaled(churn_cost)
+    if h:
+        objective.append(h * (sum(r.values()) - sum(kept)))
+    m.minimize(sum(objective))
+
+    solver = params.solver()
+    st = solver.solve(m)
+    if st == cp_model.INFEASIBLE:
+        return ("infeasible", [], math.inf, 0)
+    if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return ("no_solution", [], 0.0, 0)
+    slack = 0 if exact else 0.5 * len(slots)
+    bound = max(solver.best_objective_bound - slack, 0) / SCALE
+    counts = {(s, q): solver.value(x) for (s, q), x in r.items()}
+    nodes = _extract(slots, [solver.value(o) for o in opened], counts, need, kind_of, by_config, current)
+    started = 0  # replicas not on their current node with their current GPU ids (as the diff counts them)
+    for nd in nodes:
+        old = {(p.config, p.gpu_ids) for p in current_replicas(current, nd.origin)} if nd.origin is not None else set()
+        started += sum((p.config, p.gpu_ids) not in old for p in nd.replicas)
+    return ("optimal" if st == cp_model.OPTIMAL else "feasible", nodes, bound, started)
+
+
+def _extract(slots, opened, counts, need, kind_of, by_config, current) -> list[Node]:
+    """Concrete replicas and GPU ids per open slot; a kept replica keeps its GPU ids."""
+    pool: dict = {}  # kind -> configs still to place, in order
+    if not by_config:
+        for it in sorted(need):
+            pool.setdefault(kind_of[it], []).extend([it[0]] * need[it])
+    nodes = []
+    for s, (inst, v, ci, cur) in enumerate(slots):
+        if not opened[s]:
+            continue
+        configs = []
+        for (ss, q), k in sorted(counts.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+            if ss != s or k == 0:
+                continue
+            if by_config:
+                configs += [q[0]] * k
+            else:
+                configs += pool[q][:k]
+                del pool[q][:k]
+        free = set(range(inst.gpus))
+        placed = []
+        if ci is not None:
+            for p in sorted(current_replicas(current, ci), key=lambda p: p.gpu_ids):
+                if p.config in configs and set(p.gpu_ids) <= free:
+                    configs.remove(p.config)
+                    free -= set(p.gpu_ids)
+                    placed.append(p)
+        for c in sorted(configs, key=lambda c: (-c.tp, c)):
+            ids = tuple(sorted(free)[:c.tp])
+            free -= set(ids)
+            placed.append(Placed(c, ids))
+        placed.sort(key=lambda p: p.gpu_ids)
+        nodes.append(Node(inst, v, tuple(placed), ci))
+    return nodes
+
+
+def current_replicas(current, ci) -> tuple[Placed, ...]:
+    for i, c in current:
+        if i == ci:
+            return c.replicas
+    return ()
