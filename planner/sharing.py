@@ -37,7 +37,6 @@ from gpumix.planner.workload import Workload
 from gpumix.planner.roofline import GB, Efficiency, decode_step_s
 
 REL_TOL = 1e-6
-ABS_TOL = 1e-9
 
 
 @dataclass(frozen=True)
@@ -141,93 +140,6 @@ def full_demand(problem: Problem, model: str) -> dict[BucketKey, float]:
 
 def can_serve_all(problem: Problem, c: Config) -> bool:
     return all(problem.demand[(c.model, k)] <= 0 or k in problem.capacity[c] for k in problem.buckets[c.model])
-
-
-def check_shared(plan: dict, problem: Problem, sharing: SharingModel | None, served: dict,
-                 used: dict, dedicated: set) -> tuple[list[str], float]:
-    """The checks of plan["shared"] (planner/checker.py): S1 each shared model in exactly one group and
-    on no dedicated replica, S2 time sum f_m <= count * U, S3 memory per GPU <= budget, S4 latency
-    (the members' least decode steps within every member's TPOT SLO). Adds the
-    groups' routes to `served` and GPUs to `used`; returns (violations, cost per hour)."""
-    errs: list[str] = []
-    groups = plan.get("shared")
-    if not isinstance(groups, list):
-        return ["shared: not a list"], 0.0
-    if groups and sharing is None:
-        return ["shared: memory cannot be checked without the workload's model shapes"], 0.0
-    cost = 0.0
-    hosted: dict[str, int] = {}
-    for i, g in enumerate(groups):
-        w = f"shared[{i}]"
-        if not isinstance(g, dict):
-            errs.append(f"{w}: not an object")
-            continue
-        gpu, tp, count, models = g.get("gpu"), g.get("tp"), g.get("count"), g.get("models")
-        if not isinstance(tp, int) or isinstance(tp, bool) or tp < 1 or \
-                not isinstance(count, int) or isinstance(count, bool) or count < 1:
-            errs.append(f"{w}: tp and count must be positive integers")
-            continue
-        if gpu not in problem.price:
-            errs.append(f"{w}.gpu: {gpu!r} is not an allowed GPU type")
-            continue
-        if not isinstance(models, list) or not models:
-            errs.append(f"{w}.models: missing or empty")
-            continue
-        busy, mem, fps = 0.0, 0.0, []
-        for j, entry in enumerate(models):
-            mw = f"{w}.models[{j}]"
-            m = entry.get("model") if isinstance(entry, dict) else None
-            if m not in problem.buckets:
-                errs.append(f"{mw}.model: {m!r} is not in the workload")
-                continue
-            hosted[m] = hosted.get(m, 0) + 1
-            c = Config(m, gpu, tp)
-            fp = sharing.footprint.get(c)
-            if fp is None:
-                errs.append(f"{mw}: {m} on {gpu} TP{tp} has no memory footprint "
-                            f"({sharing.why_not.get(m, 'no capacity or memory data')})")
-                continue
-            rps: dict[BucketKey, float] = {}
-            for r_i, r in enumerate(entry.get("routes") or []):
-                k = (r.get("input_tokens"), r.get("output_tokens")) if isinstance(r, dict) else None
-                v = r.get("rps") if isinstance(r, dict) else None
-                if k is None or not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0:
-                    errs.append(f"{mw}.routes[{r_i}]: needs input_tokens, output_tokens and rps >= 0")
-                    continue
-                if k not in problem.buckets[m]:
-                    errs.append(f"{mw}.routes[{r_i}]: bucket {k[0]}/{k[1]} is not a bucket of {m}")
-                    continue
-                if v > 0 and k not in problem.capacity.get(c, {}):
-                    errs.append(f"{mw}.routes[{r_i}]: {m} on {gpu} TP{tp} cannot serve bucket {k[0]}/{k[1]}")
-                    continue
-                rps[k] = rps.get(k, 0.0) + v
-                served[(m, k)] = served.get((m, k), 0.0) + v
-            busy += time_fraction(problem, c, rps)
-            mem += memory_per_gpu(fp, rps, count)
-            fps.append((m, fp))
-        if not latency_ok(fp for _, fp in fps):
-            steps = " + ".join(f"{m} {fp.step_s * 1e3:.1f}" for m, fp in fps)
-            tight = min(fps, key=lambda x: x[1].tpot_s)
-            errs.append(f"{w}: S4 latency: the members' decode steps add up to {steps} ms > {tight[0]}'s "
-                        f"TPOT SLO {tight[1].tpot_s * 1e3:g} ms (they step in turn)")
-        cap = count * problem.max_utilization
-        if busy > cap * (1 + REL_TOL) + ABS_TOL:
-            errs.append(f"{w}: S2 time: the models keep {count} x {gpu} TP{tp} busy {busy:.6f} sets' worth "
-                        f"> {cap:.6f} (count x max_utilization)")
-        budget = sharing.budget.get(gpu)
-        if budget is None:
-            errs.append(f"{w}: S3 memory: {gpu} has no known memory size")
-        elif mem > budget * (1 + REL_TOL):
-            errs.append(f"{w}: S3 memory: {mem / GB:.2f} GB per GPU of weights, activations and KV cache "
-                        f"> {budget / GB:.2f} GB usable on {gpu}")
-        used[gpu] = used.get(gpu, 0) + tp * count
-        cost += problem.price[gpu] * tp * count
-    for m, n in sorted(hosted.items()):
-        if n > 1:
-            errs.append(f"S1 {m}: in {n} shared groups (a shared model lives in exactly one)")
-        if m in dedicated:
-            errs.append(f"S1 {m}: both in a shared group and on dedicated replicas")
-    return errs, cost
 
 
 SHARED_TAG = "\x00shared:"  # model name of a shared GPU set packed onto nodes like a replica; never a real name

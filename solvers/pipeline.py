@@ -102,7 +102,7 @@ def plan_workload(workload_path: Path | str | None = None, profiles_path: Path |
             plan["inputs"]["catalog"] = str(options.catalog)
         violations = check_plan(plan, problem, workload.instances)
         if violations:
-            raise CheckFailed("internal error: the plan failed the independent checker: " + violations[0])
+            raise CheckFailed("internal error: the plan failed the independent checker: " + str(violations[0]))
         return PlanResult(plan, problem, solution, None, report.notes, time.perf_counter() - t0)
     # the limit covers the whole command: what loading took, and a margin for checking and writing
     limit = None if options.time_limit is None else max(
@@ -139,5 +139,5 @@ def plan_workload(workload_path: Path | str | None = None, profiles_path: Path |
     )
     violations = check_plan(plan, problem)
     if violations:
-        raise CheckFailed("internal error: the plan failed the independent checker: " + violations[0])
+        raise CheckFailed("internal error: the plan failed the independent checker: " + str(violations[0]))
     return PlanResult(plan, problem, solution, baseline, report.notes, time.perf_counter() - t0)

@@ -338,13 +338,13 @@ def test_checker_catches_node_violations():
     assert check_plan(bad, problem, insts)
     bad = json.loads(json.dumps(doc))
     bad["nodes"][0]["price_per_hour"] = 0.01
-    assert any("nodes[0]" in e for e in check_plan(bad, problem, insts))
+    assert any("nodes[0]" in str(e) for e in check_plan(bad, problem, insts))
     bad = json.loads(json.dumps(doc))
     bad["nodes"] += [dict(bad["nodes"][0], replicas=[])] * 3  # past availability (and cost)
-    assert any("available" in e or "cost_per_hour" in e for e in check_plan(bad, problem, insts))
+    assert any("available" in str(e) or "cost_per_hour" in str(e) for e in check_plan(bad, problem, insts))
     bad = json.loads(json.dumps(doc))
     bad["nodes"][0]["replicas"] = []  # replicas no longer placed
-    assert any("placed" in e for e in check_plan(bad, problem, insts))
+    assert any("placed" in str(e) for e in check_plan(bad, problem, insts))
 
 
 def test_partial_without_instances(tmp_path):

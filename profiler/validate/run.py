@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import signal
 import threading
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gpumix.planner.catalog import norm_name
-from gpumix.planner.checker import check_plan
+from gpumix.planner.checker import LOAD_CODES, check_plan
 from gpumix.planner.errors import GpumixError, InputError
 from gpumix.planner.problem import Config, Problem
 from gpumix.planner.workload import ModelDemand, Workload, load_workload, read_structured
@@ -154,9 +153,6 @@ def plan_problem(plan: dict, workload: Workload) -> Problem:
         max_utilization=float(mu) if _num(mu) and mu > 0 else workload.max_utilization)
 
 
-LOAD_FINDING = re.compile(r"(^|\W)(C[123]|S[234])\W|^cost_per_hour|^lower_bound|no memory footprint")
-
-
 def _step_fits(plan_path: Path, plan: dict) -> dict | None:
     """The measured decode steps of the profile the plan was made from (S4), when it is still there."""
     from gpumix.planner.profiles import decode_step_fits
@@ -180,12 +176,10 @@ def check(plan_path: Path, plan: dict, workload: Workload) -> list[str]:
         from gpumix.planner.sharing import build_sharing
 
         sharing = build_sharing(workload, load_catalog(), problem, _step_fits(plan_path, plan))
-    for v in check_plan(plan, problem, sharing=sharing):
-        if LOAD_FINDING.search(v):
-            notes.append(v)
-        else:
-            field_, _, msg = v.partition(": ")
-            raise InputError(str(plan_path), field_, msg or v)
+    for f in check_plan(plan, problem, sharing=sharing):
+        if f.code not in LOAD_CODES:
+            raise InputError(str(plan_path), f.where, f.message)
+        notes.append(str(f))
     return notes
 
 

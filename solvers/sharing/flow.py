@@ -60,7 +60,7 @@ def plan_shared(workload, problem, report, workload_path: Path | str | None, pro
                          inputs=inputs, solver=solver, shared=shared)
     violations = check_plan(plan, full, workload.instances or None, sharing=sharing)
     if violations:
-        raise CheckFailed("internal error: the plan failed the independent checker: " + violations[0])
+        raise CheckFailed("internal error: the plan failed the independent checker: " + str(violations[0]))
     return PlanResult(plan, full, sol, None, notes, time.perf_counter() - t0)
 
 
