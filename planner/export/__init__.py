@@ -1,0 +1,44 @@
+"""A plan as launch files: vLLM command lines, Kubernetes manifests, SkyPilot tasks, router weights.
+
+Pure functions from the plan JSON (docs/formats.md) to {relative path: text}; nothing is written
+here. Names follow the replica groups: `<model>-<gpu>-tp<N>[-spot]` in DNS-1123 form, the same in
+every format and in router-weights.json, so a router can address what the manifests start.
+"""
+from __future__ import annotations
+
+import json
+
+from gpumix.planner.errors import InputError
+from gpumix.planner.export.groups import Group, groups_of, hf_id, max_model_len, router_weights, shared_of
+from gpumix.planner.export.k8s import DEFAULT_IMAGE, K8S_GPU_PRODUCT, k8s_files, k8s_shared_files
+from gpumix.planner.export.skypilot import skypilot_files, skypilot_shared_files
+from gpumix.planner.export.vllm import vllm_files, vllm_shared_files
+
+FORMATS = ("vllm", "k8s", "skypilot")
+
+__all__ = ["DEFAULT_IMAGE", "FORMATS", "K8S_GPU_PRODUCT", "export", "groups_of", "hf_id"]
+
+
+def export(plan: dict, formats, source: str = "<plan>", image: str = DEFAULT_IMAGE) -> dict[str, str]:
+    """{relative path: text} for the formats asked, plus router-weights.json."""
+    groups = groups_of(plan, source)
+    shared = shared_of(plan, source)
+    members = [Group(g.name, m, g.gpu, g.tp, g.count, False, routes) for g in shared for m, _, routes in g.members]
+    max_len = max_model_len(groups + members)
+    files = {"router-weights.json": json.dumps(router_weights(groups + members), indent=2) + "\n"}
+    for fmt in formats:
+        if fmt == "vllm":
+            files.update(vllm_files(plan, groups, max_len))
+        elif fmt == "k8s":
+            files.update(k8s_files(groups, image))
+        elif fmt == "skypilot":
+            files.update(skypilot_files(plan, groups, max_len))
+        else:
+            raise InputError(source, "--format", f"unknown format {fmt!r} (expected {', '.join(FORMATS)})")
+        if fmt == "vllm":
+            files.update(vllm_shared_files(shared, max_len))
+        elif fmt == "k8s":
+            files.update(k8s_shared_files(shared, max_len, image))
+        elif not plan.get("nodes"):  # skypilot: node tasks already run the shared sets
+            files.update(skypilot_shared_files(shared, max_len))
+    return files

@@ -1,0 +1,173 @@
+"""What every launch format reads from a plan: its replica groups and shared sets, names, vLLM
+arguments and the router weights."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from gpumix.data import DATA_DIR
+from gpumix.planner.catalog import norm_name
+from gpumix.planner.errors import InputError
+
+PORT = 8000
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    model: str
+    gpu: str
+    tp: int
+    count: int
+    spot: bool
+    routes: tuple[dict, ...]
+
+
+def dns_name(text: str, limit: int = 63) -> str:
+    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return s[:limit].rstrip("-") or "x"
+
+
+@lru_cache(maxsize=1)
+def _hf_ids() -> dict[str, str]:
+    doc = json.loads((DATA_DIR / "models" / "index.json").read_text())
+    out = {}
+    for m in doc["models"]:
+        if m.get("hf_id"):
+            for alias in (m["name"], m["hf_id"], *m.get("aliases", ())):
+                out[norm_name(alias)] = m["hf_id"]
+    return out
+
+
+def hf_id(model: str) -> str | None:
+    """The Hugging Face id for a plan model name; a name with an org prefix is taken as one."""
+    if "/" in model:
+        return model
+    return _hf_ids().get(norm_name(model))
+
+
+def groups_of(plan: object, source: str = "<plan>") -> list[Group]:
+    """The plan's replica groups, validated enough to export (InputError names the field)."""
+    if not isinstance(plan, dict) or not isinstance(plan.get("replicas"), list):
+        raise InputError(source, "replicas", "not a gpumix plan (no `replicas` list)")
+    out, seen = [], set()
+    for i, g in enumerate(plan["replicas"]):
+        where = f"replicas[{i}]"
+        if not isinstance(g, dict):
+            raise InputError(source, where, "must be a mapping")
+        for key, typ in (("model", str), ("gpu", str), ("tp", int), ("count", int), ("routes", list)):
+            if not isinstance(g.get(key), typ) or isinstance(g.get(key), bool):
+                raise InputError(source, f"{where}.{key}", "missing or of the wrong type")
+        if g["count"] < 1:
+            continue
+        spot = bool(g.get("spot"))
+        name = dns_name(f"{g['model']}-{g['gpu']}-tp{g['tp']}" + ("-spot" if spot else ""))
+        if name in seen:
+            raise InputError(source, where, f"two replica groups map to the name {name!r}")
+        seen.add(name)
+        out.append(Group(name, g["model"], g["gpu"], g["tp"], g["count"], spot, tuple(g["routes"])))
+    if not out and not plan.get("shared"):
+        raise InputError(source, "replicas", "the plan has no replicas to export")
+    return out
+
+
+@dataclass(frozen=True)
+class SharedGroup:
+    """One set of `tp` GPUs (times `count`) hosting several models: one vLLM server per model on the
+    same GPUs, each with its share of GPU memory (--gpu-memory-utilization) and its own port."""
+    name: str
+    gpu: str
+    tp: int
+    count: int
+    members: tuple[tuple[str, float, tuple[dict, ...]], ...]  # (model, memory GB per GPU, routes)
+
+    def port(self, model: str) -> int:
+        return PORT + [m for m, _, _ in self.members].index(model)
+
+
+def shared_of(plan: dict, source: str = "<plan>") -> list[SharedGroup]:
+    out = []
+    for i, g in enumerate(plan.get("shared") or []):
+        where = f"shared[{i}]"
+        if not isinstance(g, dict) or not isinstance(g.get("models"), list):
+            raise InputError(source, where, "must be a mapping with a `models` list")
+        for key, typ in (("gpu", str), ("tp", int), ("count", int)):
+            if not isinstance(g.get(key), typ) or isinstance(g.get(key), bool):
+                raise InputError(source, f"{where}.{key}", "missing or of the wrong type")
+        members = []
+        for j, m in enumerate(g["models"]):
+            if not isinstance(m, dict) or not isinstance(m.get("model"), str) or not isinstance(m.get("routes"), list):
+                raise InputError(source, f"{where}.models[{j}]", "needs `model` and `routes`")
+            members.append((m["model"], float(m.get("memory_gb_per_gpu") or 0.0), tuple(m["routes"])))
+        out.append(SharedGroup(dns_name(f"shared-{i}-{g['gpu']}-tp{g['tp']}"), g["gpu"], g["tp"], g["count"],
+                               tuple(members)))
+    return out
+
+
+def memory_fraction(gpu: str, memory_gb: float, members: int) -> float:
+    """vLLM's --gpu-memory-utilization for one co-located server: its planned memory over the GPU's."""
+    from gpumix.planner.catalog import load_catalog
+
+    spec = load_catalog().gpu(gpu)
+    if spec is None or memory_gb <= 0:
+        return round(0.9 / members, 3)
+    return max(round(memory_gb / spec.memory_gb, 3), 0.01)
+
+
+def max_model_len(groups: list[Group]) -> dict[str, int]:
+    """Per model: its longest bucket (input + output) rounded up to a power of two. Without a cap vLLM
+    sizes for the model's full context, which does not fit small GPUs; raise it if requests run
+    longer than their bucket."""
+    longest: dict[str, int] = {}
+    for g in groups:
+        for r in g.routes:
+            longest[g.model] = max(longest.get(g.model, 1), int(r["input_tokens"]) + int(r["output_tokens"]))
+    return {m: 1 << (n - 1).bit_length() for m, n in longest.items()}
+
+
+def vllm_args(model: str, tp: int, port: int, max_len: int | None) -> list[str]:
+    args = [hf_id(model) or model, "--served-model-name", model, "--tensor-parallel-size", str(tp),
+            "--port", str(port)]
+    if max_len:
+        args += ["--max-model-len", str(max_len)]
+    return args
+
+
+def model_comment(models) -> str:
+    unknown = sorted({m for m in models if hf_id(m) is None})
+    if not unknown:
+        return ""
+    return "".join(f"# {m}: not in the model catalog; the name stands in for its Hugging Face id, "
+                   f"replace it\n" for m in unknown)
+
+
+def node_models(nd: dict) -> list[str]:
+    return [r["model"] for r in nd["replicas"]] + [m for r in nd.get("shared") or () for m in r["models"]]
+
+
+def router_weights(groups: list[Group]) -> dict:
+    """Per model, per bucket: each replica group's share of the bucket's routed traffic."""
+    models: dict[str, dict] = {}
+    for g in groups:
+        for r in g.routes:
+            key = (int(r["input_tokens"]), int(r["output_tokens"]))
+            models.setdefault(g.model, {}).setdefault(key, []).append((g, float(r["rps"])))
+    out = {}
+    for model in sorted(models):
+        buckets = []
+        for (i, o), rows in sorted(models[model].items()):
+            total = sum(rps for _, rps in rows)
+            buckets.append({
+                "input_tokens": i, "output_tokens": o, "rps": round(total, 9),
+                "groups": [{"group": g.name, "gpu": g.gpu, "tp": g.tp, "spot": g.spot, "rps": round(rps, 9),
+                            "weight": round(rps / total, 9) if total > 0 else round(1 / len(rows), 9)}
+                           for g, rps in sorted(rows, key=lambda x: x[0].name)],
+            })
+        out[model] = {"service": dns_name(model), "buckets": buckets}
+    return {"schema_version": 1,
+            "note": "send a request of a bucket to a group with probability `weight` (the group's share of "
+                    "the bucket's planned req/s); group names match the k8s Deployments, vllm scripts and "
+                    "SkyPilot tasks",
+            "models": out}
