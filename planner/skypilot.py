@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import statistics
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from gpumix.planner.catalog import Catalog
@@ -68,9 +68,37 @@ def _host_for(acc: str, count: int) -> str:
     return f"n1-standard-{min(8 * count, 96)}"
 
 
+@dataclass
+class _Scan:
+    """What the rows of one CSV add up to."""
+
+    skipped: Counter = field(default_factory=Counter)  # why -> rows skipped
+    unknown: Counter = field(default_factory=Counter)  # accelerator not in data/gpus.json -> rows
+    vm_price: dict = field(default_factory=dict)  # GCP hosts: (VM, region) -> (price, spot)
+    offers: dict = field(default_factory=lambda: defaultdict(lambda: {"price": [], "spot": []}))
+    gpu_rows: list = field(default_factory=list)  # GCP GPU charges: (acc, gpu, count, price, spot, region)
+
+
 def load_skypilot_csv(path: Path | str, catalog: Catalog, need_shapes: bool = True) -> SkyCatalog:
     """Read a SkyPilot vms.csv; InputError (file, field) when it is not one."""
     path = Path(path)
+    scan = _Scan()
+    for line, row in enumerate(_read_rows(path), start=2):
+        _scan_row(path, line, row, catalog, need_shapes, scan)
+    _add_gcp_offers(scan)
+    instances = tuple(
+        InstanceType(name, o["gpu"], o["gpus"], round(min(o["price"]), 6), region, None,
+                     round(statistics.median(o["spot"]), 6) if o["spot"] else None,
+                     f"SkyPilot catalog {path.name}")
+        for (name, region), o in sorted(scan.offers.items()))
+    notes = _notes(path, instances, scan, need_shapes)
+    if not instances:
+        raise InputError(str(path), "--catalog", "no usable GPU instance rows"
+                         + (f" ({'; '.join(notes)})" if notes else ""))
+    return SkyCatalog(instances, tuple(notes))
+
+
+def _read_rows(path: Path) -> list[dict]:
     try:
         with path.open(newline="") as f:
             rows = list(csv.DictReader(f))
@@ -83,79 +111,73 @@ def load_skypilot_csv(path: Path | str, catalog: Catalog, need_shapes: bool = Tr
     if missing:
         raise InputError(str(path), missing[0], "missing column (a SkyPilot catalog CSV has "
                          + ", ".join(REQUIRED) + ")")
+    return rows
 
-    skipped: Counter = Counter()
-    unknown: Counter = Counter()
-    vm_price: dict[tuple[str, str], tuple[float, float | None]] = {}  # GCP hosts: (VM, region) -> prices
-    offers: dict[tuple[str, str], dict] = defaultdict(lambda: {"price": [], "spot": []})
-    gpu_rows = []
-    for line, row in enumerate(rows, start=2):
-        name = (row["InstanceType"] or "").strip()
-        acc = (row["AcceleratorName"] or "").strip()
-        region = (row["Region"] or "").strip()
-        price, spot = _price(row["Price"]), _price(row["SpotPrice"])
-        if not acc:
-            if name and price is not None and ((name, region) not in vm_price
-                                               or price < vm_price[(name, region)][0]):
-                vm_price[(name, region)] = (price, spot)
-            skipped["no accelerator"] += 1
-            continue
-        try:
-            count_f = float(row["AcceleratorCount"])
-        except (TypeError, ValueError):
-            raise InputError(str(path), f"line {line}: AcceleratorCount",
-                             f"must be a number, got {row['AcceleratorCount']!r}") from None
-        if count_f < 1 or not count_f.is_integer():
-            skipped["fractional accelerator count"] += 1
-            continue
-        count = int(count_f)
-        if price is None:
-            skipped["blank on-demand price"] += 1
-            continue
-        spec = catalog.gpu(SKY_NAMES.get(acc, acc))
-        if spec is None:
-            unknown[acc] += 1
-            if need_shapes:
-                continue
-        gpu = spec.name if spec else acc
-        if not name:
-            gpu_rows.append((acc, gpu, count, price, spot, region))
-            continue
-        o = offers[(name, region)]
-        o.update(gpu=gpu, gpus=count)
-        o["price"].append(price)
-        if spot is not None:
-            o["spot"].append(spot)
 
-    for acc, gpu, count, price, spot, region in gpu_rows:  # GCP: GPU charge + its host VM
+def _scan_row(path: Path, line: int, row: dict, catalog: Catalog, need_shapes: bool, scan: _Scan) -> None:
+    name = (row["InstanceType"] or "").strip()
+    acc = (row["AcceleratorName"] or "").strip()
+    region = (row["Region"] or "").strip()
+    price, spot = _price(row["Price"]), _price(row["SpotPrice"])
+    if not acc:
+        if name and price is not None and ((name, region) not in scan.vm_price
+                                           or price < scan.vm_price[(name, region)][0]):
+            scan.vm_price[(name, region)] = (price, spot)
+        scan.skipped["no accelerator"] += 1
+        return
+    try:
+        count_f = float(row["AcceleratorCount"])
+    except (TypeError, ValueError):
+        raise InputError(str(path), f"line {line}: AcceleratorCount",
+                         f"must be a number, got {row['AcceleratorCount']!r}") from None
+    if count_f < 1 or not count_f.is_integer():
+        scan.skipped["fractional accelerator count"] += 1
+        return
+    count = int(count_f)
+    if price is None:
+        scan.skipped["blank on-demand price"] += 1
+        return
+    spec = catalog.gpu(SKY_NAMES.get(acc, acc))
+    if spec is None:
+        scan.unknown[acc] += 1
+        if need_shapes:
+            return
+    gpu = spec.name if spec else acc
+    if not name:
+        scan.gpu_rows.append((acc, gpu, count, price, spot, region))
+        return
+    o = scan.offers[(name, region)]
+    o.update(gpu=gpu, gpus=count)
+    o["price"].append(price)
+    if spot is not None:
+        o["spot"].append(spot)
+
+
+def _add_gcp_offers(scan: _Scan) -> None:
+    """GCP: each GPU charge plus its host VM becomes an instance `HOST+Nx GPU`."""
+    for acc, gpu, count, price, spot, region in scan.gpu_rows:
         host = _host_for(acc, count)
-        if (host, region) not in vm_price:
-            skipped["GCP accelerator without its host VM row in the CSV"] += 1
+        if (host, region) not in scan.vm_price:
+            scan.skipped["GCP accelerator without its host VM row in the CSV"] += 1
             continue
-        host_price, host_spot = vm_price[(host, region)]
-        o = offers[(f"{host}+{count}x{acc}", region)]
+        host_price, host_spot = scan.vm_price[(host, region)]
+        o = scan.offers[(f"{host}+{count}x{acc}", region)]
         o.update(gpu=gpu, gpus=count)
         o["price"].append(price + host_price)
         if spot is not None:
             o["spot"].append(spot + (host_spot if host_spot is not None else host_price))
 
-    instances = tuple(
-        InstanceType(name, o["gpu"], o["gpus"], round(min(o["price"]), 6), region, None,
-                     round(statistics.median(o["spot"]), 6) if o["spot"] else None,
-                     f"SkyPilot catalog {path.name}")
-        for (name, region), o in sorted(offers.items()))
+
+def _notes(path: Path, instances: tuple[InstanceType, ...], scan: _Scan, need_shapes: bool) -> list[str]:
     notes = []
     if instances:
         notes.append(f"catalog {path.name}: {len(instances)} instance types in "
                      f"{len({t.region for t in instances})} regions")
-    for why, n in sorted(skipped.items()):
+    for why, n in sorted(scan.skipped.items()):
         if why != "no accelerator":  # CPU VMs: expected in every cloud's catalog
             notes.append(f"catalog {path.name}: skipped {n} row{'s' if n != 1 else ''}: {why}")
-    if unknown:
-        what = ", ".join(f"{a} ({n} row{'s' if n != 1 else ''})" for a, n in sorted(unknown.items()))
+    if scan.unknown:
+        what = ", ".join(f"{a} ({n} row{'s' if n != 1 else ''})" for a, n in sorted(scan.unknown.items()))
         verdict = "skipped" if need_shapes else "kept for the throughput table"
         notes.append(f"catalog {path.name}: accelerators not in data/gpus.json, {verdict}: {what}")
-    if not instances:
-        raise InputError(str(path), "--catalog", "no usable GPU instance rows"
-                         + (f" ({'; '.join(notes)})" if notes else ""))
-    return SkyCatalog(instances, tuple(notes))
+    return notes
