@@ -138,6 +138,8 @@ def estimate(
             err.print(f"{len(table['entries'])} entries written to {out_path}")
     except GpumixError as e:
         raise fail(e) from None
+    except OSError as e:
+        raise fail(cannot_write(out_path, "--out", e)) from None
 
 
 def catalog(
