@@ -1,5 +1,7 @@
-"""Rich tables for people. Machine output (JSON) never goes through here."""
+"""Rich tables and report lines for people. Machine output (JSON) never goes through here."""
 from __future__ import annotations
+
+from typing import Optional
 
 from rich.console import Console
 from rich.table import Table
@@ -158,3 +160,78 @@ def shared(console: Console, plan: dict) -> None:
     if ded:
         console.print(f"dedicated-only plan: {_money(ded)}/h; sharing saves {1 - plan['cost_per_hour'] / ded:.1%}")
     console.print()
+
+
+def _mix(gpus) -> str:
+    return " ".join(f"{n}x{g}" for g, n in gpus) or "-"
+
+
+def sweep_table(console: Console, results) -> None:
+    """`gpumix sweep`: one row a point, beside the best single GPU type."""
+    t = Table(show_edge=False, pad_edge=False)
+    for col, just in (("scale", "right"), ("TPOT ms", "right"), ("status", "left"), ("$/h", "right"),
+                      ("GPU mix", "left"), ("best single type", "left"), ("saves", "right")):
+        t.add_column(col, justify=just)
+    for r in results:
+        tpot = "-" if r.point.tpot_ms is None else f"{r.point.tpot_ms:g}"
+        if r.cost is None:
+            t.add_row(f"{r.point.scale:g}", tpot, r.status, "-", r.error, "-", "-")
+            continue
+        best, saves = "none serves all", "-"
+        if r.best_single is not None:
+            best = f"{r.best_single[0]} ${r.best_single[1]:,.2f}"
+            saves = f"{1 - r.cost / r.best_single[1]:.0%}" if r.best_single[1] > 0 else "-"
+        t.add_row(f"{r.point.scale:g}", tpot, r.status, f"${r.cost:,.2f}", _mix(r.gpus), best, saves)
+    console.print(t)
+
+
+def _ms(p: Optional[dict], key: str) -> str:
+    v = (p or {}).get(key)
+    return "-" if v is None else f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
+
+
+def validate_report(console: Console, report: dict) -> None:
+    """`gpumix validate`: one row a replica group, then skips, shared sets and the verdict."""
+    t = Table(title=f"validate {report['plan']} ({report['mode']}, {report['load']['arrivals']} arrivals, "
+                    f"{report['load']['duration_s']:g} s)", title_justify="left", show_edge=False, pad_edge=False)
+    for col, just in (("model", "left"), ("GPU", "left"), ("TP", "right"), ("run/count", "right"),
+                      ("planned req/s", "right"), ("achieved", "right"), ("TTFT p50/p99 ms", "right"),
+                      ("TPOT p50/p99 ms", "right"), ("in SLO", "right"), ("result", "left")):
+        t.add_column(col, justify=just)
+    for g in report["groups"]:
+        result = {"passed": "[green]passed[/green]", "failed": "[red]FAILED[/red]",
+                  "error": "[red]ERROR[/red]", "skipped": "[dim]skipped[/dim]"}[g["status"]]
+        measured = g["status"] != "skipped" and "achieved_rps" in g
+        name = g["model"] + (f" (shared[{g['shared']}])" if "shared" in g else "")
+        t.add_row(name, g["gpu"], str(g["tp"]), f"{g.get('replicas_run', 0)}/{g['count']}",
+                  f"{g['planned_rps']:,.2f}",
+                  f"{g['achieved_rps']:,.2f}" if measured else "-",
+                  f"{_ms(g.get('ttft_ms'), 'p50')} / {_ms(g.get('ttft_ms'), 'p99')}" if measured else "-",
+                  f"{_ms(g.get('tpot_ms'), 'p50')} / {_ms(g.get('tpot_ms'), 'p99')}" if measured else "-",
+                  f"{g['slo_attainment']:.1%}" if measured else "-", result)
+    console.print(t)
+    for g in report["groups"]:
+        if g["status"] == "skipped":
+            console.print(f"skipped {g['model']} on {g['gpu']} TP{g['tp']}: {g['reasons'][0]}", markup=False)
+    for s in report.get("shared", []):
+        console.print(f"shared[{s['index']}] ({' + '.join(s['models'])}) on {s['gpu']} TP{s['tp']}: "
+                      f"{s['status']}, planned time use {s['planned_utilization']} per set"
+                      + (f", plan memory {s['memory_gb_per_gpu']} GB per GPU" if s.get("memory_gb_per_gpu") else ""),
+                      markup=False)
+    verdict = "[green]PASSED[/green]" if report["passed"] else "[red]FAILED[/red]"
+    console.print(f"{verdict}: {report['validated']} group(s) validated, {report['skipped']} skipped")
+
+
+def profile_summary(console: Console, runs, calibration: dict | None, out_path, calibrate_to) -> None:
+    """One line per profiled (model, TP), the calibration if any, and where the entries went."""
+    for r in runs:
+        h = r.heldout
+        err_txt = f"held-out error median {h['median']:.1%} p90 {h['p90']:.1%}" if h["points"] else ""
+        served = sum(1 for e in r.entries if e["max_rps"] > 0)
+        console.print(f"{r.model} TP{r.tp} on {r.gpu}: {len(r.samples)} points, {err_txt}; "
+                      f"{served}/{len(r.entries)} buckets meet the SLO", markup=False)
+    if calibration is not None:
+        console.print(f"calibration {calibration['gpu']}: roofline median error "
+                      f"{calibration['median_error_before']:.0%} -> {calibration['median_error_after']:.0%}"
+                      + (f", written to {calibrate_to}" if calibrate_to else ""), markup=False)
+    console.print(f"{sum(len(r.entries) for r in runs)} entries written to {out_path}", markup=False)

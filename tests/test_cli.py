@@ -163,3 +163,11 @@ def test_planning_path_never_imports_torch():
             "r = CliRunner().invoke(app, ['plan', '-q']); assert r.exit_code == 0, r.output; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+@pytest.mark.parametrize("cmd", [["plan", "-q", "--no-baseline"], ["estimate"]])
+def test_unwritable_out_is_one_line_exit_2(tmp_path, cmd):
+    (tmp_path / "file").write_text("")
+    r = run(*cmd, "--out", tmp_path / "file" / "out.json")
+    assert r.exit_code == 2, r.output
+    assert r.stderr.strip().count("\n") == 0 and "--out: cannot write" in r.stderr

@@ -1,0 +1,150 @@
+"""What every command shares: the two consoles, errors as one line and an exit code, the option
+types several commands take, and parsing of option values (comma lists, choices, devices).
+
+Exit codes: 0 ok; 1 a plan failed a check (or an internal error); 2 bad input (file and field
+named); 3 infeasible demand (reason given); 4 no plan found within the time limit.
+
+Torch-free: torch is imported only inside check_device, which commands call at run time.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from gpumix.planner.errors import InputError
+
+err = Console(stderr=True, highlight=False)  # tables for people, progress, notes and errors
+out = Console(highlight=False)  # reports for people on stdout; machine output bypasses rich
+
+# Planning commands (plan, check, estimate, export, sweep) name the outcome; commands that run
+# models or load (profile, validate, serve) say `failed` for anything but bad input.
+_PLANNING_LABELS = {2: "error", 3: "infeasible", 4: "no plan"}
+_RUNNING_LABELS = {2: "error"}
+
+
+def _exit(e: Exception, labels: dict[int, str], other: str) -> typer.Exit:
+    code = getattr(e, "exit_code", 1)
+    err.print(f"gpumix: {labels.get(code, other)}: {e}", markup=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def fail(e: Exception) -> typer.Exit:
+    """One line on stderr for a planning command's error; raise the result `from None`."""
+    return _exit(e, _PLANNING_LABELS, "error")
+
+
+def fail_run(e: Exception) -> typer.Exit:
+    """One line on stderr for a profile, validate or serve error; raise the result `from None`."""
+    return _exit(e, _RUNNING_LABELS, "failed")
+
+
+def usage(field: str, message: str) -> typer.Exit:
+    """A bad option value found before any file is read: one line, exit 2."""
+    err.print(f"gpumix: error: {field}: {message}", markup=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+def cannot_write(path: Optional[Path], option: str, e: OSError) -> InputError:
+    return InputError(str(path), option, f"cannot write: {e.strerror}")
+
+
+def write_json(path: Path, doc: dict) -> None:
+    from gpumix.planner.plan import write_atomic
+
+    write_atomic(path, json.dumps(doc, indent=2) + "\n")
+
+
+def dim(msg: str) -> None:
+    """Progress line on stderr."""
+    err.print(f"[dim]{msg}[/dim]")
+
+
+def silent(msg: str) -> None:
+    pass
+
+
+# -- option values ---------------------------------------------------------------------------------
+
+DTYPES = ("bf16", "fp16", "fp32")
+
+
+def one_of(cmd: str, option: str, value: Optional[str], choices: tuple[str, ...]) -> None:
+    """`value` is one of `choices` (None passes: the option was not given)."""
+    if value is not None and value not in choices:
+        names = f"{', '.join(choices[:-1])} or {choices[-1]}"
+        raise InputError(cmd, option, f"must be {names}, got {value!r}")
+
+
+def positive_ints(text: Optional[str], cmd: str, option: str) -> Optional[tuple[int, ...]]:
+    """`1,2,4` -> (1, 2, 4); None stays None."""
+    if text is None:
+        return None
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise InputError(cmd, option, f"must be a comma-separated list of positive integers, got {text!r}")
+    return values
+
+
+def positive_floats(text: Optional[str], option: str) -> Optional[list[float]]:
+    """`0.5,1,2` -> [0.5, 1.0, 2.0]; None stays None; anything else exits 2 (see usage)."""
+    if text is None:
+        return None
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise usage(option, f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(not v > 0 for v in values):
+        raise usage(option, f"expected positive numbers, got {text!r}")
+    return values
+
+
+def require_torch(cmd: str) -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise InputError(cmd, "", "needs torch: pip install 'gpumix[runtime]'") from None
+
+
+def check_device(cmd: str, device: str, dtype: Optional[str] = None) -> None:
+    """--device is cpu, cuda or cuda:N (and --dtype, when given, a known type), torch imports,
+    and cuda has a GPU. Checked in that order, so the first bad option is the one named."""
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise InputError(cmd, "--device", f"must be cpu or cuda, got {device!r}")
+    one_of(cmd, "--dtype", dtype, DTYPES)
+    require_torch(cmd)
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(cmd, "--device", "cuda requested but torch sees no GPU")
+
+
+# -- option types ----------------------------------------------------------------------------------
+
+# plan, check, estimate
+WorkloadArg = Annotated[Optional[Path], typer.Argument(
+    help="Workload file (JSON or YAML): models with rate_rps, slo and buckets; optional gpus with "
+         "price_per_hour and available. Default: the bundled example.", show_default=False,
+    metavar="WORKLOAD")]
+ProfilesOpt = Annotated[Optional[Path], typer.Option(
+    "--profiles", metavar="FILE", help="Throughput table JSON ({entries: [{model, gpu, tp, input_tokens, output_tokens, "
+                       "max_rps}]}). Only the configurations it lists are used.")]
+FillOpt = Annotated[bool, typer.Option(
+    "--fill-estimates", help="With --profiles: fill missing configurations with roofline estimates.")]
+CatalogOpt = Annotated[Optional[Path], typer.Option(
+    "--catalog", metavar="FILE", help="SkyPilot catalog CSV (vms.csv): its GPU instances and prices replace "
+                                      "the bundled instances (docs/ecosystem.md).")]
+
+# validate, serve: how to run the in-process runtime
+ScaleLayersOpt = Annotated[Optional[int], typer.Option("--scale-layers", min=1, help="As in `gpumix profile`.")]
+ScaleHiddenOpt = Annotated[Optional[float], typer.Option("--scale-hidden", min=0.01, max=1.0,
+                                                         help="As in `gpumix profile`.")]
+ScaleVocabOpt = Annotated[Optional[int], typer.Option("--scale-vocab", min=16, help="As in `gpumix profile`.")]
+RunDtypeOpt = Annotated[Optional[str], typer.Option(
+    "--dtype", help="bf16, fp16 or fp32 (default: the profile's, else bf16).")]

@@ -1,0 +1,153 @@
+"""`gpumix export` (a plan as launch files) and `gpumix sweep` (cost vs demand / SLO, with a plot).
+
+  gpumix export PLAN.json [--format vllm|k8s|skypilot|all ...] [--out DIR]
+  gpumix sweep [WORKLOAD] --scale 0.5,1,2 [--tpot-ms 40,60] [--plot FILE.png] [--format table|json]
+
+matplotlib is imported only inside cli/plot.py: planning never needs it (extra `gpumix[plot]`).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from gpumix.cli import render
+from gpumix.cli.common import cannot_write, err, fail, out, positive_floats, usage
+
+PLOT_SUFFIXES = (".png", ".svg")
+
+
+class ExportFormat(str, Enum):
+    vllm = "vllm"
+    k8s = "k8s"
+    skypilot = "skypilot"
+    all = "all"
+
+
+class SweepFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+def export(
+    plan_file: Annotated[Path, typer.Argument(help="Plan JSON written by `gpumix plan`.", metavar="PLAN")],
+    fmt: Annotated[list[ExportFormat], typer.Option(
+        "--format", "-f", help="vllm: serve scripts; k8s: Deployments and Services; skypilot: task YAML. "
+                               "Repeat it, or give all.")] = [ExportFormat.all],  # noqa: B006 (typer default)
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder to write into (created; files "
+                                          "overwritten).")] = Path("gpumix-export"),
+    image: Annotated[str, typer.Option("--image", help="Container image for the k8s Deployments "
+                                       "(pin a version in production).")] = "vllm/vllm-openai:latest",
+):
+    """Write launch files for a plan: per replica group a vLLM command, Kubernetes manifests or a
+    SkyPilot task, and router-weights.json (each group's share of each bucket's traffic)."""
+    from gpumix.planner.errors import GpumixError
+    from gpumix.planner.export import FORMATS
+    from gpumix.planner.export import export as build
+    from gpumix.planner.plan import write_atomic
+    from gpumix.planner.workload import read_structured
+
+    formats = FORMATS if ExportFormat.all in fmt else tuple(dict.fromkeys(f.value for f in fmt))
+    try:
+        files = build(read_structured(plan_file), formats, str(plan_file), image)
+        for rel, text in sorted(files.items()):
+            write_atomic(out_dir / rel, text)
+    except GpumixError as e:
+        raise fail(e) from None
+    except OSError as e:
+        raise fail(cannot_write(out_dir, "--out", e)) from None
+    for rel in sorted(files):
+        if rel.endswith(".sh"):
+            (out_dir / rel).chmod(0o755)
+    out.print(f"{len(files)} files written to {out_dir} ({', '.join(formats)} and router-weights.json)")
+
+
+def sweep(
+    workload: Annotated[Optional[Path], typer.Argument(
+        help="Workload file (as for plan). Default: the bundled example.", show_default=False,
+        metavar="WORKLOAD")] = None,
+    scale: Annotated[Optional[str], typer.Option(
+        "--scale", metavar="LIST", help="Demand multipliers, e.g. 0.25,0.5,1,2,4 (every model's rate_rps).")] = None,
+    tpot_ms: Annotated[Optional[str], typer.Option(
+        "--tpot-ms", metavar="LIST", help="TPOT SLOs in ms for every model, e.g. 40,60,120. With --scale: "
+                                          "the grid of both.")] = None,
+    profiles: Annotated[Optional[Path], typer.Option("--profiles", metavar="FILE",
+                                                     help="Throughput table JSON, as for plan.")] = None,
+    catalog: Annotated[Optional[Path], typer.Option(
+        "--catalog", metavar="FILE", help="SkyPilot catalog CSV: instance shapes and prices.")] = None,
+    fill_estimates: Annotated[bool, typer.Option("--fill-estimates", help="As for plan.")] = False,
+    time_limit: Annotated[float, typer.Option("--time-limit", min=0.1,
+                                              help="Solver time limit per point, seconds.")] = 120.0,
+    plot: Annotated[Optional[Path], typer.Option(
+        "--plot", metavar="FILE", help="Draw cost vs demand/SLO to FILE.png or FILE.svg (needs matplotlib: "
+                                       "pip install 'gpumix[plot]').")] = None,
+    fmt: Annotated[SweepFormat, typer.Option("--format", help="table, or json (one record a point) on stdout.")]
+    = SweepFormat.table,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notes.")] = False,
+):
+    """Plan a workload at several demand scales and/or TPOT SLOs; a table of cost, GPU mix and the
+    best single-GPU-type cost per point, and optionally a plot."""
+    from gpumix.planner.errors import GpumixError
+    from gpumix.solvers.pipeline import PlanOptions
+    from gpumix.solvers.sweep import sweep_points
+
+    scales, tpots = positive_floats(scale, "--scale"), positive_floats(tpot_ms, "--tpot-ms")
+    if scales is None and tpots is None:
+        raise usage("--scale/--tpot-ms", "give at least one list of points")
+    if plot is not None:
+        _check_plot(plot)
+    options = PlanOptions(time_limit=time_limit, fill_estimates=fill_estimates, catalog=catalog)
+    try:
+        results = _plan_points(workload, profiles, options, sweep_points(scales, tpots), quiet)
+    except GpumixError as e:
+        raise fail(e) from None
+    if fmt is SweepFormat.json:
+        sys.stdout.write(json.dumps({"points": [r.as_dict() for r in results]}, indent=2) + "\n")
+    else:
+        render.sweep_table(out, results)
+    if plot is not None:
+        from gpumix.cli.plot import plot_sweep
+
+        try:
+            plot_sweep(results, plot)
+        except OSError as e:
+            err.print(f"gpumix: error: --plot: cannot write {plot}: {e.strerror}", markup=False)
+            raise typer.Exit(2) from None
+        (err if fmt is SweepFormat.json else out).print(f"plot written to {plot}")
+
+
+def _check_plot(plot: Path) -> None:
+    if plot.suffix.lower() not in PLOT_SUFFIXES:
+        raise usage("--plot", f"expected a .png or .svg file, got {plot.name!r}")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise usage("--plot", "needs matplotlib: pip install 'gpumix[plot]'") from None
+
+
+def _plan_points(workload, profiles, options, points, quiet: bool) -> list:
+    """plan_point for each point, under a progress bar unless quiet."""
+    from gpumix.solvers.sweep import plan_point
+
+    if quiet:
+        return [plan_point(workload, profiles, options, p) for p in points]
+    from rich.progress import Progress
+
+    results = []
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("planning", total=len(points))
+        for p in points:
+            bar.update(task, description=f"scale {p.scale:g}"
+                       + (f", TPOT {p.tpot_ms:g} ms" if p.tpot_ms is not None else ""))
+            results.append(plan_point(workload, profiles, options, p))
+            bar.advance(task)
+    return results
+
+
+def register(app: typer.Typer) -> None:
+    for command in (export, sweep):
+        app.command()(command)

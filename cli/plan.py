@@ -1,0 +1,182 @@
+"""`gpumix plan`, `check`, `estimate` and `catalog`: planning a fleet and the inputs it plans from.
+
+  gpumix plan [WORKLOAD] [--profiles P.json] [--out PLAN.json] [--format table|json] ...
+  gpumix check PLAN.json [WORKLOAD]
+  gpumix estimate [WORKLOAD] [--out PROFILES.json]
+  gpumix catalog gpus|models
+"""
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from gpumix import __version__ as VERSION
+from gpumix.cli import render
+from gpumix.cli.common import (CatalogOpt, FillOpt, ProfilesOpt, WorkloadArg, cannot_write, dim, err, fail,
+                               out)
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+
+
+def plan(
+    workload: WorkloadArg = None,
+    profiles: ProfilesOpt = None,
+    out_path: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the plan JSON here (atomically).")] = None,
+    time_limit: Annotated[float, typer.Option(
+        "--time-limit", min=0.1, help="Solver time limit in seconds; on timeout the best plan so far "
+                                      "is returned with status 'feasible' and its gap.")] = 120.0,
+    fmt: Annotated[Format, typer.Option("--format", help="table: a report for people; json: the plan on stdout.")] = Format.table,
+    fill_estimates: FillOpt = False,
+    whole_buckets: Annotated[bool, typer.Option(
+        "--whole-buckets", help="Send each bucket to one GPU type x TP (Melange-style routing) instead of "
+                                "splitting it; for comparison.")] = False,
+    mip_gap: Annotated[float, typer.Option("--mip-gap", min=0.0, max=0.5,
+                                           help="Relative gap at which a plan counts as optimal.")] = 1e-4,
+    no_baseline: Annotated[bool, typer.Option("--no-baseline", help="Skip the best single-GPU-type comparison "
+                                              "(computed by default for up to 100 models).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes on stderr.")] = False,
+    current: Annotated[Optional[Path], typer.Option(
+        "--current", metavar="PLAN", help="The running plan: re-plan for the new workload at least cost plus "
+                                          "churn, and print what to start, stop and keep.")] = None,
+    churn_cost: Annotated[float, typer.Option(
+        "--churn-cost", min=0.0, help="With --current: $/h-equivalent charged per replica started or "
+                                      "moved.")] = 1.0,
+    spare_nodes: Annotated[int, typer.Option(
+        "--spare-nodes", min=0, help="Still meet all demand after losing any N nodes (needs instances).")] = 0,
+    allow_partial: Annotated[bool, typer.Option(
+        "--allow-partial", help="When demand exceeds availability, serve the largest share of the "
+                                "worst-served model first, then the cheapest; report the share per model.")] = False,
+    spot_share: Annotated[float, typer.Option(
+        "--spot-share", min=0.0, max=1.0, help="Let at most this share of each model's traffic run on spot "
+                                               "instances (needs instances with spot prices).")] = 0.0,
+    catalog_csv: CatalogOpt = None,
+    share_gpus: Annotated[bool, typer.Option(
+        "--share-gpus", help="Let several models share a GPU set (within memory and time; docs/sharing.md): "
+                             "long tails of small, lightly used models cost far less.")] = False,
+):
+    """Size and route a fleet: replicas per (model, GPU type, TP), routing per request bucket."""
+    from gpumix.planner.errors import GpumixError
+    from gpumix.planner.plan import dumps, write_atomic
+    from gpumix.solvers.pipeline import PlanOptions, plan_workload
+
+    try:
+        result = plan_workload(workload, profiles, PlanOptions(
+            time_limit=time_limit, mip_gap=mip_gap, fill_estimates=fill_estimates,
+            whole_buckets=whole_buckets, baseline=not no_baseline, progress=None if quiet else dim,
+            current=current, churn_cost=churn_cost, spare_nodes=spare_nodes, allow_partial=allow_partial,
+            spot_share=spot_share, catalog=catalog_csv, share_gpus=share_gpus))
+        text = dumps(result.plan)
+        if out_path is not None:
+            write_atomic(out_path, text)
+    except GpumixError as e:
+        raise fail(e) from None
+    except OSError as e:
+        raise fail(cannot_write(out_path, "--out", e)) from None
+    if not quiet:
+        for note in result.notes:
+            err.print(f"note: {note}", markup=False)
+    if fmt is Format.json:
+        sys.stdout.write(text)
+    else:
+        render.plan_report(out, result)
+        if out_path is not None:
+            out.print(f"plan written to {out_path}")
+
+
+def check(
+    plan_file: Annotated[Path, typer.Argument(help="Plan JSON to check.", metavar="PLAN")],
+    workload: WorkloadArg = None,
+    profiles: ProfilesOpt = None,
+    fill_estimates: FillOpt = False,
+    catalog_csv: CatalogOpt = None,
+):
+    """Check a plan against a workload with the independent plan checker (exit 1 on a violation)."""
+    from gpumix.planner.checker import check_plan
+    from gpumix.planner.errors import GpumixError
+    from gpumix.planner.workload import read_structured
+    from gpumix.solvers.pipeline import load_problem
+
+    try:
+        doc = read_structured(plan_file)
+        wl, problem, _ = load_problem(workload, profiles, fill_estimates, catalog_csv)
+        sharing = _sharing_model(doc, wl, problem, profiles)
+    except GpumixError as e:
+        raise fail(e) from None
+    findings = check_plan(doc, problem, wl.instances, sharing)
+    for v in findings:
+        err.print(f"{plan_file}: {v!s}", markup=False, soft_wrap=True)
+    if findings:
+        raise typer.Exit(1)
+    out.print(f"{plan_file}: ok (cost ${doc['cost_per_hour']:,.2f}/h)")
+
+
+def estimate(
+    workload: WorkloadArg = None,
+    out_path: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the throughput table here.")] = None,
+):
+    """Write the roofline estimates for a workload as a throughput table (the --profiles format)."""
+    from gpumix.planner.errors import GpumixError
+    from gpumix.planner.plan import write_atomic
+    from gpumix.solvers.pipeline import load_problem
+
+    try:
+        _, problem, _ = load_problem(workload, None)
+        table = _throughput_table(problem, f"gpumix {VERSION} roofline")
+        text = json.dumps(table, indent=2) + "\n"
+        if out_path is None:
+            sys.stdout.write(text)
+        else:
+            write_atomic(out_path, text)
+            err.print(f"{len(table['entries'])} entries written to {out_path}")
+    except GpumixError as e:
+        raise fail(e) from None
+    except OSError as e:
+        raise fail(cannot_write(out_path, "--out", e)) from None
+
+
+def catalog(
+    what: Annotated[str, typer.Argument(help="gpus or models")] = "gpus",
+):
+    """List the bundled GPU catalog (specs, $/GPU-hour) or model catalog (shapes, parameters)."""
+    from gpumix.planner.catalog import load_catalog
+
+    if what not in ("gpus", "models"):
+        err.print(f"gpumix: error: catalog: expected 'gpus' or 'models', got {what!r}")
+        raise typer.Exit(2)
+    render.catalog(out, load_catalog(), what)
+
+
+def register(app: typer.Typer) -> None:
+    for command in (plan, check, estimate, catalog):
+        app.command()(command)
+
+
+# -- domain logic to move down (planner/ and solvers/ are edited elsewhere) ---------------------------
+
+def _sharing_model(doc, wl, problem, profiles: Optional[Path]):
+    """The sharing model check_plan needs for a plan with shared GPU sets (their memory needs the
+    model shapes), else None. To move down: solvers/pipeline.load_problem, or planner/sharing."""
+    if not (isinstance(doc, dict) and doc.get("shared")):
+        return None
+    from gpumix.planner.catalog import load_catalog
+    from gpumix.planner.profiles import decode_step_fits
+    from gpumix.planner.sharing import build_sharing
+
+    return build_sharing(wl, load_catalog(), problem, decode_step_fits(profiles) if profiles else None)
+
+
+def _throughput_table(problem, generator: str) -> dict:
+    """A problem's capacities as a throughput table (the --profiles format).
+    To move down: planner/profiles.py, beside the reader of the same format."""
+    entries = [{"model": c.model, "gpu": c.gpu, "tp": c.tp, "input_tokens": k[0], "output_tokens": k[1],
+                "max_rps": mu, "source": problem.source[(c, k)]}
+               for c in problem.configs for k, mu in problem.capacity[c].items()]
+    return {"entries": entries, "generator": generator}

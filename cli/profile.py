@@ -1,0 +1,383 @@
+"""`gpumix profile`: measured capacities for `gpumix plan --profiles`.
+
+  gpumix profile [run] WORKLOAD --device cpu|cuda --tp 1,2 --out PROFILES.json
+  gpumix profile calibrate PROFILES.json [--efficiency FILE]
+  gpumix profile import-vllm RESULT.json ... --gpu NAME --out PROFILES.json
+  gpumix profile endpoint WORKLOAD --endpoint URL --gpu-name NAME --out PROFILES.json
+
+torch is imported inside the commands only: `import gpumix.cli.app` stays torch-free.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from gpumix.cli import render
+from gpumix.cli.common import cannot_write, check_device, dim, err, fail_run, one_of, positive_ints, silent, write_json
+from gpumix.data import DATA_DIR
+
+CMD = "gpumix profile"
+
+
+class _RunByDefault(TyperGroup):
+    """`gpumix profile WORKLOAD ...` means `gpumix profile run WORKLOAD ...`."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(
+    cls=_RunByDefault,
+    help="Measure per-model capacity on this machine's device (or import vLLM benchmark results) "
+         "as a throughput table for `gpumix plan --profiles`. `gpumix profile WORKLOAD ...` runs "
+         "`gpumix profile run`.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Throughput table to write; an existing "
+                                      "one is merged into (same model, GPU, TP and bucket replaced).")]
+
+
+@app.command()
+def run(
+    workload: Annotated[Optional[Path], typer.Argument(
+        help="Workload file; every model is profiled for its buckets and SLO. Default: the bundled "
+             "example.", show_default=False)] = None,
+    out_path: OutOpt = Path("profiles.json"),
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    tp: Annotated[str, typer.Option("--tp", help="TP degrees, comma-separated, e.g. 1,2.")] = "1",
+    gpu_name: Annotated[Optional[str], typer.Option(
+        "--gpu-name", help="`gpu` of the entries (match the workload's GPU names, e.g. H200). "
+                           "Default: the detected device name.")] = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="bf16, fp16 or fp32.")] = "bf16",
+    scale_layers: Annotated[Optional[int], typer.Option(
+        "--scale-layers", min=1, help="Run only this many layers (quick CPU profiles; recorded in "
+                                      "the provenance, entries keep the model's name).")] = None,
+    scale_hidden: Annotated[Optional[float], typer.Option(
+        "--scale-hidden", min=0.01, max=1.0, help="Multiply heads, hidden size and FFN width by this "
+                                                  "(head size and GQA group kept).")] = None,
+    scale_vocab: Annotated[Optional[int], typer.Option(
+        "--scale-vocab", min=16, help="Cap the vocabulary (the output head dominates small models).")] = None,
+    memory_gb: Annotated[Optional[float], typer.Option(
+        "--memory-gb", min=0.01, help="Memory per rank for weights + KV cache; limits the batch. "
+                                      "Default: 90% of GPU memory; on CPU half the RAM / TP.")] = None,
+    prefill_lens: Annotated[Optional[str], typer.Option(
+        "--prefill-lens", help="Prompt lengths to time (default: powers of two to the longest).")] = None,
+    batches: Annotated[Optional[str], typer.Option("--batches", help="Decode batch sizes to time.")] = None,
+    contexts: Annotated[Optional[str], typer.Option("--contexts", help="Decode context lengths to time.")] = None,
+    max_batch: Annotated[Optional[int], typer.Option(
+        "--max-batch", min=1, help="Largest decode batch (default 256 on CUDA, 32 on CPU); also the "
+                                   "largest batch an entry assumes.")] = None,
+    iters: Annotated[int, typer.Option("--iters", min=1, help="Timed runs per point (median).")] = 3,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Sweeps of the grid (fastest kept).")] = 2,
+    threads: Annotated[Optional[int], typer.Option(
+        "--threads", min=1, help="CPU threads per rank (default: cores / TP).")] = None,
+    calibrate_to: Annotated[Optional[Path], typer.Option(
+        "--calibrate", help=f"Also write the fitted efficiency factors for this GPU type into this "
+                            f"efficiency file (the planner reads {DATA_DIR / 'efficiency.json'}).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
+):
+    """Profile every workload model on the local device at each TP degree: sweep prefill and
+    decode, fit a latency model, write entries at each model's SLO (source "measured")."""
+    from gpumix.planner.catalog import load_catalog
+    from gpumix.planner.errors import GpumixError
+
+    try:
+        check_device(CMD, device, dtype)
+        from gpumix.profiler.measure.profile import ProfileOptions, Scale, merge, profile_workload
+
+        opts = ProfileOptions(
+            device=device, tp_degrees=positive_ints(tp, CMD, "--tp"), gpu_name=gpu_name, dtype=dtype,
+            scale=Scale(scale_layers, scale_hidden, scale_vocab), memory_gb=memory_gb,
+            prefill_lens=positive_ints(prefill_lens, CMD, "--prefill-lens"),
+            batches=positive_ints(batches, CMD, "--batches"), contexts=positive_ints(contexts, CMD, "--contexts"),
+            max_batch=max_batch, iters=iters, rounds=rounds, threads=threads)
+        catalog = load_catalog()
+        wl = _profiled_workload(workload, catalog)
+        old = _read_table(out_path)
+        runs, calibration = _with_progress(lambda progress: profile_workload(wl, catalog, opts, progress),
+                                           quiet)
+        if not runs:  # a non-zero torchrun rank: rank 0 writes
+            return
+        write_json(out_path, merge(old, runs, calibration, CMD))
+        if calibrate_to is not None and calibration is not None:
+            _write_calibration(calibrate_to, calibration, runs[0].provenance)
+    except GpumixError as e:
+        raise fail_run(e) from None
+    except OSError as e:
+        raise fail_run(cannot_write(out_path, "--out", e)) from None
+    if not quiet:
+        render.profile_summary(err, runs, calibration, out_path, calibrate_to)
+
+
+@app.command()
+def calibrate(
+    profiles: Annotated[Path, typer.Argument(help="A throughput table written by `gpumix profile`.")],
+    gpu: Annotated[Optional[str], typer.Option("--gpu", help="GPU type to calibrate (default: every "
+                                                              "one the file has measurements for).")] = None,
+    efficiency: Annotated[Path, typer.Option(
+        "--efficiency", help="Efficiency file to update (its `gpus` entry for the type).")] = DATA_DIR / "efficiency.json",
+):
+    """Refit a GPU type's roofline efficiency factors from the samples a profile file stores."""
+    from gpumix.planner.catalog import load_catalog
+    from gpumix.planner.errors import GpumixError, InputError
+
+    try:
+        doc = _read_table(profiles)
+        if doc is None:
+            raise InputError(str(profiles), "", "file not found")
+        catalog = load_catalog()
+        for name in [gpu] if gpu else sorted({p["gpu"] for p in doc.get("profiles", [])}):
+            record, provenance = _refit(doc, profiles, name, catalog)
+            _write_calibration(efficiency, record, provenance)
+            err.print(f"calibration {name}: roofline median error {record['median_error_before']:.0%} -> "
+                      f"{record['median_error_after']:.0%}; factors {record['factors']} written to "
+                      f"{efficiency}", markup=False, soft_wrap=True)
+    except GpumixError as e:
+        raise fail_run(e) from None
+
+
+@app.command("import-vllm")
+def import_vllm(
+    results: Annotated[list[Path], typer.Argument(help="`vllm bench serve --save-result` JSON files.")],
+    gpu: Annotated[str, typer.Option("--gpu", help="GPU type the server ran on (e.g. H100).")],
+    out_path: OutOpt = Path("profiles.json"),
+    tp: Annotated[int, typer.Option("--tp", min=1, help="The server's tensor-parallel size.")] = 1,
+    model: Annotated[Optional[str], typer.Option("--model", help="Model name for the entries "
+                                                                  "(default: model_id of each file).")] = None,
+    workload: Annotated[Optional[Path], typer.Option(
+        "--workload", help="Take each model's SLO from this workload.")] = None,
+    ttft_ms: Annotated[Optional[float], typer.Option("--ttft-ms", min=0.0, help="TTFT SLO for every model.")] = None,
+    tpot_ms: Annotated[Optional[float], typer.Option("--tpot-ms", min=0.0, help="TPOT SLO for every model.")] = None,
+    stat: Annotated[str, typer.Option("--stat", help="Latency statistic held to the SLO: mean, median "
+                                                     "or pNN as saved (p99 by default).")] = "p99",
+    input_tokens: Annotated[Optional[int], typer.Option("--input-tokens", min=1, help="Bucket input tokens "
+                                                        "(default: the run's mean).")] = None,
+    output_tokens: Annotated[Optional[int], typer.Option("--output-tokens", min=1, help="Bucket output "
+                                                         "tokens (default: the run's mean).")] = None,
+):
+    """Turn vLLM serving benchmarks into throughput-table entries (source "vllm")."""
+    from gpumix.planner.catalog import load_catalog
+    from gpumix.planner.errors import GpumixError, InputError
+    from gpumix.profiler.measure import vllm_import as vi
+
+    try:
+        if (ttft_ms is None) != (tpot_ms is None):
+            raise InputError(CMD, "--ttft-ms" if ttft_ms is None else "--tpot-ms",
+                             "give both --ttft-ms and --tpot-ms")
+        catalog = load_catalog()
+        runs = [vi.read_run(p, stat, model, input_tokens, output_tokens) for p in results]
+        runs, slo = _vllm_runs_and_slos(runs, workload, ttft_ms, tpot_ms, catalog)
+        new, notes = vi.entries(runs, gpu, tp, slo)
+        write_json(out_path, _merged_table(_read_table(out_path) or {}, new, "imports", vi.provenance(runs, stat),
+                                           "gpumix profile import-vllm"))
+    except GpumixError as e:
+        raise fail_run(e) from None
+    except OSError as e:
+        raise fail_run(cannot_write(out_path, "--out", e)) from None
+    for n in notes:
+        err.print(f"note: {n}", markup=False, soft_wrap=True)
+    err.print(f"{len(new)} entries from {len(runs)} run(s) written to {out_path}", markup=False)
+
+
+@app.command("endpoint")
+def profile_endpoint(
+    workload: Annotated[Path, typer.Argument(help="Workload: models, buckets and SLOs to measure.")],
+    endpoint: Annotated[str, typer.Option("--endpoint", help="OpenAI-compatible server, http://HOST:PORT, optionally with /v1.")],
+    gpu_name: Annotated[str, typer.Option("--gpu-name", help="`gpu` of the entries (the server's GPU type).")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Throughput table to write or merge into.")] = Path("profiles.json"),
+    tp: Annotated[int, typer.Option("--tp", min=1, help="The server's tensor-parallel size.")] = 1,
+    model: Annotated[Optional[str], typer.Option("--model", help="Profile only this workload model.")] = None,
+    endpoint_model: Annotated[Optional[str], typer.Option(
+        "--endpoint-model", help="Name the server knows the model by (default: the workload's).")] = None,
+    duration: Annotated[float, typer.Option("--duration", min=0.5, help="Seconds of arrivals per tried rate.")] = 10.0,
+    start_rps: Annotated[float, typer.Option("--start-rps", min=0.001, help="First rate tried.")] = 1.0,
+    max_steps: Annotated[int, typer.Option("--max-steps", min=1, max=30, help="Rates tried per bucket.")] = 8,
+    prompt: Annotated[str, typer.Option("--prompt", help="text or tokens.")] = "text",
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+):
+    """Measure max req/s per bucket at the SLO against a running OpenAI-compatible server (no
+    built-in runtime): a bounded rate search with the validate load generator."""
+    from gpumix.planner.errors import GpumixError, InputError
+    from gpumix.profiler.load.client import Endpoint
+    from gpumix.profiler.measure.endpoint import SearchOptions
+
+    cmd = "gpumix profile endpoint"
+    try:
+        try:
+            ep = Endpoint.parse(endpoint)
+        except ValueError as e:
+            raise InputError(cmd, "--endpoint", str(e)) from None
+        one_of(cmd, "--prompt", prompt, ("text", "tokens"))
+        models = _workload_models(workload, model)
+        old = _read_table(out_path) or {}
+        opts = SearchOptions(duration_s=duration, drain_s=max(2.0, duration / 2), start_rps=start_rps,
+                             max_steps=max_steps, seed=seed)
+        new, searches = _search_endpoint(ep, models, endpoint_model, prompt, gpu_name, tp, opts,
+                                         silent if quiet else dim)
+        write_json(out_path, _merged_table(old, new, "endpoint_profiles", [
+            {"endpoint": ep.base, "duration_s": duration, "searches": searches}], cmd))
+    except GpumixError as e:
+        raise fail_run(e) from None
+    except OSError as e:
+        raise fail_run(cannot_write(out_path, "--out", e)) from None
+    served = sum(1 for e in new if e["max_rps"] > 0)
+    err.print(f"{len(new)} entries ({served} meet the SLO) written to {out_path}", markup=False)
+    if served == 0:
+        raise typer.Exit(1)
+
+
+def _with_progress(work, quiet: bool):
+    """work(progress), where progress(label, total) starts a bar and returns its step callback."""
+    if quiet:
+        return work(lambda label, total: (lambda msg: None))
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err, transient=False) as bar:
+        def progress(label: str, total: int):
+            task = bar.add_task(label, total=total)
+            return lambda msg: bar.advance(task)
+        return work(progress)
+
+
+def _read_table(path: Path) -> Optional[dict]:
+    """The throughput table to merge into, None if there is none yet."""
+    from gpumix.planner.errors import InputError
+
+    if not path.exists():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(str(path), "", f"cannot merge into it: {e}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("entries", []), list):
+        raise InputError(str(path), "entries", "cannot merge into it: not a throughput table")
+    return doc
+
+
+def _workload_models(workload: Path, model: Optional[str]) -> list:
+    """The workload's models, or the one --model names."""
+    from gpumix.planner.catalog import load_catalog, norm_name
+    from gpumix.planner.errors import InputError
+    from gpumix.planner.workload import load_workload
+
+    wl = load_workload(workload, load_catalog(), need_shapes=False)
+    models = [m for m in wl.models if model is None or norm_name(m.name) == norm_name(model)]
+    if not models:
+        raise InputError(str(workload), "models", f"no model named {model!r}")
+    return models
+
+
+# -- domain logic to move down into profiler/measure/ (edited elsewhere) ------------------------------
+
+def _profiled_workload(workload: Optional[Path], catalog):
+    """The workload to profile; every model needs a shape (GPUs may be new: not checked).
+    To move down: profiler/measure/profile.profile_workload checks the shapes itself."""
+    from gpumix.planner.errors import InputError
+    from gpumix.planner.workload import load_workload
+    from gpumix.solvers.pipeline import EXAMPLE_WORKLOAD
+
+    wl = load_workload(workload or EXAMPLE_WORKLOAD, catalog, need_shapes=False)
+    for i, m in enumerate(wl.models):
+        if m.shape is None:
+            raise InputError(wl.path, f"models[{i}].name", f"unknown model {m.name!r}: profiling "
+                             "needs its shape (add `config: path/to/config.json`)")
+    return wl
+
+
+def _write_calibration(path: Path, calibration: dict, prov: dict) -> None:
+    """A calibration record (as merge stores it) into an efficiency file.
+    To move down: profiler/measure/calibrate.write_efficiency taking the record."""
+    from gpumix.profiler.measure.calibrate import Calibration, write_efficiency
+
+    c = Calibration(calibration["gpu"], calibration["factors"], calibration["median_error_before"],
+                    calibration["median_error_after"], calibration["samples"])
+    write_efficiency(path, c, {k: prov.get(k) for k in ("device_name", "torch", "dtype", "date")})
+
+
+def _refit(doc: dict, path: Path, gpu: str, catalog) -> tuple[dict, dict]:
+    """(calibration record, provenance of its first run) refitted from the samples a profile file
+    stores for one GPU type. To move down: profiler/measure/profile (beside calibration_record)."""
+    from gpumix.planner.catalog import GpuSpec, ModelShape
+    from gpumix.planner.errors import InputError
+    from gpumix.profiler.measure.fit import LatencyModel, Sample
+    from gpumix.profiler.measure.profile import ProfileRun, calibration_record
+
+    runs = []
+    for i, p in enumerate(doc.get("profiles", [])):
+        if p.get("gpu") != gpu:
+            continue
+        try:
+            shape = ModelShape(name=p["model"], **p["run_shape"])
+            samples = [Sample.from_dict(s) for s in p["samples"]]
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(str(path), f"profiles[{i}]", f"bad profile record: {e}") from None
+        runs.append(ProfileRun(p["model"], gpu, int(p["tp"]), shape, samples,
+                               LatencyModel.from_dict(p["fit"]), {}, [], p.get("provenance", {})))
+    if not runs:
+        raise InputError(str(path), "profiles", f"no measurements for GPU {gpu!r}")
+    stored = doc.get("calibration", {}).get(gpu, {}).get("spec")
+    spec = catalog.gpu(gpu) or (GpuSpec(**{**stored, "aliases": tuple(stored.get("aliases", ()))})
+                                if stored else None)
+    if spec is None:
+        raise InputError(str(path), f"calibration.{gpu}.spec",
+                         "missing: an uncatalogued device needs its measured spec")
+    return calibration_record(runs, spec, catalog), runs[0].provenance
+
+
+def _vllm_runs_and_slos(runs: list, workload: Optional[Path], ttft_ms, tpot_ms, catalog) -> tuple[list, Optional[dict]]:
+    """The runs named as the workload names its models, and {model: (TTFT ms, TPOT ms)} from the
+    workload or from --ttft-ms/--tpot-ms (None: neither). To move down: profiler/measure/vllm_import."""
+    from gpumix.planner.catalog import norm_name
+    from gpumix.planner.workload import load_workload
+
+    if workload is not None:
+        wl = load_workload(workload, catalog, need_shapes=False)
+        names = {norm_name(m.name): m for m in wl.models}
+
+        def canonical(name: str) -> str:
+            shape = catalog.model(name)
+            m = names.get(norm_name(name)) or (names.get(norm_name(shape.name)) if shape else None)
+            return m.name if m else name
+        runs = [replace(r, model=canonical(r.model)) for r in runs]
+        return runs, {m.name: (m.slo.ttft_ms, m.slo.tpot_ms) for m in wl.models}
+    if ttft_ms is not None:
+        return runs, {r.model: (ttft_ms, tpot_ms) for r in runs}
+    return runs, None
+
+
+def _merged_table(old: dict, new: list[dict], log: str, records: list, generator: str) -> dict:
+    """`old` with `new` entries replacing those of the same model, GPU, TP and bucket, and
+    `records` appended to its `log` list. To move down: profiler/measure/profile, beside merge."""
+    from gpumix.profiler.measure.profile import entry_key
+
+    fresh = {entry_key(e) for e in new}
+    doc = {**old, "entries": [e for e in old.get("entries", []) if entry_key(e) not in fresh] + new}
+    doc[log] = old.get(log, []) + records
+    doc.setdefault("generator", generator)
+    return doc
+
+
+def _search_endpoint(ep, models: list, endpoint_model: Optional[str], prompt: str, gpu: str, tp: int,
+                     opts, progress) -> tuple[list, list]:
+    """(entries, rate searches) for each model against a running server.
+    To move down: profiler/measure/endpoint, as profile_endpoint(models, ...)."""
+    from gpumix.profiler.load.client import EndpointBackend
+    from gpumix.profiler.measure.endpoint import profile_model
+
+    entries, searches = [], []
+    for m in models:
+        e, s = profile_model(EndpointBackend(ep, endpoint_model or m.name, prompt), m, gpu, tp, opts, progress)
+        entries += e
+        searches += s
+    return entries, searches
