@@ -125,11 +125,12 @@ def estimate(
     """Write the roofline estimates for a workload as a throughput table (the --profiles format)."""
     from gpumix.planner.errors import GpumixError
     from gpumix.planner.plan import write_atomic
+    from gpumix.planner.profiles import throughput_table
     from gpumix.solvers.pipeline import load_problem
 
     try:
         _, problem, _ = load_problem(workload, None)
-        table = _throughput_table(problem, f"gpumix {VERSION} roofline")
+        table = throughput_table(problem, f"gpumix {VERSION} roofline")
         text = json.dumps(table, indent=2) + "\n"
         if out_path is None:
             sys.stdout.write(text)
@@ -171,12 +172,3 @@ def _sharing_model(doc, wl, problem, profiles: Optional[Path]):
     from gpumix.planner.sharing import build_sharing
 
     return build_sharing(wl, load_catalog(), problem, decode_step_fits(profiles) if profiles else None)
-
-
-def _throughput_table(problem, generator: str) -> dict:
-    """A problem's capacities as a throughput table (the --profiles format).
-    To move down: planner/profiles.py, beside the reader of the same format."""
-    entries = [{"model": c.model, "gpu": c.gpu, "tp": c.tp, "input_tokens": k[0], "output_tokens": k[1],
-                "max_rps": mu, "source": problem.source[(c, k)]}
-               for c in problem.configs for k, mu in problem.capacity[c].items()]
-    return {"entries": entries, "generator": generator}

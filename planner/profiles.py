@@ -74,3 +74,12 @@ def decode_step_fits(path: Path | str) -> dict[tuple[str, str, int], tuple[float
                 isinstance(p.get("model"), str) and isinstance(p.get("gpu"), str) and isinstance(p.get("tp"), int):
             out[(norm_name(p["model"]), norm_name(p["gpu"]), p["tp"])] = tuple(float(v) for v in coef)
     return out
+
+
+def throughput_table(problem, generator: str) -> dict:
+    """A problem's capacities as a throughput table (the format load_profiles reads), e.g. the
+    roofline estimates `gpumix estimate` writes for people to edit."""
+    entries = [{"model": c.model, "gpu": c.gpu, "tp": c.tp, "input_tokens": k[0], "output_tokens": k[1],
+                "max_rps": mu, "source": problem.source[(c, k)]}
+               for c in problem.configs for k, mu in problem.capacity[c].items()]
+    return {"entries": entries, "generator": generator}
