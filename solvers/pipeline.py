@@ -126,10 +126,10 @@ def plan_workload(workload_path: Path | str | None = None, profiles_path: Path |
         if baseline is not None:
             g, b = baseline
             base_doc["best_single_gpu"] = {
-                "gpu": g, "cost_per_hour": round(b.cost, 9), "status": b.status,
+                "gpu": g, "cost_per_hour": round(b.cost, 9), "status": b.status.value,
                 "savings": round(1 - solution.cost / b.cost, 9) if b.cost > 0 else 0.0}
     plan = make_plan(
-        problem, solution.status, solution.cost, solution.bound, solution.replicas, solution.routes,
+        problem, solution.status.value, solution.cost, solution.bound, solution.replicas, solution.routes,
         baseline=base_doc,
         inputs={"workload": str(workload_path) if workload_path else "bundled example",
                 "profiles": str(profiles_path) if profiles_path else None,

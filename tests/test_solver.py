@@ -94,8 +94,8 @@ def test_milp_status_is_read_from_highs_not_pulp():
     # PuLP maps a HiGHS time-limit stop to "Optimal"; our reader must not.
     p = split_problem()
     model = milp.build(p)
-    status, obj, bound, _ = milp.solve(model, time_limit=10)
-    assert status == "optimal" and obj == pytest.approx(2.9) and bound == pytest.approx(2.9, rel=1e-6)
+    res = milp.solve(model, time_limit=10)
+    assert res.status == "optimal" and res.objective == pytest.approx(2.9) and res.bound == pytest.approx(2.9, rel=1e-6)
 
 
 @st.composite

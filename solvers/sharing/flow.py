@@ -19,11 +19,16 @@ from gpumix.planner.errors import GpumixError, InfeasibleError, InputError
 from gpumix.planner.plan import make_node_plan, make_plan
 from gpumix.planner.profiles import decode_step_fits
 from gpumix.planner.sharing import build_sharing, set_config, shared_entries
-from gpumix.solvers.stage2.placement import PlacementOptions, explain, place
+from gpumix.solvers.cpsat import CpParams
+from gpumix.solvers.result import Deadline, Status, certify
 from gpumix.solvers.sharing.pooled import ShareParams, solve_shared
-from gpumix.solvers.stage2.packing import CpParams, pack
+from gpumix.solvers.stage2.packing import pack
+from gpumix.solvers.stage2.placement import PlacementOptions, explain, place
 
-SHARE_SOLVE = 0.5  # of the time limit for the shared solve when the workload lists instances
+# Time, when the workload lists instances
+SHARE_SOLVE = 0.5  # of the time limit for the shared solve
+PACK_SHARE = 0.3  # of what is left, to pack its replicas and sets (the dedicated-only plan gets the rest)
+FLOOR_S = 0.5
 
 
 def plan_shared(workload, problem, report, workload_path: Path | str | None, profiles_path, options, t0: float):
@@ -56,7 +61,7 @@ def plan_shared(workload, problem, report, workload_path: Path | str | None, pro
     if workload.instances:
         plan = _on_instances(problem, sol, shared, workload.instances, options, t0, inputs, solver)
     else:
-        plan = make_plan(problem, sol.status, sol.cost, sol.bound, sol.replicas, sol.routes,
+        plan = make_plan(problem, sol.status.value, sol.cost, sol.bound, sol.replicas, sol.routes,
                          inputs=inputs, solver=solver, shared=shared)
     violations = check_plan(plan, full, workload.instances or None, sharing=sharing)
     if violations:
@@ -84,37 +89,36 @@ def _on_instances(problem, sol, shared, instances, options, t0, inputs, solver):
     for i, s in enumerate(sol.shared):
         need[(set_config(i, s.gpu, s.tp), False)] = s.count
 
-    def left(share=1.0):
-        return None if options.time_limit is None else \
-            max((options.time_limit - (time.perf_counter() - t0)) * share, 0.5)
-
+    deadline = Deadline(None if options.time_limit is None else t0 + options.time_limit)
     say = options.progress or (lambda _m: None)
-    pk = pack(need, instances, params=CpParams(left(0.3), options.workers, options.seed))
+    pk = pack(need, instances, params=CpParams(deadline.left(PACK_SHARE, floor=FLOOR_S), options.workers,
+                                               options.seed))
     say(f"stage 2: {len(pk.nodes)} nodes ${pk.cost:,.2f}/h ({pk.status})")
     dedicated = None
     try:
-        dedicated = place(problem, instances, PlacementOptions(time_limit=left(), mip_gap=options.mip_gap,
+        dedicated = place(problem, instances, PlacementOptions(time_limit=deadline.left(floor=FLOOR_S),
+                                                                mip_gap=options.mip_gap,
                                                                 workers=options.workers, seed=options.seed))
         say(f"dedicated-only instance plan: ${dedicated.cost:,.2f}/h ({dedicated.status})")
     except GpumixError:
         pass
-    packed = pk.status in ("optimal", "feasible")
+    packed = pk.status.has_plan
     if dedicated is not None and (not packed or dedicated.cost < pk.cost - 1e-9):
         cost, parts_optimal, replicas, routes, nodes, shared = (
-            dedicated.cost, dedicated.status == "optimal", dedicated.replicas, dedicated.routes, dedicated.nodes, [])
+            dedicated.cost, dedicated.status == Status.OPTIMAL, dedicated.replicas, dedicated.routes,
+            dedicated.nodes, [])
     elif packed:
         cost, parts_optimal, replicas, routes, nodes = (
-            pk.cost, sol.status == "optimal" and pk.status == "optimal",
+            pk.cost, sol.status == Status.OPTIMAL and pk.status == Status.OPTIMAL,
             {(c, False): k for c, k in sol.replicas.items()},
             {((c, False), k): v for (c, k), v in sol.routes.items()}, pk.nodes)
     else:
         raise InfeasibleError("stage 2 cannot place the plan's replicas and shared sets on the instances: "
                               + explain(problem, instances))
     bound = min(sol.bound, cost)  # bounds every plan, with shared sets or without
-    gap = 0.0 if cost <= 0 else (cost - bound) / cost
-    status = "optimal" if parts_optimal and gap <= options.mip_gap + 1e-12 else "feasible"
-    say(f"{status}: {len(nodes)} nodes ${cost:,.2f}/h, bound ${bound:,.2f}/h, gap {gap:.4%}")
+    cert = certify(cost, bound, proven=parts_optimal, mip_gap=options.mip_gap)
+    say(f"{cert.status}: {len(nodes)} nodes ${cost:,.2f}/h, bound ${bound:,.2f}/h, gap {cert.gap:.4%}")
     solver = {**solver, "stage2": "OR-Tools CP-SAT",
               "dedicated_only_cost_per_hour": None if dedicated is None else round(dedicated.cost, 9)}
-    return make_node_plan(problem, status, cost, bound, replicas, routes, nodes, inputs=inputs, solver=solver,
+    return make_node_plan(problem, cert.status.value, cost, bound, replicas, routes, nodes, inputs=inputs, solver=solver,
                           shared=shared)

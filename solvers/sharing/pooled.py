@@ -45,6 +45,8 @@ from gpumix.planner.errors import InfeasibleError, NoSolutionError
 from gpumix.planner.problem import Config, Problem
 from gpumix.planner.sharing import (SharedSet, SharingModel, can_serve_all, full_demand, memory_per_gpu,
                              min_memory_per_gpu, set_config, time_fraction)
+from gpumix.solvers.cpsat import CpParams, cp_solver, cp_status
+from gpumix.solvers.result import Deadline, Status, certify
 from gpumix.solvers.stage1 import milp
 from gpumix.solvers.stage2 import packing as stage2
 from gpumix.solvers.stage1.decompose import Progress, Solution, SolveParams, solve as solve_dedicated
@@ -54,7 +56,18 @@ TIME_SCALE = 1_000_000  # per set's worth of time
 MEM_UNIT = 2 ** 20  # bytes: memory in MiB
 SETS_PER_BIN_CUT = 3  # P4 for j = 1..3
 PACKING_SLACK = (0.0, 0.01, 0.03, 0.06)  # primal attempts: share of set memory the pooled model keeps free
-PACK_TIME_S = 2.0  # CP-SAT bin packing of one set type, per attempt
+PACK_TIME_S = 2.0  # CP-SAT bin packing of one set type, per attempt (and stage 2 costing a plan)
+FLOOR_S = 0.05  # no solver call gets less
+
+# Time: shares of what is left when a step starts
+PER_MODEL_SHARE = 0.3  # the dedicated per-model MILPs, all together
+BOUND_SHARE = 0.5  # the pooled model for the bound
+PRIMAL_SHARE = 0.3  # one pooled primal (per PACKING_SLACK attempt)
+PACK_SHARE = 0.1  # set packing of one type (at most PACK_TIME_S)
+BINS_SHARE = 0.5  # bins_model (at most ShareParams.bins_time_limit)
+REALIZE_SHARE = 0.8  # the dedicated models beside the sets, under availability
+DEDICATED_SHARE = 0.9  # the dedicated-only plan, under availability
+KNAPSACK_SHARE = 0.05  # one rider knapsack (at most PACK_TIME_S)
 
 
 @dataclass(frozen=True)
@@ -73,6 +86,25 @@ class ShareSolution(Solution):
     shared: tuple[SharedSet, ...] = ()
     dedicated_only_cost: float | None = None  # the best plan without sharing that the solver saw
     unshareable: dict = field(default_factory=dict)  # model -> why it cannot be shared
+
+
+@dataclass(frozen=True)
+class PooledResult:
+    status: Status
+    objective: float | None
+    bound: float
+    choice: dict = field(default_factory=dict)  # model -> set type (gpu, tp), None: dedicated
+
+
+@dataclass(frozen=True)
+class SharePlan:
+    """A primal plan: dedicated replicas and routes beside shared sets."""
+
+    cost: float  # $/h (node prices with instance shapes)
+    replicas: dict
+    routes: dict
+    optimal: bool  # its dedicated parts were proven optimal
+    sets: tuple[SharedSet, ...] | list = ()
 
 
 @dataclass(frozen=True)
@@ -131,13 +163,12 @@ def _fits_one_set(problem: Problem, sharing: SharingModel, cand: Candidate) -> b
 
 
 def _cp_solver(time_limit: float | None, params: ShareParams) -> cp_model.CpSolver:
-    solver = cp_model.CpSolver()
-    if time_limit is not None:
-        solver.parameters.max_time_in_seconds = max(time_limit, 0.05)
-    solver.parameters.num_workers = params.workers
-    solver.parameters.random_seed = params.seed
-    solver.parameters.interleave_search = True  # deterministic with several workers
-    return solver
+    return cp_solver(None if time_limit is None else max(time_limit, FLOOR_S), params.workers, params.seed)
+
+
+def _left(deadline: Deadline, share: float) -> float | None:
+    """share of what is left, of at least FLOOR_S left (HiGHS calls)."""
+    return deadline.left(share, floor=FLOOR_S * share)
 
 
 def pooled(problem: Problem, sharing: SharingModel, cands: dict[str, list[Candidate]],
@@ -148,7 +179,7 @@ def pooled(problem: Problem, sharing: SharingModel, cands: dict[str, list[Candid
     m's dedicated cost, None if it has none. slack (primal only) keeps that share of each type's memory
     free, room the aggregate leaves for packing whole models into sets. usage (primal with instance
     shapes, params.instances): m's dedicated replicas; then the objective is the node price of
-    instances holding the sets and those replicas (node_milp's C6 per GPU type and TP degree). Returns (status, objective, bound, {model: (gpu, tp) or None})."""
+    instances holding the sets and those replicas (node_milp's C6 per GPU type and TP degree)."""
     U = problem.max_utilization
     prob = pulp.LpProblem("gpumix_pooled", pulp.LpMinimize)
     mine = {m: [c for c in cands.get(m, []) if for_bound or _fits_one_set(problem, sharing, c)]
@@ -167,7 +198,7 @@ def pooled(problem: Problem, sharing: SharingModel, cands: dict[str, list[Candid
     for i, m in enumerate(problem.models):
         terms = [z[(m, (c.gpu, c.tp))] for c in mine[m]] + ([y[m]] if m in y else [])
         if not terms:
-            return "infeasible", None, math.inf, {}
+            return PooledResult(Status.INFEASIBLE, None, math.inf)
         prob += pulp.lpSum(terms) == 1, f"P1_one_{i}"
     by_type: dict[tuple, list[Candidate]] = {}
     for m in problem.models:
@@ -184,12 +215,12 @@ def pooled(problem: Problem, sharing: SharingModel, cands: dict[str, list[Candid
     for g in sorted({s[0] for s in types}):
         if problem.available.get(g) is not None:
             prob += pulp.lpSum(s[1] * N[s] for s in types if s[0] == g) <= problem.available[g], f"P5_avail_{g}"
-    status, objective, bound, _ = milp.solve(milp.MilpModel(prob, N, {}), time_limit, params.mip_gap * 0.1)
-    if status in ("infeasible", "no_solution"):
-        return status, None, bound, {}
+    res = milp.solve(milp.MilpModel(prob, N, {}), time_limit, params.mip_gap * 0.1)
+    if not res.status.has_plan:
+        return PooledResult(res.status, None, res.bound)
     choice = {m: next((s for (mm, s), v in z.items() if mm == m and (v.varValue or 0) > 0.5), None)
               for m in problem.models}
-    return status, objective, bound, choice
+    return PooledResult(res.status, res.objective, res.bound, choice)
 
 
 def _node_cost(prob, problem: Problem, instances, types, N, y, usage):
@@ -253,7 +284,7 @@ def pack(problem: Problem, sharing: SharingModel, gpu: str, tp: int, cands: list
                     cm.AddHint(x[(i, b)], True)
         cm.Minimize(sum(use))
         solver = _cp_solver(time_limit, params)
-        if solver.Solve(cm) in (cp_model.OPTIMAL, cp_model.FEASIBLE) and solver.ObjectiveValue() < K:
+        if cp_status(solver.Solve(cm)).has_plan and solver.ObjectiveValue() < K:
             bins = [[i for i in range(len(items)) if (i, b) in x and solver.Value(x[(i, b)])] for b in range(K)]
             bins = [b for b in bins if b]
     return [tuple(sorted(items[i].model for i in b)) for b in bins]
@@ -261,110 +292,108 @@ def pack(problem: Problem, sharing: SharingModel, gpu: str, tp: int, cands: list
 
 def solve_shared(problem: Problem, sharing: SharingModel, params: ShareParams = ShareParams()) -> ShareSolution:
     t0 = time.perf_counter()
-    deadline = None if params.time_limit is None else t0 + params.time_limit
+    deadline = Deadline.start(params.time_limit)
     say = params.progress or (lambda _m: None)
-
-    def left(share: float = 1.0) -> float | None:
-        return None if deadline is None else max(deadline - time.perf_counter(), 0.05) * share
 
     # Each model alone on dedicated replicas (availability relaxed to each model's own): D_m and LB_m.
     per_model: dict[str, milp.MilpResult] = {}
     for i, m in enumerate(problem.models):
-        budget = None if deadline is None else max(left(0.3) / (len(problem.models) - i), 0.05)
+        budget = deadline.left(PER_MODEL_SHARE / (len(problem.models) - i), floor=FLOOR_S)
         per_model[m] = milp.run(problem.restrict(models={m}), budget, mip_gap=params.mip_gap * 0.1)
     dedicated = {m: r.objective for m, r in per_model.items()}
-    lower = {m: (r.bound if r.status != "infeasible" else None) for m, r in per_model.items()}
+    lower = {m: (r.bound if r.status != Status.INFEASIBLE else None) for m, r in per_model.items()}
     cands = candidates(problem, sharing)
     unshareable = {m: sharing.why_not.get(m, "fits no shared set") for m in problem.models if m not in cands}
     say(f"dedicated per model: ${sum(v for v in dedicated.values() if v):,.2f}/h; "
         f"{len(cands)}/{len(problem.models)} models can share")
 
-    b_status, _, bound, b_choice = pooled(problem, sharing, cands, lower, True, left(0.5), params)
-    if b_status == "infeasible":
+    for_bound = pooled(problem, sharing, cands, lower, True, _left(deadline, BOUND_SHARE), params)
+    bound, b_choice = for_bound.bound, for_bound.choice
+    if for_bound.status == Status.INFEASIBLE:
         raise InfeasibleError("no plan, even with shared GPUs: some model fits no dedicated replica and no "
                               "shared set within availability")
-    stats = {"models": len(problem.models), "shareable": len(cands), "bound_model": b_status}
+    stats = {"models": len(problem.models), "shareable": len(cands), "bound_model": for_bound.status.value}
     best, choice = None, {}
     for slack in PACKING_SLACK:  # the pooled primal with some memory kept free, then packed
-        if best is not None and best[0] <= bound * (1 + params.mip_gap) + 1e-9:
+        if best is not None and best.cost <= bound * (1 + params.mip_gap) + 1e-9:
             break
-        p_status, _, _, pick = pooled(problem, sharing, cands, dedicated, False, left(0.3), params, slack,
-                                      {m: r.replicas for m, r in per_model.items()})
-        if p_status not in ("optimal", "feasible"):
+        primal = pooled(problem, sharing, cands, dedicated, False, _left(deadline, PRIMAL_SHARE), params, slack,
+                        {m: r.replicas for m, r in per_model.items()})
+        if not primal.status.has_plan:
             continue
+        pick = primal.choice
         choice = choice or pick
-        sets = _pack_assignment(problem, sharing, cands, pick, params, left)
-        got = _realize(problem, per_model, sets, [m for m, s in pick.items() if s is None], params, left)
-        got = got and _ride(problem, sharing, cands, got, params, left)
-        if got is not None and (best is None or got[0] < best[0] - 1e-9):
+        sets = _pack_assignment(problem, sharing, cands, pick, params, deadline)
+        got = _realize(problem, per_model, sets, [m for m, s in pick.items() if s is None], params, deadline)
+        got = got and _ride(problem, sharing, cands, got, params, deadline)
+        if got is not None and (best is None or got.cost < best.cost - 1e-9):
             best, choice = got, pick
-    if best is None or best[0] > bound * (1 + params.mip_gap) + 1e-9:
+    if best is None or best.cost > bound * (1 + params.mip_gap) + 1e-9:
         # the pooled assignment packs into more sets than it counted: pack every model at once
         types = sorted({s for s in list(choice.values()) + list(b_choice.values()) if s is not None})
-        start = [st for st in best[4] if st.count == 1] if best is not None else []
+        start = [st for st in best.sets if st.count == 1] if best is not None else []
         found = bins_model(problem, sharing, cands, per_model, types, start, bound,
-                           min(left(0.5), params.bins_time_limit), params)
+                           deadline.left(BINS_SHARE, cap=params.bins_time_limit, floor=FLOOR_S), params)
         stats["bins_model"] = found is not None
         if found is not None:
-            again = _realize(problem, per_model, *found, params, left)
-            again = again and _ride(problem, sharing, cands, again, params, left)
-            if again is not None and (best is None or again[0] < best[0] - 1e-9):
+            again = _realize(problem, per_model, *found, params, deadline)
+            again = again and _ride(problem, sharing, cands, again, params, deadline)
+            if again is not None and (best is None or again.cost < best.cost - 1e-9):
                 best = again
-    dedicated_only = _dedicated_only(problem, per_model, params, left)
-    if dedicated_only is not None and (best is None or dedicated_only[0] <= best[0]):
-        best = dedicated_only + ((),)
+    dedicated_only = _dedicated_only(problem, per_model, params, deadline)
+    if dedicated_only is not None and (best is None or dedicated_only.cost <= best.cost):
+        best = dedicated_only
     if best is None:
         raise NoSolutionError("no plan with shared GPUs within the time limit; raise --time-limit")
-    cost, replicas, routes, optimal_parts, sets = best
+    cost, replicas, routes, sets = best.cost, best.replicas, best.routes, best.sets
     bound = min(bound, cost)
-    gap = 0.0 if cost <= 0 else (cost - bound) / cost
-    status = "optimal" if optimal_parts and gap <= params.mip_gap + 1e-12 else "feasible"
+    cert = certify(cost, bound, proven=best.optimal, mip_gap=params.mip_gap)
     wall = time.perf_counter() - t0
     stats.update({"shared_sets": sum(s.count for s in sets), "shared_models": sum(len(s.models) for s in sets)})
-    say(f"{status}: ${cost:,.2f}/h with {stats['shared_sets']} shared sets, bound ${bound:,.2f}/h, "
-        f"gap {gap:.4%}, {wall:.2f}s")
-    return ShareSolution(status, cost, bound, dict(sorted(replicas.items())), routes, wall, "shared", stats,
-                         shared=tuple(sets), dedicated_only_cost=None if dedicated_only is None else dedicated_only[0],
+    say(f"{cert.status}: ${cost:,.2f}/h with {stats['shared_sets']} shared sets, bound ${bound:,.2f}/h, "
+        f"gap {cert.gap:.4%}, {wall:.2f}s")
+    return ShareSolution(cert.status, cost, bound, dict(sorted(replicas.items())), routes, wall, "shared", stats,
+                         shared=tuple(sets), dedicated_only_cost=None if dedicated_only is None else dedicated_only.cost,
                          unshareable=unshareable)
 
 
-def _pack_assignment(problem, sharing, cands, choice, params, left) -> list[SharedSet]:
+def _pack_assignment(problem, sharing, cands, choice, params, deadline: Deadline) -> list[SharedSet]:
     by_type: dict[tuple, list[Candidate]] = {}
     for m, s in choice.items():
         if s is not None:
             by_type.setdefault(s, []).append(next(c for c in cands[m] if (c.gpu, c.tp) == s))
     return [SharedSet(g, t, 1, models) for (g, t), cs in sorted(by_type.items())
-            for models in pack(problem, sharing, g, t, cs, min(left(0.1), PACK_TIME_S), params)]
+            for models in pack(problem, sharing, g, t, cs,
+                               deadline.left(PACK_SHARE, cap=PACK_TIME_S, floor=FLOOR_S), params)]
 
 
-def _realize(problem, per_model, sets, ded, params, left):
-    """Plan the dedicated models beside the sets: (cost, replicas, routes, optimal, sets), or None when
-    availability leaves them no plan."""
+def _realize(problem, per_model, sets, ded, params, deadline: Deadline) -> SharePlan | None:
+    """Plan the dedicated models beside the sets, or None when availability leaves them no plan."""
     used: dict[str, int] = {}
     for s in sets:
         used[s.gpu] = used.get(s.gpu, 0) + s.tp * s.count
     if any(problem.available.get(g) is not None and n > problem.available[g] for g, n in used.items()):
         return None
     if not ded:
-        return _total(problem, {}, sets, params), {}, {}, True, sets
+        return SharePlan(_total(problem, {}, sets, params, deadline), {}, {}, True, sets)
     if all(a is None for a in problem.available.values()):
         if any(per_model[m].objective is None for m in ded):
             return None
         replicas = {c: k for m in ded for c, k in per_model[m].replicas.items()}
         routes = {key: v for m in ded for key, v in per_model[m].routes.items()}
-        optimal = all(per_model[m].status == "optimal" for m in ded)
+        optimal = all(per_model[m].status == Status.OPTIMAL for m in ded)
     else:
         rest = {g: None if a is None else a - used.get(g, 0) for g, a in problem.available.items()}
         try:
             sol = solve_dedicated(problem.restrict(models=set(ded), available=rest),
-                                  SolveParams(left(0.8), params.mip_gap))
+                                  SolveParams(_left(deadline, REALIZE_SHARE), params.mip_gap))
         except (InfeasibleError, NoSolutionError):
             return None
-        replicas, routes, optimal = sol.replicas, sol.routes, sol.status == "optimal"
-    return _total(problem, replicas, sets, params), replicas, routes, optimal, sets
+        replicas, routes, optimal = sol.replicas, sol.routes, sol.status == Status.OPTIMAL
+    return SharePlan(_total(problem, replicas, sets, params, deadline), replicas, routes, optimal, sets)
 
 
-def _ride(problem, sharing, cands, plan, params, left):
+def _ride(problem, sharing, cands, plan: SharePlan, params, deadline: Deadline) -> SharePlan:
     """Riders: a dedicated model m on k replicas of one config (m, g, t) that serves all its buckets
     becomes a shared group of k sets of (g, t) hosting m and riders that fit what m leaves of them:
     time sum f <= k U, memory per GPU sum memory_per_gpu(.., k) <= B (m's too), loads rounded up and
@@ -373,8 +402,8 @@ def _ride(problem, sharing, cands, plan, params, left):
     move is a knapsack worth the sets' and replicas' price (CP-SAT, hinted with the greedy by price
     then size, which is the fallback). The group takes the GPUs of m's replicas, so availability
     holds. Hosts in name order; a change is kept only if the plan's cost (_total) goes down.
-    Returns the plan (cost, replicas, routes, optimal, sets), changed or not."""
-    cost, replicas, routes, optimal, sets = plan
+    Returns the plan, changed or not."""
+    cost, replicas, routes, optimal, sets = plan.cost, plan.replicas, plan.routes, plan.optimal, plan.sets
     U = problem.max_utilization
     on = {(m, c.gpu, c.tp): c for m, cs in cands.items() for c in cs}
     for m in sorted({c.model for c, k in replicas.items() if k > 0}):
@@ -413,7 +442,7 @@ def _ride(problem, sharing, cands, plan, params, left):
                          sum(problem.config_cost(c) * v for c, v in replicas.items() if c.model == r)))
         caps = (free_t, free_m, free_l if free_l is not None else 1 << 60)
         pool = [(key, w, price) for key, w, price in pool if w is not None and all(a <= b for a, b in zip(w, caps))]
-        take = _knapsack(pool, caps, params, left)
+        take = _knapsack(pool, caps, params, deadline)
         if not take:
             continue
         gone = {i for kind, i in take if kind == "set"}
@@ -424,13 +453,13 @@ def _ride(problem, sharing, cands, plan, params, left):
             SharedSet(g, t, k, (m,) + tuple(sorted(riders | {r for i in gone for r in sets[i].models})))]
         new_replicas = {c: v for c, v in replicas.items() if c.model != m and c.model not in riders}
         new_routes = {key: v for key, v in routes.items() if key[0].model != m and key[0].model not in riders}
-        new_cost = _total(problem, new_replicas, new_sets, params)
+        new_cost = _total(problem, new_replicas, new_sets, params, deadline)
         if new_cost < cost - 1e-9:
             cost, replicas, routes, sets = new_cost, new_replicas, new_routes, new_sets
-    return cost, replicas, routes, optimal, sets
+    return SharePlan(cost, replicas, routes, optimal, sets)
 
 
-def _knapsack(pool, caps, params, left) -> set:
+def _knapsack(pool, caps, params, deadline: Deadline) -> set:
     """The keys of `pool` [(key, weights, price)] worth most with every weight sum within its cap
     (caps: time, memory, latency; all positive)."""
     order = sorted(pool, key=lambda p: (-p[2], -max(w / c for w, c in zip(p[1], caps)), p[0]))
@@ -448,8 +477,8 @@ def _knapsack(pool, caps, params, left) -> set:
     for p, v in zip(pool, x):
         cm.AddHint(v, p[0] in greedy)
     cm.Maximize(sum(math.ceil(p[2] * COST_SCALE) * v for p, v in zip(pool, x)))
-    solver = _cp_solver(min(left(0.05) or PACK_TIME_S, PACK_TIME_S), params)
-    if solver.Solve(cm) in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+    solver = _cp_solver(deadline.left(KNAPSACK_SHARE, cap=PACK_TIME_S, floor=FLOOR_S), params)
+    if cp_status(solver.Solve(cm)).has_plan:
         chosen = {p[0] for p, v in zip(pool, x) if solver.Value(v)}
         if sum(p[2] for p in pool if p[0] in chosen) > sum(p[2] for p in pool if p[0] in greedy) + 1e-9:
             return chosen
@@ -536,8 +565,8 @@ def bins_model(problem, sharing, cands, per_model, types, start, bound, time_lim
     for m, v in y.items():
         cm.AddHint(v, m not in placed)
     solver = _cp_solver(time_limit, params)
-    status = solver.Solve(cm, _StopAtBound(bound * (1 + params.mip_gap) * COST_SCALE))
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+    status = cp_status(solver.Solve(cm, _StopAtBound(bound * (1 + params.mip_gap) * COST_SCALE)))
+    if not status.has_plan:
         return None
     sets = []
     for (s, b), v in sorted(opened.items()):
@@ -547,28 +576,31 @@ def bins_model(problem, sharing, cands, per_model, types, start, bound, time_lim
     return sets, [m for m, v in y.items() if solver.Value(v)]
 
 
-def _dedicated_only(problem, per_model, params, left):
+def _dedicated_only(problem, per_model, params, deadline: Deadline) -> SharePlan | None:
     if all(a is None for a in problem.available.values()):
         if any(r.objective is None for r in per_model.values()):
             return None
         replicas = {c: k for r in per_model.values() for c, k in r.replicas.items()}
         routes = {key: v for r in per_model.values() for key, v in r.routes.items()}
-        return (_total(problem, replicas, [], params), replicas, routes,
-                all(r.status == "optimal" for r in per_model.values()))
+        return SharePlan(_total(problem, replicas, [], params, deadline), replicas, routes,
+                         all(r.status == Status.OPTIMAL for r in per_model.values()))
     try:
-        sol = solve_dedicated(problem, SolveParams(left(0.9), params.mip_gap))
+        sol = solve_dedicated(problem, SolveParams(_left(deadline, DEDICATED_SHARE), params.mip_gap))
     except (InfeasibleError, NoSolutionError):
         return None
-    return _total(problem, sol.replicas, [], params), sol.replicas, sol.routes, sol.status == "optimal"
+    return SharePlan(_total(problem, sol.replicas, [], params, deadline), sol.replicas, sol.routes,
+                     sol.status == Status.OPTIMAL)
 
 
-def _total(problem: Problem, replicas: dict[Config, int], sets: list[SharedSet], params: ShareParams) -> float:
+def _total(problem: Problem, replicas: dict[Config, int], sets: list[SharedSet], params: ShareParams,
+           deadline: Deadline) -> float:
     """The plan's $/hour: per GPU, or with instance shapes the nodes stage 2 packs it onto."""
     if params.instances:
         need = {(c, False): k for c, k in replicas.items()}
         for i, st in enumerate(sets):
             need[(set_config(i, st.gpu, st.tp), False)] = st.count
-        pk = stage2.pack(need, params.instances, params=stage2.CpParams(PACK_TIME_S, params.workers, params.seed))
-        return pk.cost if pk.status in ("optimal", "feasible") else math.inf
+        limit = deadline.left(cap=PACK_TIME_S, floor=FLOOR_S)
+        pk = stage2.pack(need, params.instances, params=CpParams(limit, params.workers, params.seed))
+        return pk.cost if pk.status.has_plan else math.inf
     return (sum(problem.config_cost(c) * k for c, k in replicas.items())
             + sum(problem.price[s.gpu] * s.tp * s.count for s in sets))

@@ -19,19 +19,31 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from dataclasses import dataclass, field
 
 from ortools.sat.python import cp_model
 
 from gpumix.planner.problem import Config, Problem
+from gpumix.solvers.cpsat import cp_solver, cp_status
+from gpumix.solvers.result import Deadline, Status, closed
 from gpumix.solvers.stage1 import milp
 
 COST_SCALE = 10_000
-LNS_SIZE = 12
+LNS_SIZE = 12  # models re-solved together in one neighbourhood
 SUBGRADIENT_MAX = 40  # Lagrangian evaluations at most
-SUBGRADIENT_SHARE = 0.35  # of the coupled phase's time  # models re-solved together in one neighbourhood
 SMALL_CONFIGS = 600  # joint models this small (S size) go straight to HiGHS after a first incumbent
+
+# Time: shares of what is left when a step starts, each at most its cap (seconds)
+FIRST_MASTER = (0.05, 2.0)  # the master over the lambda=0 plans, and after each subgradient step
+DUALS_LP = (0.25, 60.0)  # the joint LP relaxation (C3's duals)
+DUALS_MASTER = (0.1, 5.0)  # the master after pricing at the duals
+SUBGRADIENT_SHARE = 0.35  # of the coupled phase's time for the Lagrangian steps
+PRICED_SHARE = 0.1  # one priced sub-MILP
+GREEDY = (0.05, 5.0)  # one greedy repair MILP
+IMPROVE_ALL = (0.35, 120.0)  # all competing models re-solved at once
+LNS_SHARE = 0.4  # neighbourhood search, then LNS_STEP_S at most (and a sixth of it) a round
+LNS_STEP_S = 5.0
+FLOOR_S = 0.05  # no solver call gets less
 
 
 @dataclass
@@ -40,6 +52,12 @@ class Column:
     replicas: dict[Config, int]
     routes: dict
     usage: dict[str, int]
+
+
+@dataclass(frozen=True)
+class MasterChoice:
+    choice: dict[str, int] | None  # model -> index of its column; None: no choice found
+    proven: bool  # CP-SAT proved it optimal over these columns
 
 
 @dataclass
@@ -65,8 +83,8 @@ def _column(problem: Problem, res: milp.MilpResult) -> Column:
 
 
 def master(problem: Problem, columns: dict[str, list[Column]], time_limit: float,
-           hint: dict[str, int] | None = None) -> tuple[dict[str, int] | None, bool]:
-    """CP-SAT: one column per model within availability. Returns (choice, proven optimal)."""
+           hint: dict[str, int] | None = None, workers: int = 2, seed: int = 0) -> MasterChoice:
+    """CP-SAT: one column per model within availability."""
     m = cp_model.CpModel()
     z = {(name, j): m.new_bool_var(f"z_{i}_{j}") for i, name in enumerate(problem.models)
          for j in range(len(columns[name]))}
@@ -85,21 +103,23 @@ def master(problem: Problem, columns: dict[str, list[Column]], time_limit: float
         for name, j in hint.items():
             for jj in range(len(columns[name])):
                 m.add_hint(z[name, jj], jj == j)
-    solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = max(time_limit, 0.05)
-    solver.parameters.num_workers = 2
-    solver.parameters.random_seed = 0
-    solver.parameters.interleave_search = True  # deterministic with several workers
-    status = solver.solve(m)
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return None, False
+    solver = cp_solver(max(time_limit, FLOOR_S), workers, seed)
+    status = cp_status(solver.solve(m))
+    if not status.has_plan:
+        return MasterChoice(None, False)
     choice = {name: next(j for j in range(len(columns[name])) if solver.value(z[name, j]))
               for name in problem.models}
-    return choice, status == cp_model.OPTIMAL
+    return MasterChoice(choice, status == Status.OPTIMAL)
 
 
-def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline: float | None,
-                  mip_gap: float, whole_buckets: bool, say) -> CoupledResult | None:
+def _slice(deadline: Deadline, share: float, cap: float) -> float | None:
+    """share of what is left, at most cap; None (no limit) without a deadline."""
+    return deadline.left(share, cap=cap, floor=FLOOR_S) if deadline.limited else None
+
+
+def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline: Deadline,
+                  mip_gap: float, whole_buckets: bool, say, *, workers: int = 2,
+                  seed: int = 0) -> CoupledResult | None:
     """None when no plan within availability was found (the caller reports infeasibility).
 
     Order: a first plan (CP-SAT master over the per-model plans, else greedy repair) -> LP duals
@@ -108,14 +128,12 @@ def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline:
     neighbourhood search (a few of them at a time, the rest fixed) -> the full joint MILP,
     warm-started, whose bound joins the Lagrangian one.
     """
-    t0 = time.perf_counter()
-    total = None if deadline is None else deadline - t0
+    total = deadline.remaining() if deadline.limited else None
+    left = deadline.remaining
 
-    def left() -> float:
-        return math.inf if deadline is None else deadline - time.perf_counter()
-
-    def share(frac: float, cap: float) -> float | None:
-        return None if deadline is None else max(min(left() * frac, cap), 0.05)
+    def run_master(step: tuple[float, float], hint=None) -> dict[str, int] | None:
+        share, cap = step
+        return master(problem, columns, deadline.left(share, cap=cap, floor=FLOOR_S), hint, workers, seed).choice
 
     finite = {g: a for g, a in problem.available.items() if a is not None}
     columns = {m: [_column(problem, r)] for m, r in first.items()}
@@ -139,7 +157,7 @@ def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline:
             else:
                 if m not in subs:
                     subs[m] = problem.restrict(models={m})
-                res = _solve_priced(subs[m], price, left(), mip_gap, whole_buckets)
+                res = _solve_priced(subs[m], price, deadline, mip_gap, whole_buckets)
                 if res is None:
                     return None
                 bound += res[0]
@@ -160,9 +178,9 @@ def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline:
                 ub, incumbent = cost, choice
 
     # A plan first (time limits are real): master over the lambda=0 plans, else greedy repair.
-    take(master(problem, columns, share(0.05, 2.0) or 2.0)[0])
+    take(run_master(FIRST_MASTER))
     if incumbent is None:
-        take(_greedy(problem, columns, finite, left, mip_gap, whole_buckets))
+        take(_greedy(problem, columns, finite, deadline, mip_gap, whole_buckets))
     if incumbent is not None:
         say(f"incumbent ${ub:,.2f}/h")
 
@@ -172,7 +190,7 @@ def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline:
                       say, stats)
     lam = {g: 0.0 for g in finite}
     usage = {g: sum(base_usage[m].get(g, 0) for m in problem.models) for g in finite}
-    lp = milp.availability_duals(problem, share(0.25, 60.0)) if left() > 0.3 else None
+    lp = milp.availability_duals(problem, _slice(deadline, *DUALS_LP)) if left() > 0.3 else None
     duals = None
     if lp is not None:
         best_lb = max(best_lb, lp[0] * (1 - 1e-9))  # the LP relaxation's optimum is a bound too
@@ -185,7 +203,7 @@ def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline:
         best_lb, usage = max(best_lb, out[0]), out[1]
         say(f"Lagrangian bound ${best_lb:,.2f}/h at the LP duals")
         # mix the plans priced at the duals with the ones we have
-        take(master(problem, columns, share(0.1, 5.0) or 5.0, hint=incumbent)[0])
+        take(run_master(DUALS_MASTER, hint=incumbent))
         if incumbent is not None:
             say(f"incumbent ${ub:,.2f}/h from {sum(len(c) for c in columns.values())} candidate plans")
 
@@ -193,7 +211,7 @@ def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline:
     # and the master recombines them (this is where the best plans of hard instances came from).
     theta, stall, lb_now = 1.0, 0, best_lb
     while (incumbent is not None and stats["lagrangian_iters"] < SUBGRADIENT_MAX
-           and (total is None or left() > (1 - SUBGRADIENT_SHARE) * total) and ub - best_lb > mip_gap * ub):
+           and (total is None or left() > (1 - SUBGRADIENT_SHARE) * total) and not closed(ub, best_lb, mip_gap)):
         excess = {g: usage[g] - a for g, a in finite.items()}
         norm = sum(v * v for g, v in excess.items() if v > 0 or lam[g] > 0)
         if norm == 0 or theta < 1e-3:
@@ -209,30 +227,29 @@ def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline:
             stall += 1
             if stall >= 2:
                 theta, stall = theta / 2, 0
-        take(master(problem, columns, share(0.05, 2.0) or 2.0, hint=incumbent)[0])
+        take(run_master(FIRST_MASTER, hint=incumbent))
         say(f"Lagrangian {stats['lagrangian_iters']}: bound ${best_lb:,.2f}/h, incumbent ${ub:,.2f}/h")
 
     # The competing models (on scarce types) re-solved jointly, the rest fixed; then large
     # neighbourhood search over a few of them at a time.
-    if incumbent is not None and ub - best_lb > mip_gap * ub:
+    if incumbent is not None and not closed(ub, best_lb, mip_gap):
         scarce = {g for g in finite if lam.get(g, 0) > 0 or usage.get(g, 0) > finite[g]}
         movers = [m for m in problem.models
                   if scarce.intersection(base_usage[m]) or scarce.intersection(columns[m][incumbent[m]].usage)]
         if len(movers) > LNS_SIZE and left() > 1.0:  # first all competing models at once
-            if _improve(problem, columns, incumbent, set(movers), mip_gap, whole_buckets, share(0.35, 120.0)):
+            if _improve(problem, columns, incumbent, set(movers), mip_gap, whole_buckets,
+                        _slice(deadline, *IMPROVE_ALL)):
                 ub = sum(columns[m][j].cost for m, j in incumbent.items())
                 say(f"incumbent ${ub:,.2f}/h from the joint MILP over {len(movers)} competing models")
-        window = None if total is None else 0.4 * left()
-        lns_end = None if window is None else time.perf_counter() + window
-        rng = random.Random(0)
+        lns = deadline.sub(LNS_SHARE)
+        window = lns.remaining()
+        rng = random.Random(seed)
         rounds = 0
-        while movers and (lns_end is None and rounds < 3 * LNS_SIZE or
-                          lns_end is not None and time.perf_counter() < lns_end):
+        while movers and (not lns.limited and rounds < 3 * LNS_SIZE or lns.limited and not lns.expired()):
             rounds += 1
             group = set(movers if len(movers) <= LNS_SIZE else rng.sample(movers, LNS_SIZE))
             better = _improve(problem, columns, incumbent, group, max(mip_gap, 1e-3), whole_buckets,
-                              None if lns_end is None else
-                              max(min(lns_end - time.perf_counter(), window / 6, 5.0), 0.05))
+                              _slice(lns, 1.0, min(window / 6, LNS_STEP_S)))
             if better is not None:
                 ub = sum(columns[m][j].cost for m, j in incumbent.items())
                 say(f"incumbent ${ub:,.2f}/h (neighbourhood search, round {rounds})")
@@ -249,20 +266,19 @@ def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline:
 def _joint(problem, columns, incumbent, ub, bound, deadline, mip_gap, whole_buckets, say,
            stats) -> CoupledResult | None:
     """The full joint MILP, warm-started from the incumbent, for the rest of the time."""
-    left = math.inf if deadline is None else deadline - time.perf_counter()
     replicas, routes = _plan_of(columns, incumbent) if incumbent is not None else ({}, {})
-    optimal = incumbent is not None and ub - bound <= mip_gap * ub
-    if not optimal and left > 0.2:
+    optimal = incumbent is not None and closed(ub, bound, mip_gap)
+    if not optimal and deadline.remaining() > 0.2:
         say(f"joint MILP warm-started at ${ub:,.2f}/h" if incumbent else "joint MILP, no incumbent yet")
-        joint = milp.run(problem, None if deadline is None else left, mip_gap=mip_gap * 0.1,
+        joint = milp.run(problem, deadline.left(), mip_gap=mip_gap * 0.1,
                          whole_buckets=whole_buckets, start=(replicas, routes) if incumbent else None)
         stats["joint_s"] = round(joint.wall_s, 3)
-        if joint.status == "infeasible":
+        if joint.status == Status.INFEASIBLE:
             return None
         if joint.objective is not None and joint.objective < ub - 1e-9:
             ub, replicas, routes = joint.objective, joint.replicas, joint.routes
         bound = max(bound, joint.bound)
-        optimal = joint.status == "optimal" or ub - bound <= mip_gap * ub
+        optimal = joint.status == Status.OPTIMAL or closed(ub, bound, mip_gap)
     if not replicas:
         return None
     cost = sum(problem.config_cost(c) * k for c, k in replicas.items())
@@ -288,7 +304,7 @@ def _improve(problem: Problem, columns, incumbent: dict[str, int], group: set[st
     if res.objective >= now - 1e-9:
         return None
     for m in sorted(group):
-        col = _column(sub, milp.MilpResult("feasible", None, 0.0, *_split(res, m)))
+        col = _column(sub, milp.MilpResult(Status.FEASIBLE, None, 0.0, *_split(res, m)))
         j = next((j for j, c in enumerate(columns[m]) if _same(c, col)), None)
         if j is None:
             columns[m].append(col)
@@ -314,20 +330,21 @@ def _same(a: Column, b: Column) -> bool:
     return a.replicas == b.replicas
 
 
-def _solve_priced(sub: Problem, price: dict, time_left: float, mip_gap: float, whole_buckets: bool):
+def _solve_priced(sub: Problem, price: dict, deadline: Deadline, mip_gap: float, whole_buckets: bool):
+    """(lower bound on phi_m at `price`, its plan as a column or None); None when infeasible."""
     model = milp.build(sub, whole_buckets=whole_buckets, price=price)
-    limit = None if time_left == math.inf else max(time_left * 0.1, 0.05)
-    status, _, bound, _ = milp.solve(model, limit, mip_gap * 0.1)
-    if status == "infeasible":
+    res = milp.solve(model, deadline.left(PRICED_SHARE, floor=FLOOR_S), mip_gap * 0.1)
+    bound = res.bound
+    if res.status == Status.INFEASIBLE:
         return None
-    if status == "no_solution":
+    if res.status == Status.NO_SOLUTION:
         return bound, None
     replicas, routes = milp.extract(sub, model)
     cost = sum(sub.config_cost(c) * k for c, k in replicas.items())
     return bound, Column(cost, replicas, routes, _usage(replicas))
 
 
-def _greedy(problem: Problem, columns: dict[str, list[Column]], finite: dict[str, int], left,
+def _greedy(problem: Problem, columns: dict[str, list[Column]], finite: dict[str, int], deadline: Deadline,
             mip_gap: float, whole_buckets: bool) -> dict[str, int] | None:
     """A first plan within availability: models off the over-subscribed types keep their own
     optimum; the others, largest first, re-solve against what is left. Adds the columns it makes."""
@@ -348,12 +365,13 @@ def _greedy(problem: Problem, columns: dict[str, list[Column]], finite: dict[str
     for _attempt in range(6):  # a model that finds nothing left moves to the front; retry
         residual, choice, failed = dict(base), {m: 0 for m in fixed}, None
         for m in movers:
-            if left() <= 0:
+            if deadline.remaining() <= 0:
                 return None
             sub = problem.restrict(models={m}, available={g: residual.get(g) for g in problem.available})
             # a quick repair: 1% is plenty here, the master and the joint MILP polish it
-            res = milp.run(sub, max(min(left() * 0.05, 5.0), 0.05), max(mip_gap, 0.01), whole_buckets)
-            if res.status not in ("optimal", "feasible"):
+            share, cap = GREEDY
+            res = milp.run(sub, deadline.left(share, cap=cap, floor=FLOOR_S), max(mip_gap, 0.01), whole_buckets)
+            if not res.status.has_plan:
                 failed = m
                 break
             col = _column(problem, res)

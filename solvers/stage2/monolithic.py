@@ -24,12 +24,14 @@ from dataclasses import dataclass, field
 from ortools.sat.python import cp_model
 
 from gpumix.planner.problem import Problem
-from gpumix.solvers.stage2.packing import SCALE, CpParams, Node, Placed, scaled
+from gpumix.solvers.cpsat import CpParams, cp_status
+from gpumix.solvers.result import Status
+from gpumix.solvers.stage2.packing import SCALE, Node, Placed, scaled
 
 
 @dataclass(frozen=True)
 class MonoResult:
-    status: str
+    status: Status
     cost: float
     bound: float  # of the restricted model
     nodes: tuple[Node, ...] = ()
@@ -95,12 +97,12 @@ def solve(problem: Problem, instances, params: CpParams = CpParams(), shares: in
             for s, nd in zip(ss, nds):
                 m.add_hint(opened[s], 1)
     solver = params.solver()
-    st = solver.solve(m)
+    st = cp_status(solver.solve(m))
     wall = time.perf_counter() - t0
-    if st == cp_model.INFEASIBLE:
-        return MonoResult("infeasible", math.inf, math.inf, slots=len(slots), wall_s=wall)
-    if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return MonoResult("no_solution", math.inf, 0.0, slots=len(slots), wall_s=wall)
+    if st == Status.INFEASIBLE:
+        return MonoResult(st, math.inf, math.inf, slots=len(slots), wall_s=wall)
+    if not st.has_plan:
+        return MonoResult(st, math.inf, 0.0, slots=len(slots), wall_s=wall)
     nodes, reps = [], {}
     for s, inst in enumerate(slots):
         if not solver.value(opened[s]):
@@ -116,6 +118,6 @@ def solve(problem: Problem, instances, params: CpParams = CpParams(), shares: in
     routes = {((c, False), k): solver.value(v) * problem.demand[(c.model, k)] / shares
               for (c, k), v in y.items() if solver.value(v) > 0}
     slack = 0 if exact else 0.5 * len(slots)
-    return MonoResult("optimal" if st == cp_model.OPTIMAL else "feasible", sum(n.price for n in nodes),
+    return MonoResult(st, sum(n.price for n in nodes),
                       max(solver.best_objective_bound - slack, 0) / SCALE, tuple(nodes), reps, routes,
                       len(slots), wall)

@@ -41,15 +41,22 @@ import pulp
 
 from gpumix.planner.instances import InstanceType
 from gpumix.planner.problem import BucketKey, Config, Problem
+from gpumix.solvers.highs import run_highs
+from gpumix.solvers.result import Deadline, Status
 from gpumix.solvers.stage1 import milp
 
 Item = tuple[Config, bool]  # (config, on spot)
 Offer = tuple[InstanceType, bool]
 
+# Partial service: time shares of the first two solves (the cost solve gets the rest)
+MIN_SERVED_SHARE = 0.3  # max the smallest served share
+TOTAL_SERVED_SHARE = 0.4  # max the sum of served shares
+FLOOR_S = 0.05
+
 
 @dataclass(frozen=True)
 class NodeMilpResult:
-    status: str  # optimal | feasible | infeasible | no_solution
+    status: Status
     objective: float | None  # cost (+ churn) of the incumbent
     bound: float
     replicas: dict[Item, int] = field(default_factory=dict)
@@ -74,7 +81,7 @@ class NodeModel:
                  churn_cost: float, partial: bool, spare: int = 0, model_bounds: dict | None = None,
                  background: dict | None = None):
         """background: {(gpu, spot): {tp: groups}} of models outside this problem whose replicas stay
-        as they are (solvers/node_lns.py): they count in C6, so z prices every node."""
+        as they are (solvers/stage2/node_search.py): they count in C6, so z prices every node."""
         self.problem = problem
         p = pulp.LpProblem("gpumix_nodes", pulp.LpMinimize)
         variants = (False, True) if spot_share > 0 and instances else (False,)
@@ -166,24 +173,13 @@ class NodeModel:
         self.items = items
 
 
-def _run(prob: pulp.LpProblem, time_limit, mip_gap, threads=None) -> tuple[str, float | None, float]:
-    """Status, objective and dual bound as HiGHS reports them (PuLP's LpStatus is not read)."""
-    st, obj, bound, _ = milp.solve_prob(prob, None if time_limit is None else max(time_limit, 0.05),
-                                        mip_gap, threads)
-    return st, obj, bound
-
-
 def solve(problem: Problem, instances=None, *, spot_share: float = 0.0, current: dict[Item, int] | None = None,
           churn_cost: float = 0.0, partial: bool = False, time_limit: float | None = None,
           mip_gap: float = 1e-6, threads: int | None = None, spare_nodes: int = 0,
           model_bounds: dict[str, float] | None = None) -> NodeMilpResult:
     """model_bounds: each model's own lower bound at problem.price (C10 cuts)."""
     t0 = time.perf_counter()
-    deadline = None if time_limit is None else t0 + time_limit
-
-    def left(share=1.0):
-        return None if deadline is None else max((deadline - time.perf_counter()) * share, 0.05)
-
+    deadline = Deadline.start(time_limit)
     mdl = NodeModel(problem, instances, spot_share, current, churn_cost, partial, spare_nodes, model_bounds)
     fractions = None
     if partial:
@@ -191,18 +187,20 @@ def solve(problem: Problem, instances=None, *, spot_share: float = 0.0, current:
         for j, m in enumerate(problem.models):
             mdl.prob += mdl.f[m] >= tvar, _name("P1_min", j)
         mdl.prob.setObjective(-tvar)
-        st, obj, _ = _run(mdl.prob, left(0.3), 1e-9, threads)
-        if st in ("infeasible", "no_solution"):
-            return NodeMilpResult(st, None, math.inf if st == "infeasible" else 0.0, wall_s=time.perf_counter() - t0)
+        first = run_highs(mdl.prob, deadline.left(MIN_SERVED_SHARE, floor=FLOOR_S), 1e-9, threads)
+        if not first.status.has_plan:
+            return NodeMilpResult(first.status, None, math.inf if first.status == Status.INFEASIBLE else 0.0,
+                                  wall_s=time.perf_counter() - t0)
         t_star = max(0.0, tvar.varValue or 0.0) * (1 - 1e-7)
         tvar.lowBound = t_star
         mdl.prob.setObjective(-pulp.lpSum(mdl.f.values()))
-        st, obj, _ = _run(mdl.prob, left(0.4), 1e-9, threads)
+        run_highs(mdl.prob, deadline.left(TOTAL_SERVED_SHARE, floor=FLOOR_S), 1e-9, threads)
         total = sum(v.varValue or 0.0 for v in mdl.f.values()) * (1 - 1e-7)
         mdl.prob += pulp.lpSum(mdl.f.values()) >= total, "P2_total"
     mdl.prob.setObjective(mdl.objective)
-    st, obj, bound = _run(mdl.prob, left(), mip_gap, threads)
-    if st in ("infeasible", "no_solution"):
+    res = run_highs(mdl.prob, deadline.left(floor=FLOOR_S), mip_gap, threads)
+    st, obj, bound = res.status, res.objective, res.bound
+    if not st.has_plan:
         return NodeMilpResult(st, None, bound, wall_s=time.perf_counter() - t0)
     if partial:
         fractions = {m: min(1.0, max(0.0, v.varValue or 0.0)) for m, v in mdl.f.items()}

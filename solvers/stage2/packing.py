@@ -28,27 +28,14 @@ from ortools.sat.python import cp_model
 
 from gpumix.planner.instances import InstanceType
 from gpumix.planner.problem import Config
+from gpumix.solvers.cpsat import CpParams, cp_status
+from gpumix.solvers.result import Deadline, Status
 
 SCALE = 100_000
+FLOOR_S = 0.05  # least CP-SAT time one GPU type gets
 Item = tuple[Config, bool]
 
-
-@dataclass(frozen=True)
-class CpParams:
-    time_limit: float | None = None
-    workers: int = 8
-    seed: int = 0
-    interleave: bool = True  # single-threaded deterministic interleaving of the portfolio
-
-    def solver(self) -> cp_model.CpSolver:
-        """A CP-SAT solver set up with these parameters."""
-        solver = cp_model.CpSolver()
-        if self.time_limit is not None:
-            solver.parameters.max_time_in_seconds = self.time_limit
-        solver.parameters.num_workers = self.workers
-        solver.parameters.random_seed = self.seed
-        solver.parameters.interleave_search = self.interleave
-        return solver
+__all__ = ["CpParams", "CurrentNode", "Node", "Packing", "Placed", "pack", "scaled"]
 
 
 @dataclass(frozen=True)
@@ -77,8 +64,18 @@ class CurrentNode:
 
 
 @dataclass(frozen=True)
+class GpuPacking:
+    """One GPU type's packing."""
+
+    status: Status
+    nodes: list[Node] = field(default_factory=list)
+    bound: float = 0.0  # on the node cost of this type
+    started: int = 0  # replicas not on their current node with their current GPU ids
+
+
+@dataclass(frozen=True)
 class Packing:
-    status: str  # optimal | feasible | infeasible | no_solution
+    status: Status
     cost: float
     bound: float  # lower bound on the node cost of packing these replicas (with these options)
     nodes: tuple[Node, ...] = ()
@@ -95,31 +92,31 @@ def scaled(price: float) -> tuple[int, bool]:
 def pack(need: dict[Item, int], instances, *, spare_nodes: int = 0, current: tuple[CurrentNode, ...] = (),
          churn_cost: float = 0.0, params: CpParams = CpParams()) -> Packing:
     t0 = time.perf_counter()
+    deadline = Deadline.start(params.time_limit)
     need = {it: k for it, k in need.items() if k > 0}
     gpus = sorted({it[0].gpu for it in need} | {c.instance.gpu for c in current if c.instance})
     nodes, total_bound, statuses, started = [], 0.0, [], 0
     weight = {g: 1 + sum(k for it, k in need.items() if it[0].gpu == g) for g in gpus}
     for j, g in enumerate(gpus):
-        share = weight[g] / sum(weight[h] for h in gpus[j:])
-        limit = None if params.time_limit is None else max(
-            (params.time_limit - (time.perf_counter() - t0)) * share, 0.05)
+        share = weight[g] / sum(weight[h] for h in gpus[j:])  # by replicas, of the time still left
+        limit = deadline.left(share, floor=FLOOR_S)
         res = _pack_gpu(g, {it: k for it, k in need.items() if it[0].gpu == g},
                         [i for i in instances if i.gpu == g],
                         [(ci, c) for ci, c in enumerate(current) if c.instance and c.instance.gpu == g],
                         spare_nodes, churn_cost, CpParams(limit, params.workers, params.seed, params.interleave))
-        statuses.append(res[0])
-        if res[0] in ("infeasible", "no_solution"):
-            return Packing(res[0], math.inf, res[2], wall_s=time.perf_counter() - t0)
-        nodes += res[1]
-        total_bound += res[2]
-        started += res[3]
+        statuses.append(res.status)
+        if not res.status.has_plan:
+            return Packing(res.status, math.inf, res.bound, wall_s=time.perf_counter() - t0)
+        nodes += res.nodes
+        total_bound += res.bound
+        started += res.started
     counts: dict[Item, int] = {}
     for nd in nodes:
         for p in nd.replicas:
             key = (p.config, nd.spot)
             counts[key] = counts.get(key, 0) + 1
     cost = sum(nd.price for nd in nodes)
-    status = "optimal" if all(s == "optimal" for s in statuses) else "feasible"
+    status = Status.OPTIMAL if all(s == Status.OPTIMAL for s in statuses) else Status.FEASIBLE
     nodes.sort(key=_node_key)
     return Packing(status, cost, min(total_bound, cost), tuple(nodes), dict(sorted(counts.items())), started,
                    time.perf_counter() - t0)
@@ -130,8 +127,9 @@ def _node_key(nd: Node):
             -1 if nd.origin is None else nd.origin, [(p.config, p.gpu_ids) for p in nd.replicas])
 
 
-def _pack_gpu(g, need: dict[Item, int], instances, current, spare: int, churn_cost: float, params: CpParams):
-    """One GPU type: (status, nodes, bound, replicas started)."""
+def _pack_gpu(g, need: dict[Item, int], instances, current, spare: int, churn_cost: float,
+              params: CpParams) -> GpuPacking:
+    """One GPU type."""
     by_config = spare > 0 or bool(current)
     if by_config:
         kinds = dict(need)
@@ -198,7 +196,7 @@ def _pack_gpu(g, need: dict[Item, int], instances, current, spare: int, churn_co
     for q, k in kinds.items():
         on = [r[s, q] for s in range(len(slots)) if (s, q) in r]
         if not on:
-            return ("infeasible", [], math.inf, 0)
+            return GpuPacking(Status.INFEASIBLE, [], math.inf)
         if spare == 0:
             m.add(sum(on) == k)  # C2_count
         else:
@@ -226,11 +224,11 @@ def _pack_gpu(g, need: dict[Item, int], instances, current, spare: int, churn_co
     m.minimize(sum(objective))
 
     solver = params.solver()
-    st = solver.solve(m)
-    if st == cp_model.INFEASIBLE:
-        return ("infeasible", [], math.inf, 0)
-    if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return ("no_solution", [], 0.0, 0)
+    st = cp_status(solver.solve(m))
+    if st == Status.INFEASIBLE:
+        return GpuPacking(st, [], math.inf)
+    if not st.has_plan:
+        return GpuPacking(st, [], 0.0)
     slack = 0 if exact else 0.5 * len(slots)
     bound = max(solver.best_objective_bound - slack, 0) / SCALE
     counts = {(s, q): solver.value(x) for (s, q), x in r.items()}
@@ -239,7 +237,7 @@ def _pack_gpu(g, need: dict[Item, int], instances, current, spare: int, churn_co
     for nd in nodes:
         old = {(p.config, p.gpu_ids) for p in current_replicas(current, nd.origin)} if nd.origin is not None else set()
         started += sum((p.config, p.gpu_ids) not in old for p in nd.replicas)
-    return ("optimal" if st == cp_model.OPTIMAL else "feasible", nodes, bound, started)
+    return GpuPacking(st, nodes, bound, started)
 
 
 def _extract(slots, opened, counts, need, kind_of, by_config, current) -> list[Node]:
