@@ -18,7 +18,7 @@ from gpumix.planner.checker import check_plan
 from gpumix.planner.errors import GpumixError, InfeasibleError, InputError
 from gpumix.planner.plan import make_node_plan, make_plan
 from gpumix.planner.profiles import decode_step_fits
-from gpumix.planner.sharing import build_sharing, set_config, shared_entries
+from gpumix.planner.sharing import SetItem, build_sharing, shared_entries
 from gpumix.solvers.cpsat import CpParams
 from gpumix.solvers.result import Deadline, Status, certify
 from gpumix.solvers.sharing.pooled import ShareParams, solve_shared
@@ -87,7 +87,7 @@ def _on_instances(problem, sol, shared, instances, options, t0, inputs, solver):
     instance plan instead when node prices make it cheaper."""
     need = {(c, False): k for c, k in sol.replicas.items()}
     for i, s in enumerate(sol.shared):
-        need[(set_config(i, s.gpu, s.tp), False)] = s.count
+        need[(SetItem(i, s.gpu, s.tp), False)] = s.count
 
     deadline = Deadline(None if options.time_limit is None else t0 + options.time_limit)
     say = options.progress or (lambda _m: None)

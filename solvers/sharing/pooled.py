@@ -44,7 +44,7 @@ from ortools.sat.python import cp_model
 from gpumix.planner.errors import InfeasibleError, NoSolutionError
 from gpumix.planner.problem import Config, Problem
 from gpumix.planner.sharing import (SharedSet, SharingModel, can_serve_all, full_demand, memory_per_gpu,
-                             min_memory_per_gpu, set_config, time_fraction)
+                             min_memory_per_gpu, SetItem, time_fraction)
 from gpumix.solvers.cpsat import CpParams, cp_solver, cp_status
 from gpumix.solvers.result import Deadline, Status, certify
 from gpumix.solvers.stage1 import milp
@@ -137,7 +137,7 @@ def _latency_rows(cm, here) -> None:
     total = sum(c.step for c, _ in here)
     for c, v in here:
         if c.tpot is not None and total > c.tpot:
-            cm.Add(sum(d.step * u for d, u in here) <= c.tpot + total * (1 - v))
+            cm.add(sum(d.step * u for d, u in here) <= c.tpot + total * (1 - v))
 
 
 def candidates(problem: Problem, sharing: SharingModel) -> dict[str, list[Candidate]]:
@@ -266,26 +266,26 @@ def pack(problem: Problem, sharing: SharingModel, gpu: str, tp: int, cands: list
     if len(bins) > lower:
         cm = cp_model.CpModel()
         K = len(bins)
-        x = {(i, b): cm.NewBoolVar(f"x_{i}_{b}") for i in range(len(items)) for b in range(min(i + 1, K))}
-        use = [cm.NewBoolVar(f"open_{b}") for b in range(K)]
+        x = {(i, b): cm.new_bool_var(f"x_{i}_{b}") for i in range(len(items)) for b in range(min(i + 1, K))}
+        use = [cm.new_bool_var(f"open_{b}") for b in range(K)]
         for i in range(len(items)):
-            cm.AddExactlyOne(x[(i, b)] for b in range(min(i + 1, K)))
+            cm.add_exactly_one(x[(i, b)] for b in range(min(i + 1, K)))
         for b in range(K):
             mine = [i for i in range(len(items)) if (i, b) in x]
-            cm.Add(sum(w[i][0] * x[(i, b)] for i in mine) <= t_cap * use[b])
-            cm.Add(sum(w[i][1] * x[(i, b)] for i in mine) <= m_cap * use[b])
+            cm.add(sum(w[i][0] * x[(i, b)] for i in mine) <= t_cap * use[b])
+            cm.add(sum(w[i][1] * x[(i, b)] for i in mine) <= m_cap * use[b])
             _latency_rows(cm, [(items[i], x[(i, b)]) for i in mine])
             if b + 1 < K:
-                cm.Add(use[b] >= use[b + 1])
+                cm.add(use[b] >= use[b + 1])
         for b, members in enumerate(bins):
-            cm.AddHint(use[b], True)
+            cm.add_hint(use[b], True)
             for i in members:
                 if (i, b) in x:
-                    cm.AddHint(x[(i, b)], True)
-        cm.Minimize(sum(use))
+                    cm.add_hint(x[(i, b)], True)
+        cm.minimize(sum(use))
         solver = _cp_solver(time_limit, params)
-        if cp_status(solver.Solve(cm)).has_plan and solver.ObjectiveValue() < K:
-            bins = [[i for i in range(len(items)) if (i, b) in x and solver.Value(x[(i, b)])] for b in range(K)]
+        if cp_status(solver.solve(cm)).has_plan and solver.objective_value < K:
+            bins = [[i for i in range(len(items)) if (i, b) in x and solver.value(x[(i, b)])] for b in range(K)]
             bins = [b for b in bins if b]
     return [tuple(sorted(items[i].model for i in b)) for b in bins]
 
@@ -471,15 +471,15 @@ def _knapsack(pool, caps, params, deadline: Deadline) -> set:
     if len(greedy) == len(pool):
         return greedy
     cm = cp_model.CpModel()
-    x = [cm.NewBoolVar(f"x_{j}") for j in range(len(pool))]
+    x = [cm.new_bool_var(f"x_{j}") for j in range(len(pool))]
     for d, cap in enumerate(caps):
-        cm.Add(sum(p[1][d] * v for p, v in zip(pool, x)) <= cap)
+        cm.add(sum(p[1][d] * v for p, v in zip(pool, x)) <= cap)
     for p, v in zip(pool, x):
-        cm.AddHint(v, p[0] in greedy)
-    cm.Maximize(sum(math.ceil(p[2] * COST_SCALE) * v for p, v in zip(pool, x)))
+        cm.add_hint(v, p[0] in greedy)
+    cm.maximize(sum(math.ceil(p[2] * COST_SCALE) * v for p, v in zip(pool, x)))
     solver = _cp_solver(deadline.left(KNAPSACK_SHARE, cap=PACK_TIME_S, floor=FLOOR_S), params)
-    if cp_status(solver.Solve(cm)).has_plan:
-        chosen = {p[0] for p, v in zip(pool, x) if solver.Value(v)}
+    if cp_status(solver.solve(cm)).has_plan:
+        chosen = {p[0] for p, v in zip(pool, x) if solver.value(v)}
         if sum(p[2] for p in pool if p[0] in chosen) > sum(p[2] for p in pool if p[0] in greedy) + 1e-9:
             return chosen
     return greedy
@@ -493,8 +493,8 @@ class _StopAtBound(cp_model.CpSolverSolutionCallback):
         self.target = target
 
     def on_solution_callback(self):
-        if self.ObjectiveValue() <= self.target:
-            self.StopSearch()
+        if self.objective_value <= self.target:
+            self.stop_search()
 
 
 def bins_model(problem, sharing, cands, per_model, types, start, bound, time_limit, params):
@@ -523,34 +523,34 @@ def bins_model(problem, sharing, cands, per_model, types, start, bound, time_lim
         budget = sharing.budget[s[0]]
         t_cap, m_cap = math.floor(U * TIME_SCALE), math.floor(budget / MEM_UNIT)
         for b in range(K):
-            opened[(s, b)] = cm.NewBoolVar(f"o_{s[0]}_{s[1]}_{b}")
+            opened[(s, b)] = cm.new_bool_var(f"o_{s[0]}_{s[1]}_{b}")
             cost.append((math.ceil(problem.price[s[0]] * s[1] * COST_SCALE), opened[(s, b)]))
             if b:
-                cm.Add(opened[(s, b - 1)] >= opened[(s, b)])
+                cm.add(opened[(s, b - 1)] >= opened[(s, b)])
         for i, c in enumerate(cs):
             for b in range(min(i + 1, K)):
-                x[(c.model, s, b)] = cm.NewBoolVar(f"x_{c.model}_{s[0]}_{s[1]}_{b}")
+                x[(c.model, s, b)] = cm.new_bool_var(f"x_{c.model}_{s[0]}_{s[1]}_{b}")
         for b in range(K):
             here = [(c, x[(c.model, s, b)]) for c in cs if (c.model, s, b) in x]
-            cm.Add(sum(math.ceil(c.f * TIME_SCALE) * v for c, v in here) <= t_cap * opened[(s, b)])
-            cm.Add(sum(math.ceil(c.mem / MEM_UNIT) * v for c, v in here) <= m_cap * opened[(s, b)])
+            cm.add(sum(math.ceil(c.f * TIME_SCALE) * v for c, v in here) <= t_cap * opened[(s, b)])
+            cm.add(sum(math.ceil(c.mem / MEM_UNIT) * v for c, v in here) <= m_cap * opened[(s, b)])
             _latency_rows(cm, here)
     y = {}
     for i, m in enumerate(problem.models):
         terms = [v for (mm, _, _), v in x.items() if mm == m]
         if per_model[m].objective is not None:
-            y[m] = cm.NewBoolVar(f"y_{i}")
+            y[m] = cm.new_bool_var(f"y_{i}")
             cost.append((math.ceil(per_model[m].objective * COST_SCALE), y[m]))
             terms.append(y[m])
         if not terms:
             return None
-        cm.AddExactlyOne(terms)
+        cm.add_exactly_one(terms)
     for g in sorted({s[0] for s in types}):
         if problem.available.get(g) is not None:
             ded_use = [(sum(c.tp * k for c, k in per_model[m].replicas.items() if c.gpu == g), v) for m, v in y.items()]
-            cm.Add(sum(s[1] * v for (s, _), v in opened.items() if s[0] == g)
+            cm.add(sum(s[1] * v for (s, _), v in opened.items() if s[0] == g)
                    + sum(u * v for u, v in ded_use if u) <= problem.available[g])
-    cm.Minimize(sum(w * v for w, v in cost))
+    cm.minimize(sum(w * v for w, v in cost))
     placed = {m for st in start for m in st.models}
     seen: dict[tuple, int] = {}
     for st in start:  # the hint: the packed pooled solution, sets renumbered per type
@@ -558,22 +558,22 @@ def bins_model(problem, sharing, cands, per_model, types, start, bound, time_lim
         b = seen.get(s, 0)
         seen[s] = b + 1
         if (s, b) in opened:
-            cm.AddHint(opened[(s, b)], True)
+            cm.add_hint(opened[(s, b)], True)
         for m in st.models:
             if (m, s, b) in x:
-                cm.AddHint(x[(m, s, b)], True)
+                cm.add_hint(x[(m, s, b)], True)
     for m, v in y.items():
-        cm.AddHint(v, m not in placed)
+        cm.add_hint(v, m not in placed)
     solver = _cp_solver(time_limit, params)
-    status = cp_status(solver.Solve(cm, _StopAtBound(bound * (1 + params.mip_gap) * COST_SCALE)))
+    status = cp_status(solver.solve(cm, _StopAtBound(bound * (1 + params.mip_gap) * COST_SCALE)))
     if not status.has_plan:
         return None
     sets = []
     for (s, b), v in sorted(opened.items()):
-        models = tuple(sorted(m for (m, ss, bb), xv in x.items() if ss == s and bb == b and solver.Value(xv)))
+        models = tuple(sorted(m for (m, ss, bb), xv in x.items() if ss == s and bb == b and solver.value(xv)))
         if models:
             sets.append(SharedSet(s[0], s[1], 1, models))
-    return sets, [m for m, v in y.items() if solver.Value(v)]
+    return sets, [m for m, v in y.items() if solver.value(v)]
 
 
 def _dedicated_only(problem, per_model, params, deadline: Deadline) -> SharePlan | None:
@@ -598,7 +598,7 @@ def _total(problem: Problem, replicas: dict[Config, int], sets: list[SharedSet],
     if params.instances:
         need = {(c, False): k for c, k in replicas.items()}
         for i, st in enumerate(sets):
-            need[(set_config(i, st.gpu, st.tp), False)] = st.count
+            need[(SetItem(i, st.gpu, st.tp), False)] = st.count
         limit = deadline.left(cap=PACK_TIME_S, floor=FLOOR_S)
         pk = stage2.pack(need, params.instances, params=CpParams(limit, params.workers, params.seed))
         return pk.cost if pk.status.has_plan else math.inf

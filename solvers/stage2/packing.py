@@ -1,8 +1,10 @@
 """Stage 2, placement (OR-Tools CP-SAT): pack stage 1's replicas onto concrete instances.
 
+Items are TP groups, each inside one node: a model's replica (a Config) or one set of a shared group
+(planner.sharing.SetItem, --share-gpus); either comes with its variant (on spot or not).
 Per GPU type g (types share no node and no availability, so they pack independently):
 Sets        slots s: current nodes (re-planning) and fresh node slots of each offer o = (instance
-            type, on-demand|spot) on g; replica kinds q: (config, variant), or (tp, variant) when
+            type, on-demand|spot) on g; replica kinds q: (item, variant), or (tp, variant) when
             which model a replica serves does not matter (no spare nodes, no current plan)
 Variables   open[s] in {0,1}; r[s,q] in Z+ replicas of q on s; kept[s,q] (current nodes only)
 Objective   min sum_s P[s] open[s] + h * (sum r - sum kept)      (P, h in 1e-5 $/h, see SCALE)
@@ -28,20 +30,32 @@ from ortools.sat.python import cp_model
 
 from gpumix.planner.instances import InstanceType
 from gpumix.planner.problem import Config
+from gpumix.planner.sharing import SetItem
 from gpumix.solvers.cpsat import CpParams, cp_status
 from gpumix.solvers.result import Deadline, Status
 
 SCALE = 100_000
 FLOOR_S = 0.05  # least CP-SAT time one GPU type gets
-Item = tuple[Config, bool]
+Unit = Config | SetItem  # what one TP group on a node runs: a model's replica or a shared set
+Item = tuple[Unit, bool]  # (unit, on spot)
 
-__all__ = ["CpParams", "CurrentNode", "Node", "Packing", "Placed", "pack", "scaled"]
+__all__ = ["CpParams", "CurrentNode", "Item", "Node", "Packing", "Placed", "SetItem", "Unit", "pack", "scaled",
+           "unit_key"]
+
+
+def unit_key(u: Unit) -> tuple:
+    """A total order over replicas and sets: sets first (by group), then configs as tuples."""
+    return u.sort_key() if isinstance(u, SetItem) else (1, *u)
 
 
 @dataclass(frozen=True)
 class Placed:
-    config: Config
+    config: Unit  # a model's replica (Config) or one set of a shared group (SetItem)
     gpu_ids: tuple[int, ...]
+
+    @property
+    def is_set(self) -> bool:
+        return isinstance(self.config, SetItem)
 
 
 @dataclass(frozen=True)
@@ -118,13 +132,14 @@ def pack(need: dict[Item, int], instances, *, spare_nodes: int = 0, current: tup
     cost = sum(nd.price for nd in nodes)
     status = Status.OPTIMAL if all(s == Status.OPTIMAL for s in statuses) else Status.FEASIBLE
     nodes.sort(key=_node_key)
-    return Packing(status, cost, min(total_bound, cost), tuple(nodes), dict(sorted(counts.items())), started,
+    counts = dict(sorted(counts.items(), key=lambda kv: (unit_key(kv[0][0]), kv[0][1])))
+    return Packing(status, cost, min(total_bound, cost), tuple(nodes), counts, started,
                    time.perf_counter() - t0)
 
 
 def _node_key(nd: Node):
     return (nd.instance.gpu, nd.instance.name, nd.instance.region, nd.spot,
-            -1 if nd.origin is None else nd.origin, [(p.config, p.gpu_ids) for p in nd.replicas])
+            -1 if nd.origin is None else nd.origin, [(unit_key(p.config), p.gpu_ids) for p in nd.replicas])
 
 
 def _pack_gpu(g, need: dict[Item, int], instances, current, spare: int, churn_cost: float,
@@ -244,7 +259,7 @@ def _extract(slots, opened, counts, need, kind_of, by_config, current) -> list[N
     """Concrete replicas and GPU ids per open slot; a kept replica keeps its GPU ids."""
     pool: dict = {}  # kind -> configs still to place, in order
     if not by_config:
-        for it in sorted(need):
+        for it in sorted(need, key=lambda it: (unit_key(it[0]), it[1])):
             pool.setdefault(kind_of[it], []).extend([it[0]] * need[it])
     nodes = []
     for s, (inst, v, ci, cur) in enumerate(slots):
@@ -267,7 +282,7 @@ def _extract(slots, opened, counts, need, kind_of, by_config, current) -> list[N
                     configs.remove(p.config)
                     free -= set(p.gpu_ids)
                     placed.append(p)
-        for c in sorted(configs, key=lambda c: (-c.tp, c)):
+        for c in sorted(configs, key=lambda c: (-c.tp, unit_key(c))):
             ids = tuple(sorted(free)[:c.tp])
             free -= set(ids)
             placed.append(Placed(c, ids))
