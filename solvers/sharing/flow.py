@@ -10,12 +10,10 @@ costs at least G times that, so it bounds every node plan, with shared sets or w
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from gpumix.planner.catalog import load_catalog
-from gpumix.planner.checker import check_plan
-from gpumix.planner.errors import GpumixError, InfeasibleError, InputError
+from gpumix.planner.errors import GpumixError, InfeasibleError
 from gpumix.planner.plan import make_node_plan, make_plan
 from gpumix.planner.profiles import decode_step_fits
 from gpumix.planner.sharing import SetItem, build_sharing, shared_entries
@@ -31,14 +29,10 @@ PACK_SHARE = 0.3  # of what is left, to pack its replicas and sets (the dedicate
 FLOOR_S = 0.5
 
 
-def plan_shared(workload, problem, report, workload_path: Path | str | None, profiles_path, options, t0: float):
-    from gpumix.solvers.pipeline import EXAMPLE_WORKLOAD, CheckFailed, PlanResult
+def plan_shared(workload, problem, profiles_path: Path | str | None, options, t0: float):
+    """A Draft (the plan without `inputs`) for solvers/pipeline.py to finish."""
+    from gpumix.solvers.pipeline import Draft
 
-    clash = ("--whole-buckets" if options.whole_buckets
-             else "--current/--spare-nodes/--allow-partial/--spot-share" if options.extended else None)
-    if clash:
-        raise InputError(str(workload_path or EXAMPLE_WORKLOAD), "--share-gpus",
-                         f"cannot be combined with {clash} yet")
     full = problem
     fits = decode_step_fits(profiles_path) if profiles_path else None
     sharing = build_sharing(workload, load_catalog(), problem, fits)
@@ -49,24 +43,18 @@ def plan_shared(workload, problem, report, workload_path: Path | str | None, pro
         problem = _fitting(problem, workload.instances)
     sol = solve_shared(problem, sharing, ShareParams(limit, options.mip_gap, options.workers, options.seed,
                                                      options.progress, instances=tuple(workload.instances or ())))
-    notes = list(report.notes) + [f"{m} is not shared: {why}" for m, why in sol.unshareable.items()]
+    notes = tuple(f"{m} is not shared: {why}" for m, why in sol.unshareable.items())
     shared = shared_entries(problem, sharing, list(sol.shared))
-    inputs = {"workload": str(workload_path) if workload_path else "bundled example",
-              "profiles": str(profiles_path) if profiles_path else None,
-              "fill_estimates": options.fill_estimates, "share_gpus": True}
     solver = {"stage1": "PuLP + HiGHS, CP-SAT", "method": sol.method, "mip_gap": options.mip_gap,
               "whole_buckets": False,
               "dedicated_only_cost_per_hour": None if sol.dedicated_only_cost is None
               else round(sol.dedicated_only_cost, 9)}
     if workload.instances:
-        plan = _on_instances(problem, sol, shared, workload.instances, options, t0, inputs, solver)
+        plan = _on_instances(problem, sol, shared, workload.instances, options, t0, solver)
     else:
         plan = make_plan(problem, sol.status.value, sol.cost, sol.bound, sol.replicas, sol.routes,
-                         inputs=inputs, solver=solver, shared=shared)
-    violations = check_plan(plan, full, workload.instances or None, sharing=sharing)
-    if violations:
-        raise CheckFailed("internal error: the plan failed the independent checker: " + violations[0])
-    return PlanResult(plan, full, sol, None, notes, time.perf_counter() - t0)
+                         solver=solver, shared=shared)
+    return Draft(plan, sol, full, None, notes, sharing)
 
 
 def _fitting(problem, instances):
@@ -82,7 +70,7 @@ def _fitting(problem, instances):
     return fitting
 
 
-def _on_instances(problem, sol, shared, instances, options, t0, inputs, solver):
+def _on_instances(problem, sol, shared, instances, options, t0, solver):
     """Stage 2: the dedicated replicas and the shared sets onto instances; the dedicated-only
     instance plan instead when node prices make it cheaper."""
     need = {(c, False): k for c, k in sol.replicas.items()}
@@ -120,5 +108,5 @@ def _on_instances(problem, sol, shared, instances, options, t0, inputs, solver):
     say(f"{cert.status}: {len(nodes)} nodes ${cost:,.2f}/h, bound ${bound:,.2f}/h, gap {cert.gap:.4%}")
     solver = {**solver, "stage2": "OR-Tools CP-SAT",
               "dedicated_only_cost_per_hour": None if dedicated is None else round(dedicated.cost, 9)}
-    return make_node_plan(problem, cert.status.value, cost, bound, replicas, routes, nodes, inputs=inputs, solver=solver,
+    return make_node_plan(problem, cert.status.value, cost, bound, replicas, routes, nodes, solver=solver,
                           shared=shared)

@@ -1,7 +1,8 @@
 """The `gpumix plan` path for instance shapes, re-planning, spare nodes, spot shares and partial plans.
 
 solvers/pipeline.py hands over here when the workload lists `instances` or one of those options is
-set; plans without them never come here and keep their exact bytes.
+set; plans without them never come here and keep their exact bytes. It returns a Draft (the plan
+without `inputs`) that the pipeline finishes: inputs, checker, result.
 """
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from gpumix.solvers.stage2.placement import PlacementOptions, PlacementSolution,
 FLOOR_S = 0.05  # least time one solve gets
 
 
-def plan_extended(workload, problem: Problem, workload_path, profiles_path, options):
+def plan_extended(workload, problem: Problem, options):
+    from gpumix.solvers.pipeline import Draft
+
     instances = workload.instances
     if not instances and (options.spare_nodes or options.spot_share):
         flag = "--spare-nodes" if options.spare_nodes else "--spot-share"
@@ -29,17 +32,14 @@ def plan_extended(workload, problem: Problem, workload_path, profiles_path, opti
     current_nodes, current_counts = (), None
     if options.current:
         current_nodes, current_counts = churn.read_current(options.current, problem, instances)
-    inputs = {"workload": str(workload_path) if workload_path else "bundled example",
-              "profiles": str(profiles_path) if profiles_path else None,
-              "fill_estimates": options.fill_estimates}
-    if options.current:
-        inputs["current"] = str(options.current)
     if instances:
-        return _with_instances(problem, instances, options, current_nodes, current_counts, inputs)
-    return _without_instances(problem, options, current_counts, inputs)
+        plan, sol = _with_instances(problem, instances, options, current_nodes, current_counts)
+    else:
+        plan, sol = _without_instances(problem, options, current_counts)
+    return Draft(plan, sol, problem)
 
 
-def _with_instances(problem, instances, options, current_nodes, current_counts, inputs):
+def _with_instances(problem, instances, options, current_nodes, current_counts):
     popts = PlacementOptions(
         time_limit=options.time_limit, mip_gap=options.mip_gap, spare_nodes=options.spare_nodes,
         spot_share=options.spot_share, churn_cost=options.churn_cost, current_nodes=current_nodes,
@@ -60,14 +60,14 @@ def _with_instances(problem, instances, options, current_nodes, current_counts, 
             churn.diff_counts(current_counts, sol.replicas)
     plan = make_node_plan(
         problem, sol.status.value, sol.cost, sol.bound, sol.replicas, sol.routes, sol.nodes,
-        fractions=sol.fractions, extra=extra, baseline=None, inputs=inputs,
+        fractions=sol.fractions, extra=extra, baseline=None,
         solver={"stage1": "PuLP + HiGHS", "stage2": "OR-Tools CP-SAT", "method": sol.method,
                 "mip_gap": options.mip_gap, "iterations": sol.iterations, "workers": options.workers,
                 "seed": options.seed})
     return plan, sol
 
 
-def _without_instances(problem, options, current_counts, inputs):
+def _without_instances(problem, options, current_counts):
     """Partial service and churn on loose GPUs: the node-granular model without nodes."""
     h = options.churn_cost if current_counts is not None else 0.0
     solver = {"stage1": "PuLP + HiGHS", "method": "node_milp", "mip_gap": options.mip_gap}
@@ -101,7 +101,7 @@ def _without_instances(problem, options, current_counts, inputs):
                           "objective_per_hour": round(cost + options.churn_cost * started, 9),
                           "objective_lower_bound": res.bound}
         extra["changes"] = churn.diff_counts(current_counts, res.replicas)
-    kw = dict(baseline=None, inputs=inputs, solver=solver)
+    kw = dict(baseline=None, solver=solver)
     if fractions is not None:
         plan = make_partial_plan(problem, status.value, cost, bound, replicas, routes, fractions, extra=extra, **kw)
     else:
