@@ -60,6 +60,20 @@ class MasterChoice:
     proven: bool  # CP-SAT proved it optimal over these columns
 
 
+@dataclass(frozen=True)
+class Priced:
+    """One model's sub-MILP at prices p + lambda."""
+
+    bound: float  # a lower bound on phi_m(lambda)
+    column: Column | None  # its plan, None when HiGHS found none in time
+
+
+@dataclass(frozen=True)
+class LagrangianValue:
+    bound: float  # L(lambda): a lower bound on every plan
+    usage: dict[str, int]  # GPUs of each finite type the per-model optima at lambda use
+
+
 @dataclass
 class CoupledResult:
     replicas: dict[Config, int]
@@ -143,7 +157,7 @@ def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline:
     stats: dict = {"lagrangian_iters": 0}
     ub, incumbent = math.inf, None
 
-    def lagrangian(lam: dict[str, float]) -> tuple[float, dict[str, int]] | None:
+    def lagrangian(lam: dict[str, float]) -> LagrangianValue | None:
         """L(lam) and the usage of the per-model optima at lam; None if a model has no plan."""
         priced = {g for g, v in lam.items() if v > 0}
         price = {g: p + lam.get(g, 0.0) for g, p in problem.price.items()}
@@ -160,15 +174,15 @@ def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline:
                 res = _solve_priced(subs[m], price, deadline, mip_gap, whole_buckets)
                 if res is None:
                     return None
-                bound += res[0]
-                if res[1] is not None:
-                    col = res[1]
+                bound += res.bound
+                if res.column is not None:
+                    col = res.column
                     if all(not _same(col, c) for c in columns[m]):
                         columns[m].append(col)
             for g in finite:
                 usage[g] += col.usage.get(g, 0)
         stats["lagrangian_iters"] += 1
-        return bound - sum(lam[g] * a for g, a in finite.items()), usage
+        return LagrangianValue(bound - sum(lam[g] * a for g, a in finite.items()), usage)
 
     def take(choice: dict[str, int] | None):
         nonlocal ub, incumbent
@@ -193,14 +207,14 @@ def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline:
     lp = milp.availability_duals(problem, _slice(deadline, *DUALS_LP)) if left() > 0.3 else None
     duals = None
     if lp is not None:
-        best_lb = max(best_lb, lp[0] * (1 - 1e-9))  # the LP relaxation's optimum is a bound too
-        duals = lp[1]
+        best_lb = max(best_lb, lp.bound * (1 - 1e-9))  # the LP relaxation's optimum is a bound too
+        duals = lp.duals
     if duals and any(duals.get(g, 0) > 0 for g in finite):
         lam = {g: duals.get(g, 0.0) for g in finite}
         out = lagrangian(lam)
         if out is None:
             return None
-        best_lb, usage = max(best_lb, out[0]), out[1]
+        best_lb, usage = max(best_lb, out.bound), out.usage
         say(f"Lagrangian bound ${best_lb:,.2f}/h at the LP duals")
         # mix the plans priced at the duals with the ones we have
         take(run_master(DUALS_MASTER, hint=incumbent))
@@ -220,7 +234,7 @@ def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline:
         out = lagrangian(lam)
         if out is None:
             return None
-        lb_now, usage = out
+        lb_now, usage = out.bound, out.usage
         if lb_now > best_lb + 1e-9:
             best_lb, stall = lb_now, 0
         else:
@@ -330,18 +344,19 @@ def _same(a: Column, b: Column) -> bool:
     return a.replicas == b.replicas
 
 
-def _solve_priced(sub: Problem, price: dict, deadline: Deadline, mip_gap: float, whole_buckets: bool):
-    """(lower bound on phi_m at `price`, its plan as a column or None); None when infeasible."""
+def _solve_priced(sub: Problem, price: dict, deadline: Deadline, mip_gap: float,
+                  whole_buckets: bool) -> Priced | None:
+    """The model alone at `price`; None when infeasible."""
     model = milp.build(sub, whole_buckets=whole_buckets, price=price)
     res = milp.solve(model, deadline.left(PRICED_SHARE, floor=FLOOR_S), mip_gap * 0.1)
     bound = res.bound
     if res.status == Status.INFEASIBLE:
         return None
     if res.status == Status.NO_SOLUTION:
-        return bound, None
+        return Priced(bound, None)
     replicas, routes = milp.extract(sub, model)
     cost = sum(sub.config_cost(c) * k for c, k in replicas.items())
-    return bound, Column(cost, replicas, routes, _usage(replicas))
+    return Priced(bound, Column(cost, replicas, routes, _usage(replicas)))
 
 
 def _greedy(problem: Problem, columns: dict[str, list[Column]], finite: dict[str, int], deadline: Deadline,

@@ -154,7 +154,13 @@ def run(problem: Problem, time_limit: float | None = None, mip_gap: float = 1e-6
     return MilpResult(res.status, cost, min(res.bound, cost), replicas, routes, res.wall_s)
 
 
-def availability_duals(problem: Problem, time_limit: float | None = None) -> tuple[float, dict[str, float]] | None:
+@dataclass(frozen=True)
+class LpDuals:
+    bound: float  # the joint LP relaxation's optimum: a lower bound on every plan
+    duals: dict[str, float]  # gpu -> lambda_g >= 0, the multiplier of its C3 row
+
+
+def availability_duals(problem: Problem, time_limit: float | None = None) -> LpDuals | None:
     """The joint LP relaxation: its optimum (a valid lower bound) and the multipliers lambda_g >= 0
     of C3 (where the Lagrangian starts); None if the LP does not solve to optimality in time."""
     t0 = time.perf_counter()
@@ -164,5 +170,5 @@ def availability_duals(problem: Problem, time_limit: float | None = None) -> tup
     lp = run_highs(model.prob, time_limit, mip=False)
     if lp.status != Status.OPTIMAL:
         return None
-    return lp.objective, {g: max(0.0, -(model.avail[g].pi or 0.0)) if g in model.avail else 0.0
-                       for g in problem.available}
+    return LpDuals(lp.objective, {g: max(0.0, -(model.avail[g].pi or 0.0)) if g in model.avail else 0.0
+                                  for g in problem.available})

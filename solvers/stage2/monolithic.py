@@ -86,8 +86,8 @@ def solve(problem: Problem, instances, params: CpParams = CpParams(), shares: in
             m.add(sum(opened[s] for s in ss) <= slots[ss[0]].available)  # C3
         for a, b in zip(ss, ss[1:]):
             m.add(opened[a] >= opened[b])
-    exact = all(scaled(i.price_per_hour)[1] for i in slots)
-    m.minimize(sum(scaled(i.price_per_hour)[0] * opened[s] for s, i in enumerate(slots)))
+    exact = all(scaled(i.price_per_hour).exact for i in slots)
+    m.minimize(sum(scaled(i.price_per_hour).value * opened[s] for s, i in enumerate(slots)))
     if hint is not None:  # a known packing: open its nodes in slot order
         used: dict = {}
         for nd in hint:
