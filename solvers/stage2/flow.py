@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from gpumix.planner.errors import InfeasibleError, InputError
 from gpumix.planner.plan import make_node_plan, make_partial_plan, make_plan
-from gpumix.planner.problem import Config, Problem
+from gpumix.planner.problem import Problem
 from gpumix.solvers.stage2 import churn
 from gpumix.solvers.stage2 import node_milp
 from gpumix.solvers.result import Deadline, Status, certify
