@@ -131,6 +131,76 @@ def _slice(deadline: Deadline, share: float, cap: float) -> float | None:
     return deadline.left(share, cap=cap, floor=FLOOR_S) if deadline.limited else None
 
 
+@dataclass
+class _Run:
+    """What the steps of solve_coupled share: the columns, the incumbent and the bounds so far."""
+
+    problem: Problem
+    deadline: Deadline
+    mip_gap: float
+    whole_buckets: bool
+    say: object
+    workers: int
+    seed: int
+    finite: dict[str, int]  # gpu -> A_g, the types with finite availability
+    columns: dict[str, list[Column]]  # model -> its candidate plans, the lambda=0 optimum first
+    base_bound: dict[str, float]  # model -> lower bound on phi_m(0)
+    total: float | None  # seconds the phase had at its start
+    subs: dict[str, Problem] = field(default_factory=dict)
+    stats: dict = field(default_factory=lambda: {"lagrangian_iters": 0})
+    ub: float = math.inf
+    incumbent: dict[str, int] | None = None  # model -> column index
+    best_lb: float = 0.0
+    lam: dict[str, float] = field(default_factory=dict)  # the multipliers last evaluated
+    usage: dict[str, int] = field(default_factory=dict)  # GPUs the per-model optima at lam use
+
+    def base_usage(self, m: str) -> dict[str, int]:
+        return self.columns[m][0].usage
+
+    def open(self) -> bool:
+        """An incumbent whose gap is not closed yet."""
+        return self.incumbent is not None and not closed(self.ub, self.best_lb, self.mip_gap)
+
+    def master(self, step: tuple[float, float], hint=None) -> None:
+        share, cap = step
+        limit = self.deadline.left(share, cap=cap, floor=FLOOR_S)
+        self.take(master(self.problem, self.columns, limit, hint, self.workers, self.seed).choice)
+
+    def take(self, choice: dict[str, int] | None) -> None:
+        if choice is not None:
+            cost = sum(self.columns[m][j].cost for m, j in choice.items())
+            if cost < self.ub - 1e-9:
+                self.ub, self.incumbent = cost, choice
+
+    def lagrangian(self, lam: dict[str, float]) -> LagrangianValue | None:
+        """L(lam) and the usage of the per-model optima at lam; None if a model has no plan."""
+        problem = self.problem
+        priced = {g for g, v in lam.items() if v > 0}
+        price = {g: p + lam.get(g, 0.0) for g, p in problem.price.items()}
+        bound, usage = 0.0, {g: 0 for g in self.finite}
+        for m in problem.models:
+            col = self.columns[m][0]
+            if not priced.intersection(self.base_usage(m)) or self.deadline.remaining() < 0.1:
+                # prices only rise, so phi_m(lambda) >= phi_m(0) >= its bound: valid when the
+                # lambda=0 optimum pays no multiplier (then equal) and when time is up (then weaker)
+                bound += self.base_bound[m]
+            else:
+                if m not in self.subs:
+                    self.subs[m] = problem.restrict(models={m})
+                res = _solve_priced(self.subs[m], price, self.deadline, self.mip_gap, self.whole_buckets)
+                if res is None:
+                    return None
+                bound += res.bound
+                if res.column is not None:
+                    col = res.column
+                    if all(not _same(col, c) for c in self.columns[m]):
+                        self.columns[m].append(col)
+            for g in self.finite:
+                usage[g] += col.usage.get(g, 0)
+        self.stats["lagrangian_iters"] += 1
+        return LagrangianValue(bound - sum(lam[g] * a for g, a in self.finite.items()), usage)
+
+
 def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline: Deadline,
                   mip_gap: float, whole_buckets: bool, say, *, workers: int = 2,
                   seed: int = 0) -> CoupledResult | None:
@@ -142,151 +212,127 @@ def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline:
     neighbourhood search (a few of them at a time, the rest fixed) -> the full joint MILP,
     warm-started, whose bound joins the Lagrangian one.
     """
-    total = deadline.remaining() if deadline.limited else None
-    left = deadline.remaining
-
-    def run_master(step: tuple[float, float], hint=None) -> dict[str, int] | None:
-        share, cap = step
-        return master(problem, columns, deadline.left(share, cap=cap, floor=FLOOR_S), hint, workers, seed).choice
-
-    finite = {g: a for g, a in problem.available.items() if a is not None}
-    columns = {m: [_column(problem, r)] for m, r in first.items()}
-    base_bound = {m: r.bound for m, r in first.items()}  # lower bounds on phi_m(0)
-    base_usage = {m: columns[m][0].usage for m in problem.models}
-    subs: dict[str, Problem] = {}
-    stats: dict = {"lagrangian_iters": 0}
-    ub, incumbent = math.inf, None
-
-    def lagrangian(lam: dict[str, float]) -> LagrangianValue | None:
-        """L(lam) and the usage of the per-model optima at lam; None if a model has no plan."""
-        priced = {g for g, v in lam.items() if v > 0}
-        price = {g: p + lam.get(g, 0.0) for g, p in problem.price.items()}
-        bound, usage = 0.0, {g: 0 for g in finite}
-        for m in problem.models:
-            col = columns[m][0]
-            if not priced.intersection(base_usage[m]) or left() < 0.1:
-                # prices only rise, so phi_m(lambda) >= phi_m(0) >= its bound: valid when the
-                # lambda=0 optimum pays no multiplier (then equal) and when time is up (then weaker)
-                bound += base_bound[m]
-            else:
-                if m not in subs:
-                    subs[m] = problem.restrict(models={m})
-                res = _solve_priced(subs[m], price, deadline, mip_gap, whole_buckets)
-                if res is None:
-                    return None
-                bound += res.bound
-                if res.column is not None:
-                    col = res.column
-                    if all(not _same(col, c) for c in columns[m]):
-                        columns[m].append(col)
-            for g in finite:
-                usage[g] += col.usage.get(g, 0)
-        stats["lagrangian_iters"] += 1
-        return LagrangianValue(bound - sum(lam[g] * a for g, a in finite.items()), usage)
-
-    def take(choice: dict[str, int] | None):
-        nonlocal ub, incumbent
-        if choice is not None:
-            cost = sum(columns[m][j].cost for m, j in choice.items())
-            if cost < ub - 1e-9:
-                ub, incumbent = cost, choice
-
-    # A plan first (time limits are real): master over the lambda=0 plans, else greedy repair.
-    take(run_master(FIRST_MASTER))
-    if incumbent is None:
-        take(_greedy(problem, columns, finite, deadline, mip_gap, whole_buckets))
-    if incumbent is not None:
-        say(f"incumbent ${ub:,.2f}/h")
-
-    best_lb = sum(base_bound.values())
+    run = _Run(problem, deadline, mip_gap, whole_buckets, say, workers, seed,
+               finite={g: a for g, a in problem.available.items() if a is not None},
+               columns={m: [_column(problem, r)] for m, r in first.items()},
+               base_bound={m: r.bound for m, r in first.items()},
+               total=deadline.remaining() if deadline.limited else None)
+    _first_plan(run)
+    run.best_lb = sum(run.base_bound.values())
     if len(problem.configs) <= SMALL_CONFIGS:  # HiGHS alone closes small joint models fastest
-        return _joint(problem, columns, incumbent, ub, best_lb, deadline, mip_gap, whole_buckets,
-                      say, stats)
-    lam = {g: 0.0 for g in finite}
-    usage = {g: sum(base_usage[m].get(g, 0) for m in problem.models) for g in finite}
-    lp = milp.availability_duals(problem, _slice(deadline, *DUALS_LP)) if left() > 0.3 else None
+        return _joint(run)
+    if not _at_duals(run) or not _subgradient(run):
+        return None
+    if run.open():
+        _neighbourhoods(run)
+    run.stats["lagrangian_bound"] = round(run.best_lb, 6)
+    run.stats["columns"] = sum(len(c) for c in run.columns.values())
+    return _joint(run)
+
+
+def _first_plan(run: _Run) -> None:
+    """A plan first (time limits are real): master over the lambda=0 plans, else greedy repair."""
+    run.master(FIRST_MASTER)
+    if run.incumbent is None:
+        run.take(_greedy(run.problem, run.columns, run.finite, run.deadline, run.mip_gap, run.whole_buckets))
+    if run.incumbent is not None:
+        run.say(f"incumbent ${run.ub:,.2f}/h")
+
+
+def _at_duals(run: _Run) -> bool:
+    """The joint LP's bound and C3 duals; the Lagrangian there, its plans mixed in by the master.
+    False when a model has no plan at those prices."""
+    problem, finite = run.problem, run.finite
+    run.lam = {g: 0.0 for g in finite}
+    run.usage = {g: sum(run.base_usage(m).get(g, 0) for m in problem.models) for g in finite}
+    lp = milp.availability_duals(problem, _slice(run.deadline, *DUALS_LP)) if run.deadline.remaining() > 0.3 else None
     duals = None
     if lp is not None:
-        best_lb = max(best_lb, lp.bound * (1 - 1e-9))  # the LP relaxation's optimum is a bound too
+        run.best_lb = max(run.best_lb, lp.bound * (1 - 1e-9))  # the LP relaxation's optimum is a bound too
         duals = lp.duals
     if duals and any(duals.get(g, 0) > 0 for g in finite):
-        lam = {g: duals.get(g, 0.0) for g in finite}
-        out = lagrangian(lam)
+        run.lam = {g: duals.get(g, 0.0) for g in finite}
+        out = run.lagrangian(run.lam)
         if out is None:
-            return None
-        best_lb, usage = max(best_lb, out.bound), out.usage
-        say(f"Lagrangian bound ${best_lb:,.2f}/h at the LP duals")
+            return False
+        run.best_lb, run.usage = max(run.best_lb, out.bound), out.usage
+        run.say(f"Lagrangian bound ${run.best_lb:,.2f}/h at the LP duals")
         # mix the plans priced at the duals with the ones we have
-        take(run_master(DUALS_MASTER, hint=incumbent))
-        if incumbent is not None:
-            say(f"incumbent ${ub:,.2f}/h from {sum(len(c) for c in columns.values())} candidate plans")
+        run.master(DUALS_MASTER, hint=run.incumbent)
+        if run.incumbent is not None:
+            run.say(f"incumbent ${run.ub:,.2f}/h from {sum(len(c) for c in run.columns.values())} candidate plans")
+    return True
 
-    # Subgradient steps from the LP duals: each evaluation adds plans priced at new multipliers,
-    # and the master recombines them (this is where the best plans of hard instances came from).
-    theta, stall, lb_now = 1.0, 0, best_lb
-    while (incumbent is not None and stats["lagrangian_iters"] < SUBGRADIENT_MAX
-           and (total is None or left() > (1 - SUBGRADIENT_SHARE) * total) and not closed(ub, best_lb, mip_gap)):
-        excess = {g: usage[g] - a for g, a in finite.items()}
-        norm = sum(v * v for g, v in excess.items() if v > 0 or lam[g] > 0)
+
+def _subgradient(run: _Run) -> bool:
+    """Polyak steps from the LP duals: each evaluation adds plans priced at new multipliers, and the
+    master recombines them (this is where the best plans of hard instances came from). False when a
+    model has no plan at some multipliers."""
+    finite, total = run.finite, run.total
+    theta, stall, lb_now = 1.0, 0, run.best_lb
+    while (run.incumbent is not None and run.stats["lagrangian_iters"] < SUBGRADIENT_MAX
+           and (total is None or run.deadline.remaining() > (1 - SUBGRADIENT_SHARE) * total)
+           and not closed(run.ub, run.best_lb, run.mip_gap)):
+        excess = {g: run.usage[g] - a for g, a in finite.items()}
+        norm = sum(v * v for g, v in excess.items() if v > 0 or run.lam[g] > 0)
         if norm == 0 or theta < 1e-3:
             break
-        lam = {g: max(0.0, lam[g] + theta * max(ub - lb_now, 1e-6 * ub) / norm * excess[g]) for g in finite}
-        out = lagrangian(lam)
+        step = theta * max(run.ub - lb_now, 1e-6 * run.ub) / norm
+        run.lam = {g: max(0.0, run.lam[g] + step * excess[g]) for g in finite}
+        out = run.lagrangian(run.lam)
         if out is None:
-            return None
-        lb_now, usage = out.bound, out.usage
-        if lb_now > best_lb + 1e-9:
-            best_lb, stall = lb_now, 0
+            return False
+        lb_now, run.usage = out.bound, out.usage
+        if lb_now > run.best_lb + 1e-9:
+            run.best_lb, stall = lb_now, 0
         else:
             stall += 1
             if stall >= 2:
                 theta, stall = theta / 2, 0
-        take(run_master(FIRST_MASTER, hint=incumbent))
-        say(f"Lagrangian {stats['lagrangian_iters']}: bound ${best_lb:,.2f}/h, incumbent ${ub:,.2f}/h")
-
-    # The competing models (on scarce types) re-solved jointly, the rest fixed; then large
-    # neighbourhood search over a few of them at a time.
-    if incumbent is not None and not closed(ub, best_lb, mip_gap):
-        scarce = {g for g in finite if lam.get(g, 0) > 0 or usage.get(g, 0) > finite[g]}
-        movers = [m for m in problem.models
-                  if scarce.intersection(base_usage[m]) or scarce.intersection(columns[m][incumbent[m]].usage)]
-        if len(movers) > LNS_SIZE and left() > 1.0:  # first all competing models at once
-            if _improve(problem, columns, incumbent, set(movers), mip_gap, whole_buckets,
-                        _slice(deadline, *IMPROVE_ALL)):
-                ub = sum(columns[m][j].cost for m, j in incumbent.items())
-                say(f"incumbent ${ub:,.2f}/h from the joint MILP over {len(movers)} competing models")
-        lns = deadline.sub(LNS_SHARE)
-        window = lns.remaining()
-        rng = random.Random(seed)
-        rounds = 0
-        while movers and (not lns.limited and rounds < 3 * LNS_SIZE or lns.limited and not lns.expired()):
-            rounds += 1
-            group = set(movers if len(movers) <= LNS_SIZE else rng.sample(movers, LNS_SIZE))
-            better = _improve(problem, columns, incumbent, group, max(mip_gap, 1e-3), whole_buckets,
-                              _slice(lns, 1.0, min(window / 6, LNS_STEP_S)))
-            if better is not None:
-                ub = sum(columns[m][j].cost for m, j in incumbent.items())
-                say(f"incumbent ${ub:,.2f}/h (neighbourhood search, round {rounds})")
-            if len(movers) <= LNS_SIZE:
-                break
-        stats["lns_rounds"] = rounds
-
-    stats["lagrangian_bound"] = round(best_lb, 6)
-    stats["columns"] = sum(len(c) for c in columns.values())
-
-    return _joint(problem, columns, incumbent, ub, best_lb, deadline, mip_gap, whole_buckets, say, stats)
+        run.master(FIRST_MASTER, hint=run.incumbent)
+        run.say(f"Lagrangian {run.stats['lagrangian_iters']}: bound ${run.best_lb:,.2f}/h, incumbent ${run.ub:,.2f}/h")
+    return True
 
 
-def _joint(problem, columns, incumbent, ub, bound, deadline, mip_gap, whole_buckets, say,
-           stats) -> CoupledResult | None:
+def _neighbourhoods(run: _Run) -> None:
+    """The competing models (on scarce types) re-solved jointly, the rest fixed; then large
+    neighbourhood search over a few of them at a time."""
+    problem, columns, incumbent = run.problem, run.columns, run.incumbent
+    scarce = {g for g in run.finite if run.lam.get(g, 0) > 0 or run.usage.get(g, 0) > run.finite[g]}
+    movers = [m for m in problem.models
+              if scarce.intersection(run.base_usage(m)) or scarce.intersection(columns[m][incumbent[m]].usage)]
+    if len(movers) > LNS_SIZE and run.deadline.remaining() > 1.0:  # first all competing models at once
+        if _improve(problem, columns, incumbent, set(movers), run.mip_gap, run.whole_buckets,
+                    _slice(run.deadline, *IMPROVE_ALL)):
+            run.ub = sum(columns[m][j].cost for m, j in incumbent.items())
+            run.say(f"incumbent ${run.ub:,.2f}/h from the joint MILP over {len(movers)} competing models")
+    lns = run.deadline.sub(LNS_SHARE)
+    window = lns.remaining()
+    rng = random.Random(run.seed)
+    rounds = 0
+    while movers and (not lns.limited and rounds < 3 * LNS_SIZE or lns.limited and not lns.expired()):
+        rounds += 1
+        group = set(movers if len(movers) <= LNS_SIZE else rng.sample(movers, LNS_SIZE))
+        better = _improve(problem, columns, incumbent, group, max(run.mip_gap, 1e-3), run.whole_buckets,
+                          _slice(lns, 1.0, min(window / 6, LNS_STEP_S)))
+        if better is not None:
+            run.ub = sum(columns[m][j].cost for m, j in incumbent.items())
+            run.say(f"incumbent ${run.ub:,.2f}/h (neighbourhood search, round {rounds})")
+        if len(movers) <= LNS_SIZE:
+            break
+    run.stats["lns_rounds"] = rounds
+
+
+def _joint(run: _Run) -> CoupledResult | None:
     """The full joint MILP, warm-started from the incumbent, for the rest of the time."""
-    replicas, routes = _plan_of(columns, incumbent) if incumbent is not None else ({}, {})
+    problem, incumbent, ub, bound, mip_gap = run.problem, run.incumbent, run.ub, run.best_lb, run.mip_gap
+    replicas, routes = _plan_of(run.columns, incumbent) if incumbent is not None else ({}, {})
     optimal = incumbent is not None and closed(ub, bound, mip_gap)
-    if not optimal and deadline.remaining() > 0.2:
-        say(f"joint MILP warm-started at ${ub:,.2f}/h" if incumbent else "joint MILP, no incumbent yet")
-        joint = milp.run(problem, deadline.left(), mip_gap=mip_gap * 0.1,
-                         whole_buckets=whole_buckets, start=(replicas, routes) if incumbent else None)
-        stats["joint_s"] = round(joint.wall_s, 3)
+    if not optimal and run.deadline.remaining() > 0.2:
+        run.say(f"joint MILP warm-started at ${ub:,.2f}/h" if incumbent else "joint MILP, no incumbent yet")
+        joint = milp.run(problem, run.deadline.left(), mip_gap=mip_gap * 0.1,
+                         whole_buckets=run.whole_buckets, start=(replicas, routes) if incumbent else None)
+        run.stats["joint_s"] = round(joint.wall_s, 3)
         if joint.status == Status.INFEASIBLE:
             return None
         if joint.objective is not None and joint.objective < ub - 1e-9:
@@ -296,7 +342,7 @@ def _joint(problem, columns, incumbent, ub, bound, deadline, mip_gap, whole_buck
     if not replicas:
         return None
     cost = sum(problem.config_cost(c) * k for c, k in replicas.items())
-    return CoupledResult(replicas, routes, cost, min(bound, cost), optimal, stats)
+    return CoupledResult(replicas, routes, cost, min(bound, cost), optimal, run.stats)
 
 
 def _improve(problem: Problem, columns, incumbent: dict[str, int], group: set[str], mip_gap: float,
