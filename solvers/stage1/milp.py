@@ -17,14 +17,13 @@ itself (PuLP maps HiGHS's time-limit status to "Optimal").
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field, replace
 
 import pulp
 
 from gpumix.planner.problem import BucketKey, Config, Problem
 from gpumix.solvers.highs import run_highs
-from gpumix.solvers.result import HighsResult, Status
+from gpumix.solvers.result import Deadline, HighsResult, Status
 
 
 @dataclass(frozen=True)
@@ -137,10 +136,9 @@ def run(problem: Problem, time_limit: float | None = None, mip_gap: float = 1e-6
         start: tuple[dict, dict] | None = None) -> MilpResult:
     """Build, solve and extract in one call; `start` = (replicas, routes) of a known plan. The time
     limit covers the build too (PuLP takes seconds to build a joint model of 1000 models)."""
-    t0 = time.perf_counter()
+    deadline = Deadline.start(time_limit)
     model = build(problem, whole_buckets=whole_buckets, available=available)
-    if time_limit is not None:
-        time_limit = max(time_limit - (time.perf_counter() - t0), 0.05)
+    time_limit = deadline.left(floor=0.05)
     values = None
     if start is not None:
         replicas, routes = start
@@ -163,11 +161,9 @@ class LpDuals:
 def availability_duals(problem: Problem, time_limit: float | None = None) -> LpDuals | None:
     """The joint LP relaxation: its optimum (a valid lower bound) and the multipliers lambda_g >= 0
     of C3 (where the Lagrangian starts); None if the LP does not solve to optimality in time."""
-    t0 = time.perf_counter()
+    deadline = Deadline.start(time_limit)
     model = build(problem)
-    if time_limit is not None:
-        time_limit = max(time_limit - (time.perf_counter() - t0), 0.05)
-    lp = run_highs(model.prob, time_limit, mip=False)
+    lp = run_highs(model.prob, deadline.left(floor=0.05), mip=False)
     if lp.status != Status.OPTIMAL:
         return None
     return LpDuals(lp.objective, {g: max(0.0, -(model.avail[g].pi or 0.0)) if g in model.avail else 0.0
