@@ -152,13 +152,44 @@ class _StopAtBound(cp_model.CpSolverSolutionCallback):
             self.stop_search()
 
 
-def bins_model(problem, sharing, cands, per_model, types, start, bound, time_limit, params):
+@dataclass(frozen=True)
+class BinsChoice:
+    sets: list[SharedSet]  # single sets, each hosting its models
+    dedicated: list[str]  # models left on their dedicated plans
+
+
+@dataclass
+class _Bins:
+    cm: cp_model.CpModel
+    x: dict  # (m, s, b) -> model m on set b of type s
+    opened: dict  # (s, b) -> set b of type s open
+    y: dict  # m -> m dedicated
+
+
+def bins_model(problem, sharing, cands, per_model, types, start, bound, time_limit, params) -> BinsChoice | None:
     """Every model at once into single sets of `types` or onto its dedicated plan (CP-SAT):
       x[m,s,b] model m on set b of type s;  o[s,b] set open;  y[m] dedicated
       sum x + y = 1;  per set: sum f x <= U o, sum mem x <= B o (rounded up / down);  o[s,b] >= o[s,b+1];
       availability over open sets and the dedicated plans' GPUs;  min sum p t o + sum D_m y.
     Sets of a type are interchangeable, so the i-th model of a type only uses its first i+1 sets.
-    Returns (sets, dedicated models) or None."""
+    None when some model has no place or CP-SAT finds nothing in time."""
+    mdl = _bins_build(problem, sharing, cands, per_model, types, start)
+    if mdl is None:
+        return None
+    _bins_hint(mdl, start)
+    solver = share_cp_solver(time_limit, params)
+    status = cp_status(solver.solve(mdl.cm, _StopAtBound(bound * (1 + params.mip_gap) * COST_SCALE)))
+    if not status.has_plan:
+        return None
+    sets = []
+    for (s, b), v in sorted(mdl.opened.items()):
+        models = tuple(sorted(m for (m, ss, bb), xv in mdl.x.items() if ss == s and bb == b and solver.value(xv)))
+        if models:
+            sets.append(SharedSet(s[0], s[1], 1, models))
+    return BinsChoice(sets, [m for m, v in mdl.y.items() if solver.value(v)])
+
+
+def _bins_build(problem, sharing, cands, per_model, types, start) -> _Bins | None:
     U = problem.max_utilization
     cm = cp_model.CpModel()
     on_type: dict[tuple, list[Candidate]] = {s: [] for s in types}
@@ -185,13 +216,13 @@ def bins_model(problem, sharing, cands, per_model, types, start, bound, time_lim
         for i, c in enumerate(cs):
             for b in range(min(i + 1, K)):
                 x[(c.model, s, b)] = cm.new_bool_var(f"x_{c.model}_{s[0]}_{s[1]}_{b}")
-        for b in range(K):
+        for b in range(K):  # P2, P3 and S4 per set
             here = [(c, x[(c.model, s, b)]) for c in cs if (c.model, s, b) in x]
             cm.add(sum(math.ceil(c.f * TIME_SCALE) * v for c, v in here) <= t_cap * opened[(s, b)])
             cm.add(sum(math.ceil(c.mem / MEM_UNIT) * v for c, v in here) <= m_cap * opened[(s, b)])
             latency_rows(cm, here)
     y = {}
-    for i, m in enumerate(problem.models):
+    for i, m in enumerate(problem.models):  # each model on one set or dedicated
         terms = [v for (mm, _, _), v in x.items() if mm == m]
         if per_model[m].objective is not None:
             y[m] = cm.new_bool_var(f"y_{i}")
@@ -200,35 +231,30 @@ def bins_model(problem, sharing, cands, per_model, types, start, bound, time_lim
         if not terms:
             return None
         cm.add_exactly_one(terms)
-    for g in sorted({s[0] for s in types}):
+    for g in sorted({s[0] for s in types}):  # availability
         if problem.available.get(g) is not None:
             ded_use = [(sum(c.tp * k for c, k in per_model[m].replicas.items() if c.gpu == g), v) for m, v in y.items()]
             cm.add(sum(s[1] * v for (s, _), v in opened.items() if s[0] == g)
                    + sum(u * v for u, v in ded_use if u) <= problem.available[g])
     cm.minimize(sum(w * v for w, v in cost))
+    return _Bins(cm, x, opened, y)
+
+
+def _bins_hint(mdl: _Bins, start) -> None:
+    """The hint: the packed pooled solution, sets renumbered per type; the rest dedicated."""
     placed = {m for st in start for m in st.models}
     seen: dict[tuple, int] = {}
-    for st in start:  # the hint: the packed pooled solution, sets renumbered per type
+    for st in start:
         s = (st.gpu, st.tp)
         b = seen.get(s, 0)
         seen[s] = b + 1
-        if (s, b) in opened:
-            cm.add_hint(opened[(s, b)], True)
+        if (s, b) in mdl.opened:
+            mdl.cm.add_hint(mdl.opened[(s, b)], True)
         for m in st.models:
-            if (m, s, b) in x:
-                cm.add_hint(x[(m, s, b)], True)
-    for m, v in y.items():
-        cm.add_hint(v, m not in placed)
-    solver = share_cp_solver(time_limit, params)
-    status = cp_status(solver.solve(cm, _StopAtBound(bound * (1 + params.mip_gap) * COST_SCALE)))
-    if not status.has_plan:
-        return None
-    sets = []
-    for (s, b), v in sorted(opened.items()):
-        models = tuple(sorted(m for (m, ss, bb), xv in x.items() if ss == s and bb == b and solver.value(xv)))
-        if models:
-            sets.append(SharedSet(s[0], s[1], 1, models))
-    return sets, [m for m, v in y.items() if solver.value(v)]
+            if (m, s, b) in mdl.x:
+                mdl.cm.add_hint(mdl.x[(m, s, b)], True)
+    for m, v in mdl.y.items():
+        mdl.cm.add_hint(v, m not in placed)
 
 
 def plan_cost(problem: Problem, replicas: dict[Config, int], sets: list[SharedSet], params: ShareParams,

@@ -236,7 +236,7 @@ def solve_shared(problem: Problem, sharing: SharingModel, params: ShareParams = 
                            deadline.left(BINS_SHARE, cap=params.bins_time_limit, floor=FLOOR_S), params)
         stats["bins_model"] = found is not None
         if found is not None:
-            again = _realize(problem, per_model, *found, params, deadline)
+            again = _realize(problem, per_model, found.sets, found.dedicated, params, deadline)
             again = again and riders.ride(problem, sharing, cands, again, params, deadline)
             if again is not None and (best is None or again.cost < best.cost - 1e-9):
                 best = again
