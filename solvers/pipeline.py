@@ -116,6 +116,7 @@ def plan_workload(workload_path: Path | str | None = None, profiles_path: Path |
     workload, problem, report = load_problem(workload_path, profiles_path, options.fill_estimates,
                                              options.catalog, transform)
     require_servable(problem, report)
+    deadline = Deadline(None if options.time_limit is None else t0 + options.time_limit)  # the whole command
     route = SHARED if options.share_gpus else NODES if workload.instances or options.extended else DEDICATED
     if route == SHARED:
         clash = ("--whole-buckets" if options.whole_buckets
@@ -124,12 +125,12 @@ def plan_workload(workload_path: Path | str | None = None, profiles_path: Path |
             raise InputError(str(workload_path or EXAMPLE_WORKLOAD), "--share-gpus",
                              f"cannot be combined with {clash} yet")
         from gpumix.solvers.sharing.flow import plan_shared
-        draft = plan_shared(workload, problem, profiles_path, options, t0)
+        draft = plan_shared(workload, problem, profiles_path, options, deadline)
     elif route == NODES:
         from gpumix.solvers.stage2.flow import plan_extended
-        draft = plan_extended(workload, problem, options)
+        draft = plan_extended(workload, problem, options, deadline)
     else:
-        draft = _plan_dedicated(problem, options, t0)
+        draft = _plan_dedicated(problem, options, deadline)
     return finish(draft, route, workload, report, workload_path, profiles_path, options, t0)
 
 
@@ -155,10 +156,9 @@ def finish(draft: Draft, route: str, workload: Workload, report, workload_path, 
                       time.perf_counter() - t0)
 
 
-def _plan_dedicated(problem: Problem, options: PlanOptions, t0: float) -> Draft:
+def _plan_dedicated(problem: Problem, options: PlanOptions, deadline: Deadline) -> Draft:
     """Stage 1 on loose GPUs, and the best single GPU type beside it."""
     # the limit covers the whole command: what loading took, and a margin for checking and writing
-    deadline = Deadline(None if options.time_limit is None else t0 + options.time_limit)
     limit = deadline.left(TIME_MARGIN, floor=0.1)
     solution = solve(problem, SolveParams(limit, options.mip_gap, options.whole_buckets, options.progress))
     baseline, notes = None, ()

@@ -26,20 +26,19 @@ from gpumix.solvers.stage2.placement import PlacementOptions, explain, place
 # Time, when the workload lists instances
 SHARE_SOLVE = 0.5  # of the time limit for the shared solve
 PACK_SHARE = 0.3  # of what is left, to pack its replicas and sets (the dedicated-only plan gets the rest)
-FLOOR_S = 0.5
+FLOOR_S = 0.5  # least time for packing and the dedicated-only plan
+SOLVE_FLOOR_S = 0.05  # least time for the shared solve
 
 
-def plan_shared(workload, problem, profiles_path: Path | str | None, options, t0: float):
+def plan_shared(workload, problem, profiles_path: Path | str | None, options, deadline: Deadline):
     """A Draft (the plan without `inputs`) for solvers/pipeline.py to finish."""
     from gpumix.solvers.pipeline import Draft
 
     full = problem
     fits = decode_step_fits(profiles_path) if profiles_path else None
     sharing = build_sharing(workload, load_catalog(), problem, fits)
-    limit = options.time_limit
+    limit = deadline.left(SHARE_SOLVE if workload.instances else 1.0, floor=SOLVE_FLOOR_S)
     if workload.instances:
-        if limit is not None:
-            limit *= SHARE_SOLVE
         problem = _fitting(problem, workload.instances)
     sol = solve_shared(problem, sharing, ShareParams(limit, options.mip_gap, options.workers, options.seed,
                                                      options.progress, instances=tuple(workload.instances or ())))
@@ -50,7 +49,7 @@ def plan_shared(workload, problem, profiles_path: Path | str | None, options, t0
               "dedicated_only_cost_per_hour": None if sol.dedicated_only_cost is None
               else round(sol.dedicated_only_cost, 9)}
     if workload.instances:
-        plan = _on_instances(problem, sol, shared, workload.instances, options, t0, solver)
+        plan = _on_instances(problem, sol, shared, workload.instances, options, deadline, solver)
     else:
         plan = make_plan(problem, sol.status.value, sol.cost, sol.bound, sol.replicas, sol.routes,
                          solver=solver, shared=shared)
@@ -70,14 +69,13 @@ def _fitting(problem, instances):
     return fitting
 
 
-def _on_instances(problem, sol, shared, instances, options, t0, solver):
+def _on_instances(problem, sol, shared, instances, options, deadline: Deadline, solver):
     """Stage 2: the dedicated replicas and the shared sets onto instances; the dedicated-only
     instance plan instead when node prices make it cheaper."""
     need = {(c, False): k for c, k in sol.replicas.items()}
     for i, s in enumerate(sol.shared):
         need[(SetItem(i, s.gpu, s.tp), False)] = s.count
 
-    deadline = Deadline(None if options.time_limit is None else t0 + options.time_limit)
     say = options.progress or (lambda _m: None)
     pk = pack(need, instances, params=CpParams(deadline.left(PACK_SHARE, floor=FLOOR_S), options.workers,
                                                options.seed))

@@ -6,6 +6,8 @@ without `inputs`) that the pipeline finishes: inputs, checker, result.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from gpumix.planner.errors import InfeasibleError, InputError
 from gpumix.planner.plan import make_node_plan, make_partial_plan, make_plan
 from gpumix.planner.problem import Problem
@@ -19,7 +21,8 @@ from gpumix.solvers.stage2.placement import PlacementOptions, PlacementSolution,
 FLOOR_S = 0.05  # least time one solve gets
 
 
-def plan_extended(workload, problem: Problem, options):
+def plan_extended(workload, problem: Problem, options, deadline: Deadline):
+    """The plan (without inputs) within what `deadline` (the command's) has left."""
     from gpumix.solvers.pipeline import Draft
 
     instances = workload.instances
@@ -33,15 +36,15 @@ def plan_extended(workload, problem: Problem, options):
     if options.current:
         current_nodes, current_counts = churn.read_current(options.current, problem, instances)
     if instances:
-        plan, sol = _with_instances(problem, instances, options, current_nodes, current_counts)
+        plan, sol = _with_instances(problem, instances, options, current_nodes, current_counts, deadline)
     else:
-        plan, sol = _without_instances(problem, options, current_counts)
+        plan, sol = _without_instances(problem, options, current_counts, deadline)
     return Draft(plan, sol, problem)
 
 
-def _with_instances(problem, instances, options, current_nodes, current_counts):
+def _with_instances(problem, instances, options, current_nodes, current_counts, deadline):
     popts = PlacementOptions(
-        time_limit=options.time_limit, mip_gap=options.mip_gap, spare_nodes=options.spare_nodes,
+        time_limit=deadline.left(floor=FLOOR_S), mip_gap=options.mip_gap, spare_nodes=options.spare_nodes,
         spot_share=options.spot_share, churn_cost=options.churn_cost, current_nodes=current_nodes,
         current_counts=current_counts, workers=options.workers, seed=options.seed, progress=options.progress)
     try:
@@ -50,7 +53,7 @@ def _with_instances(problem, instances, options, current_nodes, current_counts):
         if not options.allow_partial:
             raise
         _say(options, f"infeasible in full ({e}); planning the largest servable share")
-        sol = place(problem, instances, PlacementOptions(**{**popts.__dict__, "partial": True}))
+        sol = place(problem, instances, replace(popts, partial=True, time_limit=deadline.left(floor=FLOOR_S)))
     extra = {"spare_nodes": options.spare_nodes, "spot_share": options.spot_share}
     if options.current:
         extra["churn"] = {"cost_per_replica_started": options.churn_cost, "replicas_started": sol.started,
@@ -67,12 +70,11 @@ def _with_instances(problem, instances, options, current_nodes, current_counts):
     return plan, sol
 
 
-def _without_instances(problem, options, current_counts):
+def _without_instances(problem, options, current_counts, deadline):
     """Partial service and churn on loose GPUs: the node-granular model without nodes."""
     h = options.churn_cost if current_counts is not None else 0.0
     solver = {"stage1": "PuLP + HiGHS", "method": "node_milp", "mip_gap": options.mip_gap}
     fractions = None
-    deadline = Deadline.start(options.time_limit)  # every solve below within the one limit
     res = node_milp.solve(problem, None, current=current_counts, churn_cost=h,
                           time_limit=deadline.left(floor=FLOOR_S), mip_gap=options.mip_gap * 0.1)
     if res.status == Status.INFEASIBLE:
