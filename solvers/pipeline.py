@@ -57,7 +57,7 @@ class PlanOptions:
     workers: int = 8  # CP-SAT workers (interleaved in one thread: deterministic)
     seed: int = 0
     catalog: Path | str | None = None  # a SkyPilot catalog CSV: instance shapes and prices (planner/skypilot.py)
-    share_gpus: bool = False  # let several models share GPU sets (docs/sharing.md, solvers/share.py)
+    share_gpus: bool = False  # let several models share GPU sets (docs/sharing.md, solvers/sharing/)
 
     @property
     def extended(self) -> bool:
