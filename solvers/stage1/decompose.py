@@ -72,14 +72,13 @@ def over_availability(problem: Problem, replicas: dict[Config, int]) -> dict[str
 def solve(problem: Problem, params: SolveParams = SolveParams()) -> Solution:
     t0 = time.perf_counter()
     deadline = Deadline.start(params.time_limit)
-    problem, dropped = drop_dominated(problem)
-    say = params.progress or (lambda _msg: None)
-
     # Phase 1: one MILP per model, each under the full availability (a relaxation). With finite
     # availability the models may still couple, so this phase gets at most PER_MODEL_SHARE of a
     # time limit; past that, the joint MILP takes over (never worse than the monolithic model).
     coupled = any(a is not None for a in problem.available.values())
     phase = deadline.sub(PER_MODEL_SHARE if coupled else 1.0)
+    problem, dropped = drop_dominated(problem)
+    say = params.progress or (lambda _msg: None)
     per_model: dict[str, milp.MilpResult] = {}
     for i, m in enumerate(problem.models):
         if coupled and phase.expired():

@@ -103,6 +103,17 @@ def solve(problem: Problem, instances, params: CpParams = CpParams(), shares: in
         return MonoResult(st, math.inf, math.inf, slots=len(slots), wall_s=wall)
     if not st.has_plan:
         return MonoResult(st, math.inf, 0.0, slots=len(slots), wall_s=wall)
+    nodes, reps = _nodes(solver, slots, opened, r)
+    routes = {((c, False), k): solver.value(v) * problem.demand[(c.model, k)] / shares
+              for (c, k), v in y.items() if solver.value(v) > 0}
+    slack = 0 if exact else 0.5 * len(slots)
+    return MonoResult(st, sum(n.price for n in nodes),
+                      max(solver.best_objective_bound - slack, 0) / SCALE, tuple(nodes), reps, routes,
+                      len(slots), wall)
+
+
+def _nodes(solver, slots, opened, r) -> tuple[list[Node], dict]:
+    """The open slots as nodes, replicas on consecutive GPU ids (larger TP first); replica counts."""
     nodes, reps = [], {}
     for s, inst in enumerate(slots):
         if not solver.value(opened[s]):
@@ -115,9 +126,4 @@ def solve(problem: Problem, instances, params: CpParams = CpParams(), shares: in
                     free = free[c.tp:]
                     reps[(c, False)] = reps.get((c, False), 0) + 1
         nodes.append(Node(inst, False, tuple(placed)))
-    routes = {((c, False), k): solver.value(v) * problem.demand[(c.model, k)] / shares
-              for (c, k), v in y.items() if solver.value(v) > 0}
-    slack = 0 if exact else 0.5 * len(slots)
-    return MonoResult(st, sum(n.price for n in nodes),
-                      max(solver.best_objective_bound - slack, 0) / SCALE, tuple(nodes), reps, routes,
-                      len(slots), wall)
+    return nodes, reps
