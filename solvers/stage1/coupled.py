@@ -5,13 +5,12 @@ Relax C3 with multipliers lambda_g >= 0 (one per GPU type with finite availabili
     phi_m(lambda) = min cost of model m alone at prices p_g + lambda_g   (its own C1, C2, C3)
 Every L(lambda) is a lower bound on every plan (weak duality), using each sub-MILP's proven bound
 for phi_m. lambda starts at the joint LP relaxation's dual of C3, where L(lambda) is at least the
-LP bound (each model keeps its integrality); Polyak subgradient steps follow while time allows. A model whose lambda=0 optimum touches no priced type keeps
-phi_m(lambda) = phi_m(0) (prices only rise elsewhere), so only the models on priced types re-solve.
+LP bound (each model keeps its integrality); Polyak subgradient steps follow while time allows.
+A model whose lambda=0 optimum touches no priced type keeps phi_m(lambda) = phi_m(0) (prices only rise elsewhere), so only the models on priced types re-solve.
 
-Every sub-MILP solution is a candidate plan (a column) for its model. The CP-SAT master picks one
-column per model:  min sum cost * z  s.t.  sum_j z[m,j] = 1,  sum usage[m,j,g] * z <= A_g.
-Costs are scaled to integers (1e4 per $/h, i.e. exact for prices with <= 4 decimals); the true cost
-of the chosen plan is recomputed in floating point. Large neighbourhood search then re-solves a
+Every sub-MILP solution is a candidate plan (a column) for its model, and the CP-SAT master
+(solvers/stage1/master.py) picks one column per model within availability. Large neighbourhood
+search then re-solves a
 few competing models at a time against what the others leave, and the incumbent warm-starts the
 joint MILP (HiGHS), whose own bound can only raise the final lower bound.
 """
@@ -21,14 +20,12 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from ortools.sat.python import cp_model
-
 from gpumix.planner.problem import Config, Problem
-from gpumix.solvers.cpsat import cp_solver, cp_status
 from gpumix.solvers.result import Deadline, Status, closed
 from gpumix.solvers.stage1 import milp
+from gpumix.solvers.stage1.master import (FLOOR_S, Column, column, greedy_repair, master, plan_of, same_plan,
+                                          usage_of)
 
-COST_SCALE = 10_000
 LNS_SIZE = 12  # models re-solved together in one neighbourhood
 SUBGRADIENT_MAX = 40  # Lagrangian evaluations at most
 SMALL_CONFIGS = 600  # joint models this small (S size) go straight to HiGHS after a first incumbent
@@ -39,25 +36,9 @@ DUALS_LP = (0.25, 60.0)  # the joint LP relaxation (C3's duals)
 DUALS_MASTER = (0.1, 5.0)  # the master after pricing at the duals
 SUBGRADIENT_SHARE = 0.35  # of the coupled phase's time for the Lagrangian steps
 PRICED_SHARE = 0.1  # one priced sub-MILP
-GREEDY = (0.05, 5.0)  # one greedy repair MILP
 IMPROVE_ALL = (0.35, 120.0)  # all competing models re-solved at once
 LNS_SHARE = 0.4  # neighbourhood search, then LNS_STEP_S at most (and a sixth of it) a round
 LNS_STEP_S = 5.0
-FLOOR_S = 0.05  # no solver call gets less
-
-
-@dataclass
-class Column:
-    cost: float
-    replicas: dict[Config, int]
-    routes: dict
-    usage: dict[str, int]
-
-
-@dataclass(frozen=True)
-class MasterChoice:
-    choice: dict[str, int] | None  # model -> index of its column; None: no choice found
-    proven: bool  # CP-SAT proved it optimal over these columns
 
 
 @dataclass(frozen=True)
@@ -82,48 +63,6 @@ class CoupledResult:
     bound: float
     optimal: bool
     stats: dict = field(default_factory=dict)
-
-
-def _usage(replicas: dict[Config, int]) -> dict[str, int]:
-    used: dict[str, int] = {}
-    for c, k in replicas.items():
-        used[c.gpu] = used.get(c.gpu, 0) + c.tp * k
-    return used
-
-
-def _column(problem: Problem, res: milp.MilpResult) -> Column:
-    cost = sum(problem.config_cost(c) * k for c, k in res.replicas.items())
-    return Column(cost, res.replicas, res.routes, _usage(res.replicas))
-
-
-def master(problem: Problem, columns: dict[str, list[Column]], time_limit: float,
-           hint: dict[str, int] | None = None, workers: int = 2, seed: int = 0) -> MasterChoice:
-    """CP-SAT: one column per model within availability."""
-    m = cp_model.CpModel()
-    z = {(name, j): m.new_bool_var(f"z_{i}_{j}") for i, name in enumerate(problem.models)
-         for j in range(len(columns[name]))}
-    for name in problem.models:
-        m.add_exactly_one(z[name, j] for j in range(len(columns[name])))
-    for g, cap in sorted(problem.available.items()):
-        if cap is None:
-            continue
-        terms = [(z[name, j], col.usage[g]) for name in problem.models
-                 for j, col in enumerate(columns[name]) if col.usage.get(g)]
-        if terms:
-            m.add(sum(coef * var for var, coef in terms) <= cap)
-    m.minimize(sum(round(col.cost * COST_SCALE) * z[name, j] for name in problem.models
-                   for j, col in enumerate(columns[name])))
-    if hint:
-        for name, j in hint.items():
-            for jj in range(len(columns[name])):
-                m.add_hint(z[name, jj], jj == j)
-    solver = cp_solver(max(time_limit, FLOOR_S), workers, seed)
-    status = cp_status(solver.solve(m))
-    if not status.has_plan:
-        return MasterChoice(None, False)
-    choice = {name: next(j for j in range(len(columns[name])) if solver.value(z[name, j]))
-              for name in problem.models}
-    return MasterChoice(choice, status == Status.OPTIMAL)
 
 
 def _slice(deadline: Deadline, share: float, cap: float) -> float | None:
@@ -193,7 +132,7 @@ class _Run:
                 bound += res.bound
                 if res.column is not None:
                     col = res.column
-                    if all(not _same(col, c) for c in self.columns[m]):
+                    if all(not same_plan(col, c) for c in self.columns[m]):
                         self.columns[m].append(col)
             for g in self.finite:
                 usage[g] += col.usage.get(g, 0)
@@ -214,7 +153,7 @@ def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline:
     """
     run = _Run(problem, deadline, mip_gap, whole_buckets, say, workers, seed,
                finite={g: a for g, a in problem.available.items() if a is not None},
-               columns={m: [_column(problem, r)] for m, r in first.items()},
+               columns={m: [column(problem, r)] for m, r in first.items()},
                base_bound={m: r.bound for m, r in first.items()},
                total=deadline.remaining() if deadline.limited else None)
     _first_plan(run)
@@ -234,7 +173,7 @@ def _first_plan(run: _Run) -> None:
     """A plan first (time limits are real): master over the lambda=0 plans, else greedy repair."""
     run.master(FIRST_MASTER)
     if run.incumbent is None:
-        run.take(_greedy(run.problem, run.columns, run.finite, run.deadline, run.mip_gap, run.whole_buckets))
+        run.take(greedy_repair(run.problem, run.columns, run.finite, run.deadline, run.mip_gap, run.whole_buckets))
     if run.incumbent is not None:
         run.say(f"incumbent ${run.ub:,.2f}/h")
 
@@ -326,7 +265,7 @@ def _neighbourhoods(run: _Run) -> None:
 def _joint(run: _Run) -> CoupledResult | None:
     """The full joint MILP, warm-started from the incumbent, for the rest of the time."""
     problem, incumbent, ub, bound, mip_gap = run.problem, run.incumbent, run.ub, run.best_lb, run.mip_gap
-    replicas, routes = _plan_of(run.columns, incumbent) if incumbent is not None else ({}, {})
+    replicas, routes = plan_of(run.columns, incumbent) if incumbent is not None else ({}, {})
     optimal = incumbent is not None and closed(ub, bound, mip_gap)
     if not optimal and run.deadline.remaining() > 0.2:
         run.say(f"joint MILP warm-started at ${ub:,.2f}/h" if incumbent else "joint MILP, no incumbent yet")
@@ -356,7 +295,7 @@ def _improve(problem: Problem, columns, incumbent: dict[str, int], group: set[st
                 if residual.get(g) is not None:
                     residual[g] -= u
     sub = problem.restrict(models=group, available=residual)
-    start = _plan_of(columns, {m: incumbent[m] for m in group})
+    start = plan_of(columns, {m: incumbent[m] for m in group})
     res = milp.run(sub, time_limit, mip_gap * 0.1, whole_buckets, start=start)
     if res.objective is None:
         return None
@@ -364,8 +303,8 @@ def _improve(problem: Problem, columns, incumbent: dict[str, int], group: set[st
     if res.objective >= now - 1e-9:
         return None
     for m in sorted(group):
-        col = _column(sub, milp.MilpResult(Status.FEASIBLE, None, 0.0, *_split(res, m)))
-        j = next((j for j, c in enumerate(columns[m]) if _same(c, col)), None)
+        col = column(sub, milp.MilpResult(Status.FEASIBLE, None, 0.0, *_split(res, m)))
+        j = next((j for j, c in enumerate(columns[m]) if same_plan(c, col)), None)
         if j is None:
             columns[m].append(col)
             j = len(columns[m]) - 1
@@ -373,21 +312,9 @@ def _improve(problem: Problem, columns, incumbent: dict[str, int], group: set[st
     return True
 
 
-def _plan_of(columns: dict[str, list[Column]], choice: dict[str, int]) -> tuple[dict, dict]:
-    replicas, routes = {}, {}
-    for m, j in choice.items():
-        replicas.update(columns[m][j].replicas)
-        routes.update(columns[m][j].routes)
-    return replicas, routes
-
-
 def _split(res: milp.MilpResult, model: str) -> tuple[dict, dict]:
     return ({c: k for c, k in res.replicas.items() if c.model == model},
             {key: v for key, v in res.routes.items() if key[0].model == model})
-
-
-def _same(a: Column, b: Column) -> bool:
-    return a.replicas == b.replicas
 
 
 def _solve_priced(sub: Problem, price: dict, deadline: Deadline, mip_gap: float,
@@ -402,49 +329,4 @@ def _solve_priced(sub: Problem, price: dict, deadline: Deadline, mip_gap: float,
         return Priced(bound, None)
     replicas, routes = milp.extract(sub, model)
     cost = sum(sub.config_cost(c) * k for c, k in replicas.items())
-    return Priced(bound, Column(cost, replicas, routes, _usage(replicas)))
-
-
-def _greedy(problem: Problem, columns: dict[str, list[Column]], finite: dict[str, int], deadline: Deadline,
-            mip_gap: float, whole_buckets: bool) -> dict[str, int] | None:
-    """A first plan within availability: models off the over-subscribed types keep their own
-    optimum; the others, largest first, re-solve against what is left. Adds the columns it makes."""
-    used: dict[str, int] = {}
-    for m in problem.models:
-        for g, u in columns[m][0].usage.items():
-            used[g] = used.get(g, 0) + u
-    over = {g for g, a in finite.items() if used.get(g, 0) > a}
-    fixed = [m for m in problem.models if not over.intersection(columns[m][0].usage)]
-    movers = sorted((m for m in problem.models if m not in fixed), key=lambda m: (-columns[m][0].cost, m))
-    base = dict(finite)
-    for m in fixed:
-        for g, u in columns[m][0].usage.items():
-            if g in base:
-                base[g] -= u
-    if any(v < 0 for v in base.values()):
-        return None
-    for _attempt in range(6):  # a model that finds nothing left moves to the front; retry
-        residual, choice, failed = dict(base), {m: 0 for m in fixed}, None
-        for m in movers:
-            if deadline.remaining() <= 0:
-                return None
-            sub = problem.restrict(models={m}, available={g: residual.get(g) for g in problem.available})
-            # a quick repair: 1% is plenty here, the master and the joint MILP polish it
-            share, cap = GREEDY
-            res = milp.run(sub, deadline.left(share, cap=cap, floor=FLOOR_S), max(mip_gap, 0.01), whole_buckets)
-            if not res.status.has_plan:
-                failed = m
-                break
-            col = _column(problem, res)
-            for g, u in col.usage.items():
-                if g in residual:
-                    residual[g] -= u
-            j = next((j for j, c in enumerate(columns[m]) if _same(c, col)), None)
-            if j is None:
-                columns[m].append(col)
-                j = len(columns[m]) - 1
-            choice[m] = j
-        if failed is None:
-            return {m: choice[m] for m in problem.models}
-        movers = [failed] + [m for m in movers if m != failed]
-    return None
+    return Priced(bound, Column(cost, replicas, routes, usage_of(replicas)))
