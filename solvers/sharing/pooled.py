@@ -191,6 +191,8 @@ def _node_cost(prob, problem: Problem, instances, types, N, y, usage):
 
 
 def solve_shared(problem: Problem, sharing: SharingModel, params: ShareParams = ShareParams()) -> ShareSolution:
+    """Dedicated per model -> pooled bound -> pooled primal, packed, with riders -> every model at
+    once (bins_model) while the gap is open -> the dedicated-only plan when it is no dearer."""
     t0 = time.perf_counter()
     deadline = Deadline.start(params.time_limit)
     say = params.progress or (lambda _m: None)
@@ -208,38 +210,18 @@ def solve_shared(problem: Problem, sharing: SharingModel, params: ShareParams = 
         f"{len(cands)}/{len(problem.models)} models can share")
 
     for_bound = pooled(problem, sharing, cands, lower, True, _left(deadline, BOUND_SHARE), params)
-    bound, b_choice = for_bound.bound, for_bound.choice
+    bound = for_bound.bound
     if for_bound.status == Status.INFEASIBLE:
         raise InfeasibleError("no plan, even with shared GPUs: some model fits no dedicated replica and no "
                               "shared set within availability")
     stats = {"models": len(problem.models), "shareable": len(cands), "bound_model": for_bound.status.value}
-    best, choice = None, {}
-    for slack in PACKING_SLACK:  # the pooled primal with some memory kept free, then packed
-        if best is not None and best.cost <= bound * (1 + params.mip_gap) + 1e-9:
-            break
-        primal = pooled(problem, sharing, cands, dedicated, False, _left(deadline, PRIMAL_SHARE), params, slack,
-                        {m: r.replicas for m, r in per_model.items()})
-        if not primal.status.has_plan:
-            continue
-        pick = primal.choice
-        choice = choice or pick
-        sets = pack_assignment(problem, sharing, cands, pick, params, deadline)
-        got = _realize(problem, per_model, sets, [m for m, s in pick.items() if s is None], params, deadline)
-        got = got and riders.ride(problem, sharing, cands, got, params, deadline)
-        if got is not None and (best is None or got.cost < best.cost - 1e-9):
-            best, choice = got, pick
+    best, choice = _primal(problem, sharing, cands, per_model, bound, params, deadline)
     if best is None or best.cost > bound * (1 + params.mip_gap) + 1e-9:
         # the pooled assignment packs into more sets than it counted: pack every model at once
-        types = sorted({s for s in list(choice.values()) + list(b_choice.values()) if s is not None})
-        start = [st for st in best.sets if st.count == 1] if best is not None else []
-        found = bins_model(problem, sharing, cands, per_model, types, start, bound,
-                           deadline.left(BINS_SHARE, cap=params.bins_time_limit, floor=FLOOR_S), params)
-        stats["bins_model"] = found is not None
-        if found is not None:
-            again = _realize(problem, per_model, found.sets, found.dedicated, params, deadline)
-            again = again and riders.ride(problem, sharing, cands, again, params, deadline)
-            if again is not None and (best is None or again.cost < best.cost - 1e-9):
-                best = again
+        types = sorted({s for s in list(choice.values()) + list(for_bound.choice.values()) if s is not None})
+        again = _all_at_once(problem, sharing, cands, per_model, best, types, bound, params, deadline, stats)
+        if again is not None and (best is None or again.cost < best.cost - 1e-9):
+            best = again
     dedicated_only = _dedicated_only(problem, per_model, params, deadline)
     if dedicated_only is not None and (best is None or dedicated_only.cost <= best.cost):
         best = dedicated_only
@@ -255,6 +237,42 @@ def solve_shared(problem: Problem, sharing: SharingModel, params: ShareParams = 
     return ShareSolution(cert.status, cost, bound, dict(sorted(replicas.items())), routes, wall, "shared", stats,
                          shared=tuple(sets), dedicated_only_cost=None if dedicated_only is None else dedicated_only.cost,
                          unshareable=unshareable)
+
+
+def _primal(problem, sharing, cands, per_model, bound, params, deadline: Deadline) -> tuple[SharePlan | None, dict]:
+    """The pooled primal with some memory kept free (PACKING_SLACK), packed into sets, the dedicated
+    models planned beside them, riders: the best plan and the assignment behind it (the first
+    assignment when none gave a plan)."""
+    dedicated = {m: r.objective for m, r in per_model.items()}
+    best, choice = None, {}
+    for slack in PACKING_SLACK:
+        if best is not None and best.cost <= bound * (1 + params.mip_gap) + 1e-9:
+            break
+        primal = pooled(problem, sharing, cands, dedicated, False, _left(deadline, PRIMAL_SHARE), params, slack,
+                        {m: r.replicas for m, r in per_model.items()})
+        if not primal.status.has_plan:
+            continue
+        pick = primal.choice
+        choice = choice or pick
+        sets = pack_assignment(problem, sharing, cands, pick, params, deadline)
+        got = _realize(problem, per_model, sets, [m for m, s in pick.items() if s is None], params, deadline)
+        got = got and riders.ride(problem, sharing, cands, got, params, deadline)
+        if got is not None and (best is None or got.cost < best.cost - 1e-9):
+            best, choice = got, pick
+    return best, choice
+
+
+def _all_at_once(problem, sharing, cands, per_model, best, types, bound, params, deadline: Deadline,
+                 stats: dict) -> SharePlan | None:
+    """bins_model from the best plan's single sets, the dedicated models beside, riders."""
+    start = [st for st in best.sets if st.count == 1] if best is not None else []
+    found = bins_model(problem, sharing, cands, per_model, types, start, bound,
+                       deadline.left(BINS_SHARE, cap=params.bins_time_limit, floor=FLOOR_S), params)
+    stats["bins_model"] = found is not None
+    if found is None:
+        return None
+    again = _realize(problem, per_model, found.sets, found.dedicated, params, deadline)
+    return again and riders.ride(problem, sharing, cands, again, params, deadline)
 
 
 def _realize(problem, per_model, sets, ded, params, deadline: Deadline) -> SharePlan | None:
