@@ -15,8 +15,8 @@ def monolithic(problem: Problem, time_limit: float, solver: str = "highs", log_p
 
     model = milp.build(problem, strengthen=False)
     if solver == "highs":
-        status, obj, bound, _ = milp.solve(model, time_limit, mip_gap=1e-4)
-        return status, obj, bound
+        res = milp.solve(model, time_limit, mip_gap=1e-4)
+        return res.status.value, res.objective, res.bound
     cmd = pulp.PULP_CBC_CMD(msg=True, timeLimit=time_limit, gapRel=1e-4, logPath=log_path, threads=1)
     model.prob.solve(cmd)
     obj = pulp.value(model.prob.objective) if model.prob.sol_status in (1, 2) else None

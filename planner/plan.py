@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from gpumix.planner.problem import Config, Problem
-from gpumix.planner.sharing import set_group
+from gpumix.planner.sharing import SetItem
 
 SCHEMA_VERSION = 1
 
@@ -108,7 +108,7 @@ def make_plan(problem: Problem, status: str, cost: float, bound: float, replicas
 
 def node_entries(nodes, shared: list[dict] | None = None) -> list[dict]:
     """solvers.stage2.Node records as the plan's `nodes` list. A node holding sets of shared groups
-    (planner.sharing.set_config items) lists them under `shared`: group index into the plan's
+    (planner.sharing.SetItem items) lists them under `shared`: group index into the plan's
     `shared`, its models, tp and GPU ids."""
     out = []
     for nd in nodes:
@@ -120,12 +120,13 @@ def node_entries(nodes, shared: list[dict] | None = None) -> list[dict]:
             "spot": nd.spot,
             "price_per_hour": nd.price,
             "replicas": [{"model": r.config.model, "tp": r.config.tp, "gpu_ids": list(r.gpu_ids)}
-                         for r in nd.replicas if set_group(r.config) is None],
+                         for r in nd.replicas if not isinstance(r.config, SetItem)],
         }
-        sets = [(set_group(r.config), r) for r in nd.replicas if set_group(r.config) is not None]
+        sets = [r for r in nd.replicas if isinstance(r.config, SetItem)]
         if sets:
-            entry["shared"] = [{"group": i, "models": [e["model"] for e in shared[i]["models"]],
-                                "tp": r.config.tp, "gpu_ids": list(r.gpu_ids)} for i, r in sets]
+            entry["shared"] = [{"group": r.config.group,
+                                "models": [e["model"] for e in shared[r.config.group]["models"]],
+                                "tp": r.config.tp, "gpu_ids": list(r.gpu_ids)} for r in sets]
         out.append(entry)
     return out
 

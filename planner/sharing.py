@@ -142,17 +142,18 @@ def can_serve_all(problem: Problem, c: Config) -> bool:
     return all(problem.demand[(c.model, k)] <= 0 or k in problem.capacity[c] for k in problem.buckets[c.model])
 
 
-SHARED_TAG = "\x00shared:"  # model name of a shared GPU set packed onto nodes like a replica; never a real name
+@dataclass(frozen=True)
+class SetItem:
+    """One set of the plan's shared group `group` as a stage-2 packing item: like a replica, a TP
+    group of tp x gpu inside one node, but hosting the group's models rather than one config."""
 
+    group: int  # index into the plan's `shared` list
+    gpu: str
+    tp: int
 
-def set_config(group: int, gpu: str, tp: int) -> Config:
-    """One set of the plan's shared group `group` as a stage-2 packing item: a TP group of tp x gpu."""
-    return Config(f"{SHARED_TAG}{group}", gpu, tp)
-
-
-def set_group(c: Config) -> int | None:
-    """The shared group a packed item stands for; None for a model's replica."""
-    return int(c.model[len(SHARED_TAG):]) if c.model.startswith(SHARED_TAG) else None
+    def sort_key(self) -> tuple:
+        """Orders sets before every model replica (see packing.unit_key), groups by str(index)."""
+        return (0, str(self.group), self.gpu, self.tp)
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,13 @@ from gpumix.data import DATA_DIR
 from gpumix.planner.capacity import build_problem, require_servable
 from gpumix.planner.catalog import load_catalog
 from gpumix.planner.checker import check_plan
-from gpumix.planner.errors import GpumixError
+from gpumix.planner.errors import GpumixError, InputError
 from gpumix.planner.instances import apply_instances
 from gpumix.planner.plan import make_plan
 from gpumix.planner.problem import Problem
 from gpumix.planner.profiles import load_profiles
 from gpumix.planner.workload import Workload, load_workload
+from gpumix.solvers.result import Deadline
 from gpumix.solvers.stage1.baseline import BaselineIncomplete, best_single_gpu
 from gpumix.solvers.stage1.decompose import Progress, Solution, SolveParams, solve
 
@@ -56,7 +57,7 @@ class PlanOptions:
     workers: int = 8  # CP-SAT workers (interleaved in one thread: deterministic)
     seed: int = 0
     catalog: Path | str | None = None  # a SkyPilot catalog CSV: instance shapes and prices (planner/skypilot.py)
-    share_gpus: bool = False  # let several models share GPU sets (docs/sharing.md, solvers/share.py)
+    share_gpus: bool = False  # let several models share GPU sets (docs/sharing.md, solvers/sharing/)
 
     @property
     def extended(self) -> bool:
@@ -85,59 +86,104 @@ def load_problem(workload_path: Path | str | None, profiles_path: Path | str | N
     return workload, problem, report
 
 
+@dataclass(frozen=True)
+class Draft:
+    """What a planning path hands back to `finish`: the plan document without `inputs`, the solution
+    behind it, and what the checker needs beside it."""
+
+    plan: dict
+    solution: object  # Solution, PlacementSolution or ShareSolution
+    problem: Problem  # the problem the plan answers (the full one: the checker checks every model)
+    baseline: tuple[str, Solution] | None = None
+    notes: tuple[str, ...] = ()  # added after the problem report's notes
+    sharing: object | None = None  # planner.sharing.SharingModel for --share-gpus plans
+
+
+# The paths a plan takes, chosen in plan_workload
+DEDICATED = "dedicated"  # stage 1 on loose GPUs (solvers/stage1)
+NODES = "nodes"  # instance shapes, re-planning, spares, spot, partial (solvers/stage2/flow.py)
+SHARED = "shared"  # --share-gpus (solvers/sharing/flow.py)
+
+TIME_MARGIN = 0.95  # of what loading left, for the solve: the rest for checking and writing
+BASELINE_MIN_SHARE = 0.1  # the baseline runs only with this share of the time limit left
+
+
 def plan_workload(workload_path: Path | str | None = None, profiles_path: Path | str | None = None,
                   options: PlanOptions = PlanOptions(),
                   transform: Callable[[Workload], Workload] | None = None) -> PlanResult:
+    """load -> capacity -> solve (one of three paths) -> check -> plan document."""
     t0 = time.perf_counter()
     workload, problem, report = load_problem(workload_path, profiles_path, options.fill_estimates,
                                              options.catalog, transform)
     require_servable(problem, report)
-    if options.share_gpus:
+    deadline = Deadline(None if options.time_limit is None else t0 + options.time_limit)  # the whole command
+    route = SHARED if options.share_gpus else NODES if workload.instances or options.extended else DEDICATED
+    if route == SHARED:
+        clash = ("--whole-buckets" if options.whole_buckets
+                 else "--current/--spare-nodes/--allow-partial/--spot-share" if options.extended else None)
+        if clash:
+            raise InputError(str(workload_path or EXAMPLE_WORKLOAD), "--share-gpus",
+                             f"cannot be combined with {clash} yet")
         from gpumix.solvers.sharing.flow import plan_shared
-        return plan_shared(workload, problem, report, workload_path, profiles_path, options, t0)
-    if workload.instances or options.extended:
+        draft = plan_shared(workload, problem, profiles_path, options, deadline)
+    elif route == NODES:
         from gpumix.solvers.stage2.flow import plan_extended
-        plan, solution = plan_extended(workload, problem, workload_path, profiles_path, options)
+        draft = plan_extended(workload, problem, options, deadline)
+    else:
+        draft = _plan_dedicated(problem, options, deadline)
+    return finish(draft, route, workload, report, workload_path, profiles_path, options, t0)
+
+
+def finish(draft: Draft, route: str, workload: Workload, report, workload_path, profiles_path,
+           options: PlanOptions, t0: float) -> PlanResult:
+    """The one exit: the plan's `inputs`, the independent checker, the result."""
+    inputs = {"workload": str(workload_path) if workload_path else "bundled example",
+              "profiles": str(profiles_path) if profiles_path else None,
+              "fill_estimates": options.fill_estimates}
+    if route == SHARED:
+        inputs["share_gpus"] = True
+    if route == NODES:
+        if options.current:
+            inputs["current"] = str(options.current)
         if options.catalog is not None:
-            plan["inputs"]["catalog"] = str(options.catalog)
-        violations = check_plan(plan, problem, workload.instances)
-        if violations:
-            raise CheckFailed("internal error: the plan failed the independent checker: " + str(violations[0]))
-        return PlanResult(plan, problem, solution, None, report.notes, time.perf_counter() - t0)
+            inputs["catalog"] = str(options.catalog)
+    plan = draft.plan
+    plan["inputs"] = inputs
+    findings = check_plan(plan, draft.problem, workload.instances or None, sharing=draft.sharing)
+    if findings:
+        raise CheckFailed("internal error: the plan failed the independent checker: " + str(findings[0]))
+    return PlanResult(plan, draft.problem, draft.solution, draft.baseline, list(report.notes) + list(draft.notes),
+                      time.perf_counter() - t0)
+
+
+def _plan_dedicated(problem: Problem, options: PlanOptions, deadline: Deadline) -> Draft:
+    """Stage 1 on loose GPUs, and the best single GPU type beside it."""
     # the limit covers the whole command: what loading took, and a margin for checking and writing
-    limit = None if options.time_limit is None else max(
-        (options.time_limit - (time.perf_counter() - t0)) * 0.95, 0.1)
+    limit = deadline.left(TIME_MARGIN, floor=0.1)
     solution = solve(problem, SolveParams(limit, options.mip_gap, options.whole_buckets, options.progress))
-    baseline = None
+    baseline, notes = None, ()
     want_baseline = options.baseline and len(problem.price) > 1 and len(problem.models) <= BASELINE_MAX_MODELS
     if want_baseline:
-        left = None if options.time_limit is None else options.time_limit - (time.perf_counter() - t0)
         try:
-            if left is not None and left < 0.1 * options.time_limit:
+            if deadline.limited and deadline.remaining() < BASELINE_MIN_SHARE * options.time_limit:
                 raise BaselineIncomplete("no time left")
-            baseline = best_single_gpu(problem, left, options.whole_buckets)
+            baseline = best_single_gpu(problem, deadline.left(), options.whole_buckets)
         except BaselineIncomplete:
             want_baseline = False
-            report.notes.append("best single GPU type not computed: the time limit was used up "
-                                "(raise --time-limit to see it)")
+            notes = ("best single GPU type not computed: the time limit was used up "
+                     "(raise --time-limit to see it)",)
     base_doc = None  # not computed
     if want_baseline:
         base_doc = {"best_single_gpu": None}  # computed: no single type serves every model
         if baseline is not None:
             g, b = baseline
             base_doc["best_single_gpu"] = {
-                "gpu": g, "cost_per_hour": round(b.cost, 9), "status": b.status,
+                "gpu": g, "cost_per_hour": round(b.cost, 9), "status": b.status.value,
                 "savings": round(1 - solution.cost / b.cost, 9) if b.cost > 0 else 0.0}
     plan = make_plan(
-        problem, solution.status, solution.cost, solution.bound, solution.replicas, solution.routes,
+        problem, solution.status.value, solution.cost, solution.bound, solution.replicas, solution.routes,
         baseline=base_doc,
-        inputs={"workload": str(workload_path) if workload_path else "bundled example",
-                "profiles": str(profiles_path) if profiles_path else None,
-                "fill_estimates": options.fill_estimates},
         solver={"stage1": "PuLP + HiGHS", "method": solution.method, "mip_gap": options.mip_gap,
                 "whole_buckets": options.whole_buckets},
     )
-    violations = check_plan(plan, problem)
-    if violations:
-        raise CheckFailed("internal error: the plan failed the independent checker: " + str(violations[0]))
-    return PlanResult(plan, problem, solution, baseline, report.notes, time.perf_counter() - t0)
+    return Draft(plan, solution, problem, baseline, notes)

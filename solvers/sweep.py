@@ -16,6 +16,7 @@ from typing import Callable
 from gpumix.planner.errors import GpumixError, InputError
 from gpumix.planner.workload import SLO, GpuOffer, Workload
 from gpumix.solvers.pipeline import PlanOptions, PlanResult, plan_workload
+from gpumix.solvers.result import Deadline
 
 
 @dataclass(frozen=True)
@@ -43,19 +44,16 @@ def best_single_instances(workload_path, profiles_path, options: PlanOptions, po
                           result: PlanResult) -> tuple[str, float] | None:
     """Cheapest instance plan on one GPU type, over the types that can serve every model alone."""
     types = [g for g in sorted(result.problem.price) if not result.problem.restrict(gpus={g}).unserved()]
-    left = None if options.time_limit is None else max(options.time_limit - result.wall_s, 0.1)
+    # what the point's own plan left of its time limit, spread over the types still to plan
+    deadline = Deadline.start(None if options.time_limit is None else max(options.time_limit - result.wall_s, 0.1))
     best = None
     for i, g in enumerate(types):
-        budget = None if left is None else max(left / (len(types) - i), 0.1)
-        t0 = time.perf_counter()
+        budget = deadline.left(1 / (len(types) - i), floor=0.1)
         try:
             r = plan_workload(workload_path, profiles_path, replace(options, time_limit=budget, baseline=False),
                               transform=_only(g, point))
         except GpumixError:
             continue
-        finally:
-            if left is not None:
-                left = max(left - (time.perf_counter() - t0), 0.1)
         if best is None or r.plan["cost_per_hour"] < best[1] - 1e-9:
             best = (g, r.plan["cost_per_hour"])
     return best

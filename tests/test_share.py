@@ -184,8 +184,8 @@ def test_small_models_ride_on_a_dedicated_models_replicas(available, monkeypatch
     assert check_plan(plan, problem, sharing=sharing) == []
     assert plan["shared"][0]["count"] == 2 and plan["shared"][0]["gpus"] == 2
 
-    import gpumix.solvers.sharing.pooled as share  # without the step: big on 2 replicas, t1 and t2 on a set of their own
-    monkeypatch.setattr(share, "_ride", lambda problem, sharing, cands, plan, params, left: plan)
+    import gpumix.solvers.sharing.riders as riders  # without the step: big on 2 replicas, t1 and t2 on a set of their own
+    monkeypatch.setattr(riders, "ride", lambda problem, sharing, cands, plan, params, left: plan)
     without = solve_shared(problem, sharing, params)
     assert without.cost == pytest.approx(3.0) and without.shared == (SharedSet("A", 1, 1, ("t1", "t2")),)
     assert sol.bound <= without.bound + 1e-9  # the bound does not depend on the step

@@ -94,8 +94,8 @@ def test_milp_status_is_read_from_highs_not_pulp():
     # PuLP maps a HiGHS time-limit stop to "Optimal"; our reader must not.
     p = split_problem()
     model = milp.build(p)
-    status, obj, bound, _ = milp.solve(model, time_limit=10)
-    assert status == "optimal" and obj == pytest.approx(2.9) and bound == pytest.approx(2.9, rel=1e-6)
+    res = milp.solve(model, time_limit=10)
+    assert res.status == "optimal" and res.objective == pytest.approx(2.9) and res.bound == pytest.approx(2.9, rel=1e-6)
 
 
 @st.composite
@@ -147,3 +147,24 @@ def test_presolve_drops_only_safely_dominated_configs():
     assert Config("m", "slow", 1) not in q.configs and Config("m", "dear", 1) in q.configs
     assert dropped == 1
     assert solve(q).cost == pytest.approx(brute_force_cost(p))
+
+
+def test_result_vocabulary_status_certify_deadline():
+    import json
+    import time
+
+    from gpumix.solvers.result import Deadline, Status, certify
+
+    assert json.dumps({"status": Status.OPTIMAL}) == '{"status": "optimal"}' and f"{Status.NO_SOLUTION}" == "no_solution"
+    assert Status.FEASIBLE.has_plan and not Status.INFEASIBLE.has_plan
+    assert certify(100.0, 99.995, proven=True, mip_gap=1e-4).status == Status.OPTIMAL
+    assert certify(100.0, 99.98, proven=True, mip_gap=1e-4).status == Status.FEASIBLE
+    assert certify(100.0, 100.0, proven=False, mip_gap=1e-4).status == Status.FEASIBLE
+    assert certify(0.0, 0.0, proven=True, mip_gap=1e-4).gap == 0.0
+    free = Deadline.start(None)
+    assert free.left(0.5) is None and free.left(0.5, cap=2.0) == 2.0 and not free.expired()
+    assert free.sub(0.5) is free and free.remaining() == math.inf
+    d = Deadline.start(10.0)
+    assert 4.0 < d.left(0.5) <= 5.0 and d.left(0.5, cap=1.0) == 1.0 and d.sub(0.1).remaining() <= 1.0
+    gone = Deadline(time.perf_counter() - 1)
+    assert gone.expired() and gone.left(floor=0.05) == 0.05 and gone.left() == 0.0

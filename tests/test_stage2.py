@@ -203,7 +203,7 @@ def test_node_search_fills_part_empty_nodes_and_is_deterministic():
     start = node_lns.node_price(problem, insts, reps)
     runs = [node_lns.improve(problem, insts, reps, routes, None, s1.model_bounds, seed=0) for _ in range(2)]
     assert runs[0] == runs[1]
-    new_reps, new_routes, price, steps = runs[0]
+    new_reps, new_routes, price, steps = runs[0].replicas, runs[0].routes, runs[0].price, runs[0].steps
     assert steps >= 1 and price < start - 1
     pk = pack(new_reps, insts, params=DET)
     assert math.isclose(pk.cost, price, rel_tol=1e-9)

@@ -10,58 +10,50 @@ costs at least G times that, so it bounds every node plan, with shared sets or w
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from gpumix.planner.catalog import load_catalog
-from gpumix.planner.checker import check_plan
-from gpumix.planner.errors import GpumixError, InfeasibleError, InputError
+from gpumix.planner.errors import GpumixError, InfeasibleError
 from gpumix.planner.plan import make_node_plan, make_plan
 from gpumix.planner.profiles import decode_step_fits
-from gpumix.planner.sharing import build_sharing, set_config, shared_entries
-from gpumix.solvers.stage2.placement import PlacementOptions, explain, place
+from gpumix.planner.sharing import SetItem, build_sharing, shared_entries
+from gpumix.solvers.cpsat import CpParams
+from gpumix.solvers.result import Deadline, Status, certify
 from gpumix.solvers.sharing.pooled import ShareParams, solve_shared
-from gpumix.solvers.stage2.packing import CpParams, pack
+from gpumix.solvers.stage2.packing import pack
+from gpumix.solvers.stage2.placement import PlacementOptions, explain, place
 
-SHARE_SOLVE = 0.5  # of the time limit for the shared solve when the workload lists instances
+# Time, when the workload lists instances
+SHARE_SOLVE = 0.5  # of the time limit for the shared solve
+PACK_SHARE = 0.3  # of what is left, to pack its replicas and sets (the dedicated-only plan gets the rest)
+FLOOR_S = 0.5  # least time for packing and the dedicated-only plan
+SOLVE_FLOOR_S = 0.05  # least time for the shared solve
 
 
-def plan_shared(workload, problem, report, workload_path: Path | str | None, profiles_path, options, t0: float):
-    from gpumix.solvers.pipeline import EXAMPLE_WORKLOAD, CheckFailed, PlanResult
+def plan_shared(workload, problem, profiles_path: Path | str | None, options, deadline: Deadline):
+    """A Draft (the plan without `inputs`) for solvers/pipeline.py to finish."""
+    from gpumix.solvers.pipeline import Draft
 
-    clash = ("--whole-buckets" if options.whole_buckets
-             else "--current/--spare-nodes/--allow-partial/--spot-share" if options.extended else None)
-    if clash:
-        raise InputError(str(workload_path or EXAMPLE_WORKLOAD), "--share-gpus",
-                         f"cannot be combined with {clash} yet")
     full = problem
     fits = decode_step_fits(profiles_path) if profiles_path else None
     sharing = build_sharing(workload, load_catalog(), problem, fits)
-    limit = options.time_limit
+    limit = deadline.left(SHARE_SOLVE if workload.instances else 1.0, floor=SOLVE_FLOOR_S)
     if workload.instances:
-        if limit is not None:
-            limit *= SHARE_SOLVE
         problem = _fitting(problem, workload.instances)
     sol = solve_shared(problem, sharing, ShareParams(limit, options.mip_gap, options.workers, options.seed,
                                                      options.progress, instances=tuple(workload.instances or ())))
-    notes = list(report.notes) + [f"{m} is not shared: {why}" for m, why in sol.unshareable.items()]
+    notes = tuple(f"{m} is not shared: {why}" for m, why in sol.unshareable.items())
     shared = shared_entries(problem, sharing, list(sol.shared))
-    inputs = {"workload": str(workload_path) if workload_path else "bundled example",
-              "profiles": str(profiles_path) if profiles_path else None,
-              "fill_estimates": options.fill_estimates, "share_gpus": True}
     solver = {"stage1": "PuLP + HiGHS, CP-SAT", "method": sol.method, "mip_gap": options.mip_gap,
               "whole_buckets": False,
               "dedicated_only_cost_per_hour": None if sol.dedicated_only_cost is None
               else round(sol.dedicated_only_cost, 9)}
     if workload.instances:
-        plan = _on_instances(problem, sol, shared, workload.instances, options, t0, inputs, solver)
+        plan = _on_instances(problem, sol, shared, workload.instances, options, deadline, solver)
     else:
-        plan = make_plan(problem, sol.status, sol.cost, sol.bound, sol.replicas, sol.routes,
-                         inputs=inputs, solver=solver, shared=shared)
-    violations = check_plan(plan, full, workload.instances or None, sharing=sharing)
-    if violations:
-        raise CheckFailed("internal error: the plan failed the independent checker: " + str(violations[0]))
-    return PlanResult(plan, full, sol, None, notes, time.perf_counter() - t0)
+        plan = make_plan(problem, sol.status.value, sol.cost, sol.bound, sol.replicas, sol.routes,
+                         solver=solver, shared=shared)
+    return Draft(plan, sol, full, None, notes, sharing)
 
 
 def _fitting(problem, instances):
@@ -77,44 +69,42 @@ def _fitting(problem, instances):
     return fitting
 
 
-def _on_instances(problem, sol, shared, instances, options, t0, inputs, solver):
+def _on_instances(problem, sol, shared, instances, options, deadline: Deadline, solver):
     """Stage 2: the dedicated replicas and the shared sets onto instances; the dedicated-only
     instance plan instead when node prices make it cheaper."""
     need = {(c, False): k for c, k in sol.replicas.items()}
     for i, s in enumerate(sol.shared):
-        need[(set_config(i, s.gpu, s.tp), False)] = s.count
-
-    def left(share=1.0):
-        return None if options.time_limit is None else \
-            max((options.time_limit - (time.perf_counter() - t0)) * share, 0.5)
+        need[(SetItem(i, s.gpu, s.tp), False)] = s.count
 
     say = options.progress or (lambda _m: None)
-    pk = pack(need, instances, params=CpParams(left(0.3), options.workers, options.seed))
+    pk = pack(need, instances, params=CpParams(deadline.left(PACK_SHARE, floor=FLOOR_S), options.workers,
+                                               options.seed))
     say(f"stage 2: {len(pk.nodes)} nodes ${pk.cost:,.2f}/h ({pk.status})")
     dedicated = None
     try:
-        dedicated = place(problem, instances, PlacementOptions(time_limit=left(), mip_gap=options.mip_gap,
+        dedicated = place(problem, instances, PlacementOptions(time_limit=deadline.left(floor=FLOOR_S),
+                                                                mip_gap=options.mip_gap,
                                                                 workers=options.workers, seed=options.seed))
         say(f"dedicated-only instance plan: ${dedicated.cost:,.2f}/h ({dedicated.status})")
     except GpumixError:
         pass
-    packed = pk.status in ("optimal", "feasible")
+    packed = pk.status.has_plan
     if dedicated is not None and (not packed or dedicated.cost < pk.cost - 1e-9):
         cost, parts_optimal, replicas, routes, nodes, shared = (
-            dedicated.cost, dedicated.status == "optimal", dedicated.replicas, dedicated.routes, dedicated.nodes, [])
+            dedicated.cost, dedicated.status == Status.OPTIMAL, dedicated.replicas, dedicated.routes,
+            dedicated.nodes, [])
     elif packed:
         cost, parts_optimal, replicas, routes, nodes = (
-            pk.cost, sol.status == "optimal" and pk.status == "optimal",
+            pk.cost, sol.status == Status.OPTIMAL and pk.status == Status.OPTIMAL,
             {(c, False): k for c, k in sol.replicas.items()},
             {((c, False), k): v for (c, k), v in sol.routes.items()}, pk.nodes)
     else:
         raise InfeasibleError("stage 2 cannot place the plan's replicas and shared sets on the instances: "
                               + explain(problem, instances))
     bound = min(sol.bound, cost)  # bounds every plan, with shared sets or without
-    gap = 0.0 if cost <= 0 else (cost - bound) / cost
-    status = "optimal" if parts_optimal and gap <= options.mip_gap + 1e-12 else "feasible"
-    say(f"{status}: {len(nodes)} nodes ${cost:,.2f}/h, bound ${bound:,.2f}/h, gap {gap:.4%}")
+    cert = certify(cost, bound, proven=parts_optimal, mip_gap=options.mip_gap)
+    say(f"{cert.status}: {len(nodes)} nodes ${cost:,.2f}/h, bound ${bound:,.2f}/h, gap {cert.gap:.4%}")
     solver = {**solver, "stage2": "OR-Tools CP-SAT",
               "dedicated_only_cost_per_hour": None if dedicated is None else round(dedicated.cost, 9)}
-    return make_node_plan(problem, status, cost, bound, replicas, routes, nodes, inputs=inputs, solver=solver,
+    return make_node_plan(problem, cert.status.value, cost, bound, replicas, routes, nodes, solver=solver,
                           shared=shared)

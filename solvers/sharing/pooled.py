@@ -1,6 +1,6 @@
 """Stage 1 with shared GPU sets (`gpumix plan --share-gpus`): which models co-locate, on what.
 
-A model is served either by dedicated replica groups (solvers/stage1.py) or wholly by one shared
+A model is served either by dedicated replica groups (solvers/stage1) or wholly by one shared
 group of identical GPU sets (planner/sharing.py: time and memory per set). Sets S of types s = (g, t).
 
 Pooled model (the lower bound), for models m and the set types s that can host m:
@@ -16,12 +16,14 @@ The latency condition S4 (planner/sharing.py) is left out here: the model stays 
 Every plan the checker accepts maps into it: a group of c sets hosting models Q has sum_Q f <= c U,
 c sets' memory >= sum_Q mem (weights sit on every set, KV at 1/c of the load on each, docs/sharing.md),
 and each set holds every model of Q. So the model's proven bound (HiGHS's dual bound, read from
-HiGHS itself as solvers/milp.py does) is a lower bound on every plan with sharing.
+HiGHS itself, solvers/highs.py) is a lower bound on every plan with sharing.
 
 Primal: the same model with D_m (m's dedicated optimum) and only types one set can host m on
-(f <= U, mem <= B, its own step within its TPOT); packing into sets and riders also keep S4; the models it shares on each type are packed into single sets (first fit
-decreasing, then CP-SAT bin packing with P2, P3 per set, loads rounded up and capacities down), the dedicated ones re-solved by stage 1 under what the
-sets leave of availability. Then riders (_ride): a dedicated model on k replicas of one config
+(f <= U, mem <= B, its own step within its TPOT); packing into sets and riders also keep S4; the
+models it shares on each type are packed into single sets (sharing/packing.py: first fit decreasing,
+then CP-SAT bin packing with P2, P3 per set, loads rounded up and capacities down), the dedicated ones
+re-solved by stage 1 under what the sets leave of availability. Then riders (sharing/riders.py): a
+dedicated model on k replicas of one config
 (g, t) that serves all its buckets becomes a group of k sets of (g, t) hosting it and the models of
 whole single sets or whole dedicated plans that fit its spare time and memory (count k: KV at 1/k
 of the load), when that lowers the cost; the group uses the replicas' GPUs, so availability holds.
@@ -29,7 +31,7 @@ If the result is not cheaper than the dedicated-only plan, that plan is kept. So
 single-set groups and groups of k sets around one dedicated model's k replicas, no other groups.
 With instance shapes (ShareParams.instances) the primal prices nodes, not GPUs: the pooled primal
 buys instances covering its sets and the dedicated models' replicas (P6, node_milp's C6), and every
-candidate plan is costed by packing it onto instances (solvers/stage2.py). The bound is unchanged:
+candidate plan is costed by packing it onto instances (solvers/stage2/packing.py). The bound is unchanged:
 a node of G GPUs costs at least G times its type's cheapest $/GPU-hour, which the problem's prices are.
 """
 from __future__ import annotations
@@ -39,22 +41,31 @@ import time
 from dataclasses import dataclass, field
 
 import pulp
-from ortools.sat.python import cp_model
 
 from gpumix.planner.errors import InfeasibleError, NoSolutionError
-from gpumix.planner.problem import Config, Problem
-from gpumix.planner.sharing import (SharedSet, SharingModel, can_serve_all, full_demand, memory_per_gpu,
-                             min_memory_per_gpu, set_config, time_fraction)
+from gpumix.planner.problem import Problem
+from gpumix.planner.sharing import SharedSet, SharingModel, can_serve_all, full_demand, memory_per_gpu, \
+    min_memory_per_gpu, time_fraction
+from gpumix.solvers.result import Deadline, Status, certify
+from gpumix.solvers.sharing import riders
+from gpumix.solvers.sharing.packing import (FLOOR_S, Candidate, SharePlan, bins_model, fits_one_set,
+                                            pack_assignment, plan_cost, us_up)
 from gpumix.solvers.stage1 import milp
-from gpumix.solvers.stage2 import packing as stage2
 from gpumix.solvers.stage1.decompose import Progress, Solution, SolveParams, solve as solve_dedicated
 
-COST_SCALE = 10_000  # per $/h (primal only: its costs are recomputed)
-TIME_SCALE = 1_000_000  # per set's worth of time
-MEM_UNIT = 2 ** 20  # bytes: memory in MiB
 SETS_PER_BIN_CUT = 3  # P4 for j = 1..3
 PACKING_SLACK = (0.0, 0.01, 0.03, 0.06)  # primal attempts: share of set memory the pooled model keeps free
-PACK_TIME_S = 2.0  # CP-SAT bin packing of one set type, per attempt
+
+# Time: shares of what is left when a step starts
+PER_MODEL_SHARE = 0.3  # the dedicated per-model MILPs, all together
+BOUND_SHARE = 0.5  # the pooled model for the bound
+PRIMAL_SHARE = 0.3  # one pooled primal (per PACKING_SLACK attempt)
+BINS_SHARE = 0.5  # bins_model (at most ShareParams.bins_time_limit)
+REALIZE_SHARE = 0.8  # the dedicated models beside the sets, under availability
+DEDICATED_SHARE = 0.9  # the dedicated-only plan, under availability
+
+__all__ = ["Candidate", "PooledResult", "ShareParams", "SharePlan", "ShareSolution", "candidates", "pooled",
+           "solve_shared"]
 
 
 @dataclass(frozen=True)
@@ -76,36 +87,11 @@ class ShareSolution(Solution):
 
 
 @dataclass(frozen=True)
-class Candidate:
-    model: str
-    gpu: str
-    tp: int
-    f: float  # sets' worth of time at the model's whole demand
-    mem: float  # bytes per GPU on one set carrying the whole demand
-    low: float  # least bytes per GPU on any set hosting it
-    step: int = 0  # least decode step on the set, microseconds (rounded up): S4
-    tpot: int | None = None  # TPOT SLO, microseconds (rounded down); None: no latency data
-
-
-def _us_up(seconds: float) -> int:
-    return math.ceil(seconds * 1e6)
-
-
-def _latency_fits(cs) -> bool:
-    """S4 on candidates sharing one set, in rounded microseconds."""
-    cs = list(cs)
-    tpots = [c.tpot for c in cs if c.tpot is not None]
-    return not tpots or sum(c.step for c in cs) <= min(tpots)
-
-
-def _latency_rows(cm, here) -> None:
-    """S4 in a CP-SAT bin: here = [(candidate, in-bin literal)]. For each member i:
-    sum_j step_j x_j <= tpot_i + (sum of all steps) (1 - x_i). Left out where the steps of all
-    candidates fit that TPOT anyway."""
-    total = sum(c.step for c, _ in here)
-    for c, v in here:
-        if c.tpot is not None and total > c.tpot:
-            cm.Add(sum(d.step * u for d, u in here) <= c.tpot + total * (1 - v))
+class PooledResult:
+    status: Status
+    objective: float | None
+    bound: float
+    choice: dict = field(default_factory=dict)  # model -> set type (gpu, tp), None: dedicated
 
 
 def candidates(problem: Problem, sharing: SharingModel) -> dict[str, list[Candidate]]:
@@ -122,22 +108,13 @@ def candidates(problem: Problem, sharing: SharingModel) -> dict[str, list[Candid
         rps = full_demand(problem, c.model)
         out.setdefault(c.model, []).append(Candidate(
             c.model, c.gpu, c.tp, time_fraction(problem, c, rps), memory_per_gpu(fp, rps, 1), low,
-            _us_up(fp.step_s), None if math.isinf(fp.tpot_s) else math.floor(fp.tpot_s * 1e6)))
+            us_up(fp.step_s), None if math.isinf(fp.tpot_s) else math.floor(fp.tpot_s * 1e6)))
     return out
 
 
-def _fits_one_set(problem: Problem, sharing: SharingModel, cand: Candidate) -> bool:
-    return cand.f <= problem.max_utilization and cand.mem <= sharing.budget[cand.gpu] and _latency_fits([cand])
-
-
-def _cp_solver(time_limit: float | None, params: ShareParams) -> cp_model.CpSolver:
-    solver = cp_model.CpSolver()
-    if time_limit is not None:
-        solver.parameters.max_time_in_seconds = max(time_limit, 0.05)
-    solver.parameters.num_workers = params.workers
-    solver.parameters.random_seed = params.seed
-    solver.parameters.interleave_search = True  # deterministic with several workers
-    return solver
+def _left(deadline: Deadline, share: float) -> float | None:
+    """share of what is left, of at least FLOOR_S left (HiGHS calls)."""
+    return deadline.left(share, floor=FLOOR_S * share)
 
 
 def pooled(problem: Problem, sharing: SharingModel, cands: dict[str, list[Candidate]],
@@ -148,10 +125,10 @@ def pooled(problem: Problem, sharing: SharingModel, cands: dict[str, list[Candid
     m's dedicated cost, None if it has none. slack (primal only) keeps that share of each type's memory
     free, room the aggregate leaves for packing whole models into sets. usage (primal with instance
     shapes, params.instances): m's dedicated replicas; then the objective is the node price of
-    instances holding the sets and those replicas (node_milp's C6 per GPU type and TP degree). Returns (status, objective, bound, {model: (gpu, tp) or None})."""
+    instances holding the sets and those replicas (node_milp's C6 per GPU type and TP degree)."""
     U = problem.max_utilization
     prob = pulp.LpProblem("gpumix_pooled", pulp.LpMinimize)
-    mine = {m: [c for c in cands.get(m, []) if for_bound or _fits_one_set(problem, sharing, c)]
+    mine = {m: [c for c in cands.get(m, []) if for_bound or fits_one_set(problem, sharing, c)]
             for m in problem.models}
     z = {(m, (c.gpu, c.tp)): prob.add_variable(f"z_{i}_{j}", cat=pulp.LpBinary)
          for i, m in enumerate(problem.models) for j, c in enumerate(mine[m])}
@@ -167,7 +144,7 @@ def pooled(problem: Problem, sharing: SharingModel, cands: dict[str, list[Candid
     for i, m in enumerate(problem.models):
         terms = [z[(m, (c.gpu, c.tp))] for c in mine[m]] + ([y[m]] if m in y else [])
         if not terms:
-            return "infeasible", None, math.inf, {}
+            return PooledResult(Status.INFEASIBLE, None, math.inf)
         prob += pulp.lpSum(terms) == 1, f"P1_one_{i}"
     by_type: dict[tuple, list[Candidate]] = {}
     for m in problem.models:
@@ -184,12 +161,12 @@ def pooled(problem: Problem, sharing: SharingModel, cands: dict[str, list[Candid
     for g in sorted({s[0] for s in types}):
         if problem.available.get(g) is not None:
             prob += pulp.lpSum(s[1] * N[s] for s in types if s[0] == g) <= problem.available[g], f"P5_avail_{g}"
-    status, objective, bound, _ = milp.solve(milp.MilpModel(prob, N, {}), time_limit, params.mip_gap * 0.1)
-    if status in ("infeasible", "no_solution"):
-        return status, None, bound, {}
+    res = milp.solve(milp.MilpModel(prob, N, {}), time_limit, params.mip_gap * 0.1)
+    if not res.status.has_plan:
+        return PooledResult(res.status, None, res.bound)
     choice = {m: next((s for (mm, s), v in z.items() if mm == m and (v.varValue or 0) > 0.5), None)
               for m in problem.models}
-    return status, objective, bound, choice
+    return PooledResult(res.status, res.objective, res.bound, choice)
 
 
 def _node_cost(prob, problem: Problem, instances, types, N, y, usage):
@@ -213,362 +190,128 @@ def _node_cost(prob, problem: Problem, instances, types, N, y, usage):
     return pulp.lpSum(o.price_per_hour * v for o, v in z.items())
 
 
-def pack(problem: Problem, sharing: SharingModel, gpu: str, tp: int, cands: list[Candidate],
-         time_limit: float | None, params: ShareParams) -> list[tuple[str, ...]]:
-    """Models on one set type into the fewest single sets (P2, P3, S4 per set), conservatively rounded."""
-    U, budget = problem.max_utilization, sharing.budget[gpu]
-    items = sorted(cands, key=lambda c: (-max(c.mem / budget, c.f / U), c.model))
-    t_cap, m_cap = math.floor(U * TIME_SCALE), math.floor(budget / MEM_UNIT)
-    w = [(math.ceil(c.f * TIME_SCALE), math.ceil(c.mem / MEM_UNIT)) for c in items]
-    bins: list[list[int]] = []  # first fit decreasing: the hint and the upper bound on sets
-    load: list[list[int]] = []
-    for i, (ft, fm) in enumerate(w):
-        for b, (lt, lm) in enumerate(load):
-            if lt + ft <= t_cap and lm + fm <= m_cap and _latency_fits([items[j] for j in bins[b]] + [items[i]]):
-                bins[b].append(i)
-                load[b] = [lt + ft, lm + fm]
-                break
-        else:
-            bins.append([i])
-            load.append([ft, fm])
-    lower = max(math.ceil(sum(x[0] for x in w) / t_cap), math.ceil(sum(x[1] for x in w) / m_cap))
-    if len(bins) > lower:
-        cm = cp_model.CpModel()
-        K = len(bins)
-        x = {(i, b): cm.NewBoolVar(f"x_{i}_{b}") for i in range(len(items)) for b in range(min(i + 1, K))}
-        use = [cm.NewBoolVar(f"open_{b}") for b in range(K)]
-        for i in range(len(items)):
-            cm.AddExactlyOne(x[(i, b)] for b in range(min(i + 1, K)))
-        for b in range(K):
-            mine = [i for i in range(len(items)) if (i, b) in x]
-            cm.Add(sum(w[i][0] * x[(i, b)] for i in mine) <= t_cap * use[b])
-            cm.Add(sum(w[i][1] * x[(i, b)] for i in mine) <= m_cap * use[b])
-            _latency_rows(cm, [(items[i], x[(i, b)]) for i in mine])
-            if b + 1 < K:
-                cm.Add(use[b] >= use[b + 1])
-        for b, members in enumerate(bins):
-            cm.AddHint(use[b], True)
-            for i in members:
-                if (i, b) in x:
-                    cm.AddHint(x[(i, b)], True)
-        cm.Minimize(sum(use))
-        solver = _cp_solver(time_limit, params)
-        if solver.Solve(cm) in (cp_model.OPTIMAL, cp_model.FEASIBLE) and solver.ObjectiveValue() < K:
-            bins = [[i for i in range(len(items)) if (i, b) in x and solver.Value(x[(i, b)])] for b in range(K)]
-            bins = [b for b in bins if b]
-    return [tuple(sorted(items[i].model for i in b)) for b in bins]
-
-
 def solve_shared(problem: Problem, sharing: SharingModel, params: ShareParams = ShareParams()) -> ShareSolution:
+    """Dedicated per model -> pooled bound -> pooled primal, packed, with riders -> every model at
+    once (bins_model) while the gap is open -> the dedicated-only plan when it is no dearer."""
     t0 = time.perf_counter()
-    deadline = None if params.time_limit is None else t0 + params.time_limit
+    deadline = Deadline.start(params.time_limit)
     say = params.progress or (lambda _m: None)
-
-    def left(share: float = 1.0) -> float | None:
-        return None if deadline is None else max(deadline - time.perf_counter(), 0.05) * share
 
     # Each model alone on dedicated replicas (availability relaxed to each model's own): D_m and LB_m.
     per_model: dict[str, milp.MilpResult] = {}
     for i, m in enumerate(problem.models):
-        budget = None if deadline is None else max(left(0.3) / (len(problem.models) - i), 0.05)
+        budget = deadline.left(PER_MODEL_SHARE / (len(problem.models) - i), floor=FLOOR_S)
         per_model[m] = milp.run(problem.restrict(models={m}), budget, mip_gap=params.mip_gap * 0.1)
     dedicated = {m: r.objective for m, r in per_model.items()}
-    lower = {m: (r.bound if r.status != "infeasible" else None) for m, r in per_model.items()}
+    lower = {m: (r.bound if r.status != Status.INFEASIBLE else None) for m, r in per_model.items()}
     cands = candidates(problem, sharing)
     unshareable = {m: sharing.why_not.get(m, "fits no shared set") for m in problem.models if m not in cands}
     say(f"dedicated per model: ${sum(v for v in dedicated.values() if v):,.2f}/h; "
         f"{len(cands)}/{len(problem.models)} models can share")
 
-    b_status, _, bound, b_choice = pooled(problem, sharing, cands, lower, True, left(0.5), params)
-    if b_status == "infeasible":
+    for_bound = pooled(problem, sharing, cands, lower, True, _left(deadline, BOUND_SHARE), params)
+    bound = for_bound.bound
+    if for_bound.status == Status.INFEASIBLE:
         raise InfeasibleError("no plan, even with shared GPUs: some model fits no dedicated replica and no "
                               "shared set within availability")
-    stats = {"models": len(problem.models), "shareable": len(cands), "bound_model": b_status}
-    best, choice = None, {}
-    for slack in PACKING_SLACK:  # the pooled primal with some memory kept free, then packed
-        if best is not None and best[0] <= bound * (1 + params.mip_gap) + 1e-9:
-            break
-        p_status, _, _, pick = pooled(problem, sharing, cands, dedicated, False, left(0.3), params, slack,
-                                      {m: r.replicas for m, r in per_model.items()})
-        if p_status not in ("optimal", "feasible"):
-            continue
-        choice = choice or pick
-        sets = _pack_assignment(problem, sharing, cands, pick, params, left)
-        got = _realize(problem, per_model, sets, [m for m, s in pick.items() if s is None], params, left)
-        got = got and _ride(problem, sharing, cands, got, params, left)
-        if got is not None and (best is None or got[0] < best[0] - 1e-9):
-            best, choice = got, pick
-    if best is None or best[0] > bound * (1 + params.mip_gap) + 1e-9:
+    stats = {"models": len(problem.models), "shareable": len(cands), "bound_model": for_bound.status.value}
+    best, choice = _primal(problem, sharing, cands, per_model, bound, params, deadline)
+    if best is None or best.cost > bound * (1 + params.mip_gap) + 1e-9:
         # the pooled assignment packs into more sets than it counted: pack every model at once
-        types = sorted({s for s in list(choice.values()) + list(b_choice.values()) if s is not None})
-        start = [st for st in best[4] if st.count == 1] if best is not None else []
-        found = bins_model(problem, sharing, cands, per_model, types, start, bound,
-                           min(left(0.5), params.bins_time_limit), params)
-        stats["bins_model"] = found is not None
-        if found is not None:
-            again = _realize(problem, per_model, *found, params, left)
-            again = again and _ride(problem, sharing, cands, again, params, left)
-            if again is not None and (best is None or again[0] < best[0] - 1e-9):
-                best = again
-    dedicated_only = _dedicated_only(problem, per_model, params, left)
-    if dedicated_only is not None and (best is None or dedicated_only[0] <= best[0]):
-        best = dedicated_only + ((),)
+        types = sorted({s for s in list(choice.values()) + list(for_bound.choice.values()) if s is not None})
+        again = _all_at_once(problem, sharing, cands, per_model, best, types, bound, params, deadline, stats)
+        if again is not None and (best is None or again.cost < best.cost - 1e-9):
+            best = again
+    dedicated_only = _dedicated_only(problem, per_model, params, deadline)
+    if dedicated_only is not None and (best is None or dedicated_only.cost <= best.cost):
+        best = dedicated_only
     if best is None:
         raise NoSolutionError("no plan with shared GPUs within the time limit; raise --time-limit")
-    cost, replicas, routes, optimal_parts, sets = best
+    cost, replicas, routes, sets = best.cost, best.replicas, best.routes, best.sets
     bound = min(bound, cost)
-    gap = 0.0 if cost <= 0 else (cost - bound) / cost
-    status = "optimal" if optimal_parts and gap <= params.mip_gap + 1e-12 else "feasible"
+    cert = certify(cost, bound, proven=best.optimal, mip_gap=params.mip_gap)
     wall = time.perf_counter() - t0
     stats.update({"shared_sets": sum(s.count for s in sets), "shared_models": sum(len(s.models) for s in sets)})
-    say(f"{status}: ${cost:,.2f}/h with {stats['shared_sets']} shared sets, bound ${bound:,.2f}/h, "
-        f"gap {gap:.4%}, {wall:.2f}s")
-    return ShareSolution(status, cost, bound, dict(sorted(replicas.items())), routes, wall, "shared", stats,
-                         shared=tuple(sets), dedicated_only_cost=None if dedicated_only is None else dedicated_only[0],
+    say(f"{cert.status}: ${cost:,.2f}/h with {stats['shared_sets']} shared sets, bound ${bound:,.2f}/h, "
+        f"gap {cert.gap:.4%}, {wall:.2f}s")
+    return ShareSolution(cert.status, cost, bound, dict(sorted(replicas.items())), routes, wall, "shared", stats,
+                         shared=tuple(sets), dedicated_only_cost=None if dedicated_only is None else dedicated_only.cost,
                          unshareable=unshareable)
 
 
-def _pack_assignment(problem, sharing, cands, choice, params, left) -> list[SharedSet]:
-    by_type: dict[tuple, list[Candidate]] = {}
-    for m, s in choice.items():
-        if s is not None:
-            by_type.setdefault(s, []).append(next(c for c in cands[m] if (c.gpu, c.tp) == s))
-    return [SharedSet(g, t, 1, models) for (g, t), cs in sorted(by_type.items())
-            for models in pack(problem, sharing, g, t, cs, min(left(0.1), PACK_TIME_S), params)]
+def _primal(problem, sharing, cands, per_model, bound, params, deadline: Deadline) -> tuple[SharePlan | None, dict]:
+    """The pooled primal with some memory kept free (PACKING_SLACK), packed into sets, the dedicated
+    models planned beside them, riders: the best plan and the assignment behind it (the first
+    assignment when none gave a plan)."""
+    dedicated = {m: r.objective for m, r in per_model.items()}
+    best, choice = None, {}
+    for slack in PACKING_SLACK:
+        if best is not None and best.cost <= bound * (1 + params.mip_gap) + 1e-9:
+            break
+        primal = pooled(problem, sharing, cands, dedicated, False, _left(deadline, PRIMAL_SHARE), params, slack,
+                        {m: r.replicas for m, r in per_model.items()})
+        if not primal.status.has_plan:
+            continue
+        pick = primal.choice
+        choice = choice or pick
+        sets = pack_assignment(problem, sharing, cands, pick, params, deadline)
+        got = _realize(problem, per_model, sets, [m for m, s in pick.items() if s is None], params, deadline)
+        got = got and riders.ride(problem, sharing, cands, got, params, deadline)
+        if got is not None and (best is None or got.cost < best.cost - 1e-9):
+            best, choice = got, pick
+    return best, choice
 
 
-def _realize(problem, per_model, sets, ded, params, left):
-    """Plan the dedicated models beside the sets: (cost, replicas, routes, optimal, sets), or None when
-    availability leaves them no plan."""
+def _all_at_once(problem, sharing, cands, per_model, best, types, bound, params, deadline: Deadline,
+                 stats: dict) -> SharePlan | None:
+    """bins_model from the best plan's single sets, the dedicated models beside, riders."""
+    start = [st for st in best.sets if st.count == 1] if best is not None else []
+    found = bins_model(problem, sharing, cands, per_model, types, start, bound,
+                       deadline.left(BINS_SHARE, cap=params.bins_time_limit, floor=FLOOR_S), params)
+    stats["bins_model"] = found is not None
+    if found is None:
+        return None
+    again = _realize(problem, per_model, found.sets, found.dedicated, params, deadline)
+    return again and riders.ride(problem, sharing, cands, again, params, deadline)
+
+
+def _realize(problem, per_model, sets, ded, params, deadline: Deadline) -> SharePlan | None:
+    """Plan the dedicated models beside the sets, or None when availability leaves them no plan."""
     used: dict[str, int] = {}
     for s in sets:
         used[s.gpu] = used.get(s.gpu, 0) + s.tp * s.count
     if any(problem.available.get(g) is not None and n > problem.available[g] for g, n in used.items()):
         return None
     if not ded:
-        return _total(problem, {}, sets, params), {}, {}, True, sets
+        return SharePlan(plan_cost(problem, {}, sets, params, deadline), {}, {}, True, sets)
     if all(a is None for a in problem.available.values()):
         if any(per_model[m].objective is None for m in ded):
             return None
         replicas = {c: k for m in ded for c, k in per_model[m].replicas.items()}
         routes = {key: v for m in ded for key, v in per_model[m].routes.items()}
-        optimal = all(per_model[m].status == "optimal" for m in ded)
+        optimal = all(per_model[m].status == Status.OPTIMAL for m in ded)
     else:
         rest = {g: None if a is None else a - used.get(g, 0) for g, a in problem.available.items()}
         try:
             sol = solve_dedicated(problem.restrict(models=set(ded), available=rest),
-                                  SolveParams(left(0.8), params.mip_gap))
+                                  SolveParams(_left(deadline, REALIZE_SHARE), params.mip_gap))
         except (InfeasibleError, NoSolutionError):
             return None
-        replicas, routes, optimal = sol.replicas, sol.routes, sol.status == "optimal"
-    return _total(problem, replicas, sets, params), replicas, routes, optimal, sets
+        replicas, routes, optimal = sol.replicas, sol.routes, sol.status == Status.OPTIMAL
+    return SharePlan(plan_cost(problem, replicas, sets, params, deadline), replicas, routes, optimal, sets)
 
 
-def _ride(problem, sharing, cands, plan, params, left):
-    """Riders: a dedicated model m on k replicas of one config (m, g, t) that serves all its buckets
-    becomes a shared group of k sets of (g, t) hosting m and riders that fit what m leaves of them:
-    time sum f <= k U, memory per GPU sum memory_per_gpu(.., k) <= B (m's too), loads rounded up and
-    capacities down. A rider is every model of one single set (of any type: only an emptied set
-    saves) or a dedicated model with all its replicas, each model with a candidate on (g, t). Which
-    move is a knapsack worth the sets' and replicas' price (CP-SAT, hinted with the greedy by price
-    then size, which is the fallback). The group takes the GPUs of m's replicas, so availability
-    holds. Hosts in name order; a change is kept only if the plan's cost (_total) goes down.
-    Returns the plan (cost, replicas, routes, optimal, sets), changed or not."""
-    cost, replicas, routes, optimal, sets = plan
-    U = problem.max_utilization
-    on = {(m, c.gpu, c.tp): c for m, cs in cands.items() for c in cs}
-    for m in sorted({c.model for c, k in replicas.items() if k > 0}):
-        mine = [(c, k) for c, k in replicas.items() if c.model == m and k > 0]
-        if len(mine) != 1:  # a rider by now, or on several configs
-            continue
-        host, k = mine[0]
-        g, t = host.gpu, host.tp
-        fp, budget = sharing.footprint.get(host), sharing.budget.get(g)
-        if fp is None or budget is None or not can_serve_all(problem, host):
-            continue
-        rps = full_demand(problem, m)
-        free_t = math.floor(k * U * TIME_SCALE) - math.ceil(time_fraction(problem, host, rps) * TIME_SCALE)
-        free_m = math.floor(budget / MEM_UNIT) - math.ceil(memory_per_gpu(fp, rps, k) / MEM_UNIT)
-        if free_t <= 0 or free_m <= 0:
-            continue
-
-        me = Candidate(m, g, t, 0.0, 0.0, 0.0, _us_up(fp.step_s),
-                       None if math.isinf(fp.tpot_s) else math.floor(fp.tpot_s * 1e6))  # S4 of the host
-        free_l = None if me.tpot is None else me.tpot - me.step
-
-        def load(models):
-            if not all((r, g, t) in on for r in models):
-                return None
-            return (sum(math.ceil(on[(r, g, t)].f * TIME_SCALE) for r in models),
-                    sum(math.ceil(memory_per_gpu(sharing.footprint[Config(r, g, t)], full_demand(problem, r), k)
-                                  / MEM_UNIT) for r in models),
-                    sum(on[(r, g, t)].step for r in models))
-
-        pool = []  # (key, time, memory, price): ("set", index) or ("dedicated", model)
-        for i, st in enumerate(sets):
-            if st.count == 1:
-                pool.append((("set", i), load(st.models), problem.price[st.gpu] * st.tp))
-        for r in sorted({c.model for c, v in replicas.items() if v > 0} - {m}):
-            pool.append((("dedicated", r), load((r,)),
-                         sum(problem.config_cost(c) * v for c, v in replicas.items() if c.model == r)))
-        caps = (free_t, free_m, free_l if free_l is not None else 1 << 60)
-        pool = [(key, w, price) for key, w, price in pool if w is not None and all(a <= b for a, b in zip(w, caps))]
-        take = _knapsack(pool, caps, params, left)
-        if not take:
-            continue
-        gone = {i for kind, i in take if kind == "set"}
-        riders = {r for kind, r in take if kind == "dedicated"}
-        if not _latency_fits([on[(r, g, t)] for r in riders | {r for i in gone for r in sets[i].models}] + [me]):
-            continue  # a rider's own TPOT is tighter than the host's: this host takes none
-        new_sets = [st for i, st in enumerate(sets) if i not in gone] + [
-            SharedSet(g, t, k, (m,) + tuple(sorted(riders | {r for i in gone for r in sets[i].models})))]
-        new_replicas = {c: v for c, v in replicas.items() if c.model != m and c.model not in riders}
-        new_routes = {key: v for key, v in routes.items() if key[0].model != m and key[0].model not in riders}
-        new_cost = _total(problem, new_replicas, new_sets, params)
-        if new_cost < cost - 1e-9:
-            cost, replicas, routes, sets = new_cost, new_replicas, new_routes, new_sets
-    return cost, replicas, routes, optimal, sets
-
-
-def _knapsack(pool, caps, params, left) -> set:
-    """The keys of `pool` [(key, weights, price)] worth most with every weight sum within its cap
-    (caps: time, memory, latency; all positive)."""
-    order = sorted(pool, key=lambda p: (-p[2], -max(w / c for w, c in zip(p[1], caps)), p[0]))
-    greedy, used = set(), [0] * len(caps)
-    for key, w, _ in order:
-        if all(u + a <= c for u, a, c in zip(used, w, caps)):
-            greedy.add(key)
-            used = [u + a for u, a in zip(used, w)]
-    if len(greedy) == len(pool):
-        return greedy
-    cm = cp_model.CpModel()
-    x = [cm.NewBoolVar(f"x_{j}") for j in range(len(pool))]
-    for d, cap in enumerate(caps):
-        cm.Add(sum(p[1][d] * v for p, v in zip(pool, x)) <= cap)
-    for p, v in zip(pool, x):
-        cm.AddHint(v, p[0] in greedy)
-    cm.Maximize(sum(math.ceil(p[2] * COST_SCALE) * v for p, v in zip(pool, x)))
-    solver = _cp_solver(min(left(0.05) or PACK_TIME_S, PACK_TIME_S), params)
-    if solver.Solve(cm) in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        chosen = {p[0] for p, v in zip(pool, x) if solver.Value(v)}
-        if sum(p[2] for p in pool if p[0] in chosen) > sum(p[2] for p in pool if p[0] in greedy) + 1e-9:
-            return chosen
-    return greedy
-
-
-class _StopAtBound(cp_model.CpSolverSolutionCallback):
-    """Stop as soon as a solution is within the gap of the pooled bound (CP-SAT cannot see it)."""
-
-    def __init__(self, target: float):
-        super().__init__()
-        self.target = target
-
-    def on_solution_callback(self):
-        if self.ObjectiveValue() <= self.target:
-            self.StopSearch()
-
-
-def bins_model(problem, sharing, cands, per_model, types, start, bound, time_limit, params):
-    """Every model at once into single sets of `types` or onto its dedicated plan (CP-SAT):
-      x[m,s,b] model m on set b of type s;  o[s,b] set open;  y[m] dedicated
-      sum x + y = 1;  per set: sum f x <= U o, sum mem x <= B o (rounded up / down);  o[s,b] >= o[s,b+1];
-      availability over open sets and the dedicated plans' GPUs;  min sum p t o + sum D_m y.
-    Sets of a type are interchangeable, so the i-th model of a type only uses its first i+1 sets.
-    Returns (sets, dedicated models) or None."""
-    U = problem.max_utilization
-    cm = cp_model.CpModel()
-    on_type: dict[tuple, list[Candidate]] = {s: [] for s in types}
-    for m in problem.models:
-        for c in cands.get(m, []):
-            if (c.gpu, c.tp) in on_type and _fits_one_set(problem, sharing, c):
-                on_type[(c.gpu, c.tp)].append(c)
-    start_count: dict[tuple, int] = {}
-    for st in start:
-        start_count[(st.gpu, st.tp)] = start_count.get((st.gpu, st.tp), 0) + 1
-    x, opened, cost = {}, {}, []
-    for s, cs in on_type.items():
-        K = min(len(cs), start_count.get(s, 0) + 1)
-        avail = problem.available.get(s[0])
-        if avail is not None:
-            K = min(K, avail // s[1])
-        budget = sharing.budget[s[0]]
-        t_cap, m_cap = math.floor(U * TIME_SCALE), math.floor(budget / MEM_UNIT)
-        for b in range(K):
-            opened[(s, b)] = cm.NewBoolVar(f"o_{s[0]}_{s[1]}_{b}")
-            cost.append((math.ceil(problem.price[s[0]] * s[1] * COST_SCALE), opened[(s, b)]))
-            if b:
-                cm.Add(opened[(s, b - 1)] >= opened[(s, b)])
-        for i, c in enumerate(cs):
-            for b in range(min(i + 1, K)):
-                x[(c.model, s, b)] = cm.NewBoolVar(f"x_{c.model}_{s[0]}_{s[1]}_{b}")
-        for b in range(K):
-            here = [(c, x[(c.model, s, b)]) for c in cs if (c.model, s, b) in x]
-            cm.Add(sum(math.ceil(c.f * TIME_SCALE) * v for c, v in here) <= t_cap * opened[(s, b)])
-            cm.Add(sum(math.ceil(c.mem / MEM_UNIT) * v for c, v in here) <= m_cap * opened[(s, b)])
-            _latency_rows(cm, here)
-    y = {}
-    for i, m in enumerate(problem.models):
-        terms = [v for (mm, _, _), v in x.items() if mm == m]
-        if per_model[m].objective is not None:
-            y[m] = cm.NewBoolVar(f"y_{i}")
-            cost.append((math.ceil(per_model[m].objective * COST_SCALE), y[m]))
-            terms.append(y[m])
-        if not terms:
-            return None
-        cm.AddExactlyOne(terms)
-    for g in sorted({s[0] for s in types}):
-        if problem.available.get(g) is not None:
-            ded_use = [(sum(c.tp * k for c, k in per_model[m].replicas.items() if c.gpu == g), v) for m, v in y.items()]
-            cm.Add(sum(s[1] * v for (s, _), v in opened.items() if s[0] == g)
-                   + sum(u * v for u, v in ded_use if u) <= problem.available[g])
-    cm.Minimize(sum(w * v for w, v in cost))
-    placed = {m for st in start for m in st.models}
-    seen: dict[tuple, int] = {}
-    for st in start:  # the hint: the packed pooled solution, sets renumbered per type
-        s = (st.gpu, st.tp)
-        b = seen.get(s, 0)
-        seen[s] = b + 1
-        if (s, b) in opened:
-            cm.AddHint(opened[(s, b)], True)
-        for m in st.models:
-            if (m, s, b) in x:
-                cm.AddHint(x[(m, s, b)], True)
-    for m, v in y.items():
-        cm.AddHint(v, m not in placed)
-    solver = _cp_solver(time_limit, params)
-    status = solver.Solve(cm, _StopAtBound(bound * (1 + params.mip_gap) * COST_SCALE))
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return None
-    sets = []
-    for (s, b), v in sorted(opened.items()):
-        models = tuple(sorted(m for (m, ss, bb), xv in x.items() if ss == s and bb == b and solver.Value(xv)))
-        if models:
-            sets.append(SharedSet(s[0], s[1], 1, models))
-    return sets, [m for m, v in y.items() if solver.Value(v)]
-
-
-def _dedicated_only(problem, per_model, params, left):
+def _dedicated_only(problem, per_model, params, deadline: Deadline) -> SharePlan | None:
     if all(a is None for a in problem.available.values()):
         if any(r.objective is None for r in per_model.values()):
             return None
         replicas = {c: k for r in per_model.values() for c, k in r.replicas.items()}
         routes = {key: v for r in per_model.values() for key, v in r.routes.items()}
-        return (_total(problem, replicas, [], params), replicas, routes,
-                all(r.status == "optimal" for r in per_model.values()))
+        return SharePlan(plan_cost(problem, replicas, [], params, deadline), replicas, routes,
+                         all(r.status == Status.OPTIMAL for r in per_model.values()))
     try:
-        sol = solve_dedicated(problem, SolveParams(left(0.9), params.mip_gap))
+        sol = solve_dedicated(problem, SolveParams(_left(deadline, DEDICATED_SHARE), params.mip_gap))
     except (InfeasibleError, NoSolutionError):
         return None
-    return _total(problem, sol.replicas, [], params), sol.replicas, sol.routes, sol.status == "optimal"
-
-
-def _total(problem: Problem, replicas: dict[Config, int], sets: list[SharedSet], params: ShareParams) -> float:
-    """The plan's $/hour: per GPU, or with instance shapes the nodes stage 2 packs it onto."""
-    if params.instances:
-        need = {(c, False): k for c, k in replicas.items()}
-        for i, st in enumerate(sets):
-            need[(set_config(i, st.gpu, st.tp), False)] = st.count
-        pk = stage2.pack(need, params.instances, params=stage2.CpParams(PACK_TIME_S, params.workers, params.seed))
-        return pk.cost if pk.status in ("optimal", "feasible") else math.inf
-    return (sum(problem.config_cost(c) * k for c, k in replicas.items())
-            + sum(problem.price[s.gpu] * s.tp * s.count for s in sets))
+    return SharePlan(plan_cost(problem, sol.replicas, [], params, deadline), sol.replicas, sol.routes,
+                     sol.status == Status.OPTIMAL)

@@ -1,10 +1,9 @@
 """Reference plans users compare against: the best plan that rents a single GPU type."""
 from __future__ import annotations
 
-import time
-
 from gpumix.planner.errors import GpumixError
 from gpumix.planner.problem import Problem
+from gpumix.solvers.result import Deadline
 from gpumix.solvers.stage1.decompose import Solution, SolveParams, solve
 
 
@@ -18,15 +17,14 @@ def best_single_gpu(problem: Problem, time_limit: float | None = None,
     Raises BaselineIncomplete when the time limit ends before every type was tried."""
     best: tuple[str, Solution] | None = None
     gpus = sorted(problem.price)
-    deadline = None if time_limit is None else time.perf_counter() + time_limit
+    deadline = Deadline.start(time_limit)
     for i, g in enumerate(gpus):
         sub = problem.restrict(gpus={g})
         if sub.unserved():
             continue
-        left = None if deadline is None else deadline - time.perf_counter()
-        if left is not None and left <= 0.05:
+        if deadline.remaining() <= 0.05:
             raise BaselineIncomplete(f"tried {i} of {len(gpus)} GPU types")
-        budget = None if left is None else left / (len(gpus) - i)
+        budget = deadline.left(1 / (len(gpus) - i))  # the time left spread over the types still to try
         try:
             sol = solve(sub, SolveParams(time_limit=budget, whole_buckets=whole_buckets))
         except GpumixError:

@@ -5,13 +5,12 @@ Relax C3 with multipliers lambda_g >= 0 (one per GPU type with finite availabili
     phi_m(lambda) = min cost of model m alone at prices p_g + lambda_g   (its own C1, C2, C3)
 Every L(lambda) is a lower bound on every plan (weak duality), using each sub-MILP's proven bound
 for phi_m. lambda starts at the joint LP relaxation's dual of C3, where L(lambda) is at least the
-LP bound (each model keeps its integrality); Polyak subgradient steps follow while time allows. A model whose lambda=0 optimum touches no priced type keeps
-phi_m(lambda) = phi_m(0) (prices only rise elsewhere), so only the models on priced types re-solve.
+LP bound (each model keeps its integrality); Polyak subgradient steps follow while time allows.
+A model whose lambda=0 optimum touches no priced type keeps phi_m(lambda) = phi_m(0) (prices only rise elsewhere), so only the models on priced types re-solve.
 
-Every sub-MILP solution is a candidate plan (a column) for its model. The CP-SAT master picks one
-column per model:  min sum cost * z  s.t.  sum_j z[m,j] = 1,  sum usage[m,j,g] * z <= A_g.
-Costs are scaled to integers (1e4 per $/h, i.e. exact for prices with <= 4 decimals); the true cost
-of the chosen plan is recomputed in floating point. Large neighbourhood search then re-solves a
+Every sub-MILP solution is a candidate plan (a column) for its model, and the CP-SAT master
+(solvers/stage1/master.py) picks one column per model within availability. Large neighbourhood
+search then re-solves a
 few competing models at a time against what the others leave, and the incumbent warm-starts the
 joint MILP (HiGHS), whose own bound can only raise the final lower bound.
 """
@@ -19,27 +18,41 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from dataclasses import dataclass, field
 
-from ortools.sat.python import cp_model
-
 from gpumix.planner.problem import Config, Problem
+from gpumix.solvers.result import Deadline, Status, closed
 from gpumix.solvers.stage1 import milp
+from gpumix.solvers.stage1.master import (FLOOR_S, Column, column, greedy_repair, master, plan_of, same_plan,
+                                          usage_of)
 
-COST_SCALE = 10_000
-LNS_SIZE = 12
+LNS_SIZE = 12  # models re-solved together in one neighbourhood
 SUBGRADIENT_MAX = 40  # Lagrangian evaluations at most
-SUBGRADIENT_SHARE = 0.35  # of the coupled phase's time  # models re-solved together in one neighbourhood
 SMALL_CONFIGS = 600  # joint models this small (S size) go straight to HiGHS after a first incumbent
 
+# Time: shares of what is left when a step starts, each at most its cap (seconds)
+FIRST_MASTER = (0.05, 2.0)  # the master over the lambda=0 plans, and after each subgradient step
+DUALS_LP = (0.25, 60.0)  # the joint LP relaxation (C3's duals)
+DUALS_MASTER = (0.1, 5.0)  # the master after pricing at the duals
+SUBGRADIENT_SHARE = 0.35  # of the coupled phase's time for the Lagrangian steps
+PRICED_SHARE = 0.1  # one priced sub-MILP
+IMPROVE_ALL = (0.35, 120.0)  # all competing models re-solved at once
+LNS_SHARE = 0.4  # neighbourhood search, then LNS_STEP_S at most (and a sixth of it) a round
+LNS_STEP_S = 5.0
 
-@dataclass
-class Column:
-    cost: float
-    replicas: dict[Config, int]
-    routes: dict
-    usage: dict[str, int]
+
+@dataclass(frozen=True)
+class Priced:
+    """One model's sub-MILP at prices p + lambda."""
+
+    bound: float  # a lower bound on phi_m(lambda)
+    column: Column | None  # its plan, None when HiGHS found none in time
+
+
+@dataclass(frozen=True)
+class LagrangianValue:
+    bound: float  # L(lambda): a lower bound on every plan
+    usage: dict[str, int]  # GPUs of each finite type the per-model optima at lambda use
 
 
 @dataclass
@@ -52,54 +65,84 @@ class CoupledResult:
     stats: dict = field(default_factory=dict)
 
 
-def _usage(replicas: dict[Config, int]) -> dict[str, int]:
-    used: dict[str, int] = {}
-    for c, k in replicas.items():
-        used[c.gpu] = used.get(c.gpu, 0) + c.tp * k
-    return used
+def _slice(deadline: Deadline, share: float, cap: float) -> float | None:
+    """share of what is left, at most cap; None (no limit) without a deadline."""
+    return deadline.left(share, cap=cap, floor=FLOOR_S) if deadline.limited else None
 
 
-def _column(problem: Problem, res: milp.MilpResult) -> Column:
-    cost = sum(problem.config_cost(c) * k for c, k in res.replicas.items())
-    return Column(cost, res.replicas, res.routes, _usage(res.replicas))
+@dataclass
+class _Run:
+    """What the steps of solve_coupled share: the columns, the incumbent and the bounds so far."""
+
+    problem: Problem
+    deadline: Deadline
+    mip_gap: float
+    whole_buckets: bool
+    say: object
+    workers: int
+    seed: int
+    finite: dict[str, int]  # gpu -> A_g, the types with finite availability
+    columns: dict[str, list[Column]]  # model -> its candidate plans, the lambda=0 optimum first
+    base_bound: dict[str, float]  # model -> lower bound on phi_m(0)
+    total: float | None  # seconds the phase had at its start
+    subs: dict[str, Problem] = field(default_factory=dict)
+    stats: dict = field(default_factory=lambda: {"lagrangian_iters": 0})
+    ub: float = math.inf
+    incumbent: dict[str, int] | None = None  # model -> column index
+    best_lb: float = 0.0
+    lam: dict[str, float] = field(default_factory=dict)  # the multipliers last evaluated
+    usage: dict[str, int] = field(default_factory=dict)  # GPUs the per-model optima at lam use
+
+    def base_usage(self, m: str) -> dict[str, int]:
+        return self.columns[m][0].usage
+
+    def open(self) -> bool:
+        """An incumbent whose gap is not closed yet."""
+        return self.incumbent is not None and not closed(self.ub, self.best_lb, self.mip_gap)
+
+    def master(self, step: tuple[float, float], hint=None) -> None:
+        share, cap = step
+        limit = self.deadline.left(share, cap=cap, floor=FLOOR_S)
+        self.take(master(self.problem, self.columns, limit, hint, self.workers, self.seed).choice)
+
+    def take(self, choice: dict[str, int] | None) -> None:
+        if choice is not None:
+            cost = sum(self.columns[m][j].cost for m, j in choice.items())
+            if cost < self.ub - 1e-9:
+                self.ub, self.incumbent = cost, choice
+
+    def lagrangian(self, lam: dict[str, float]) -> LagrangianValue | None:
+        """L(lam) and the usage of the per-model optima at lam; None if a model has no plan."""
+        problem = self.problem
+        priced = {g for g, v in lam.items() if v > 0}
+        price = {g: p + lam.get(g, 0.0) for g, p in problem.price.items()}
+        bound, usage = 0.0, {g: 0 for g in self.finite}
+        for m in problem.models:
+            col = self.columns[m][0]
+            if not priced.intersection(self.base_usage(m)) or self.deadline.remaining() < 0.1:
+                # prices only rise, so phi_m(lambda) >= phi_m(0) >= its bound: valid when the
+                # lambda=0 optimum pays no multiplier (then equal) and when time is up (then weaker)
+                bound += self.base_bound[m]
+            else:
+                if m not in self.subs:
+                    self.subs[m] = problem.restrict(models={m})
+                res = _solve_priced(self.subs[m], price, self.deadline, self.mip_gap, self.whole_buckets)
+                if res is None:
+                    return None
+                bound += res.bound
+                if res.column is not None:
+                    col = res.column
+                    if all(not same_plan(col, c) for c in self.columns[m]):
+                        self.columns[m].append(col)
+            for g in self.finite:
+                usage[g] += col.usage.get(g, 0)
+        self.stats["lagrangian_iters"] += 1
+        return LagrangianValue(bound - sum(lam[g] * a for g, a in self.finite.items()), usage)
 
 
-def master(problem: Problem, columns: dict[str, list[Column]], time_limit: float,
-           hint: dict[str, int] | None = None) -> tuple[dict[str, int] | None, bool]:
-    """CP-SAT: one column per model within availability. Returns (choice, proven optimal)."""
-    m = cp_model.CpModel()
-    z = {(name, j): m.new_bool_var(f"z_{i}_{j}") for i, name in enumerate(problem.models)
-         for j in range(len(columns[name]))}
-    for name in problem.models:
-        m.add_exactly_one(z[name, j] for j in range(len(columns[name])))
-    for g, cap in sorted(problem.available.items()):
-        if cap is None:
-            continue
-        terms = [(z[name, j], col.usage[g]) for name in problem.models
-                 for j, col in enumerate(columns[name]) if col.usage.get(g)]
-        if terms:
-            m.add(sum(coef * var for var, coef in terms) <= cap)
-    m.minimize(sum(round(col.cost * COST_SCALE) * z[name, j] for name in problem.models
-                   for j, col in enumerate(columns[name])))
-    if hint:
-        for name, j in hint.items():
-            for jj in range(len(columns[name])):
-                m.add_hint(z[name, jj], jj == j)
-    solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = max(time_limit, 0.05)
-    solver.parameters.num_workers = 2
-    solver.parameters.random_seed = 0
-    solver.parameters.interleave_search = True  # deterministic with several workers
-    status = solver.solve(m)
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return None, False
-    choice = {name: next(j for j in range(len(columns[name])) if solver.value(z[name, j]))
-              for name in problem.models}
-    return choice, status == cp_model.OPTIMAL
-
-
-def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline: float | None,
-                  mip_gap: float, whole_buckets: bool, say) -> CoupledResult | None:
+def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline: Deadline,
+                  mip_gap: float, whole_buckets: bool, say, *, workers: int = 2,
+                  seed: int = 0) -> CoupledResult | None:
     """None when no plan within availability was found (the caller reports infeasibility).
 
     Order: a first plan (CP-SAT master over the per-model plans, else greedy repair) -> LP duals
@@ -108,165 +151,137 @@ def solve_coupled(problem: Problem, first: dict[str, milp.MilpResult], deadline:
     neighbourhood search (a few of them at a time, the rest fixed) -> the full joint MILP,
     warm-started, whose bound joins the Lagrangian one.
     """
-    t0 = time.perf_counter()
-    total = None if deadline is None else deadline - t0
-
-    def left() -> float:
-        return math.inf if deadline is None else deadline - time.perf_counter()
-
-    def share(frac: float, cap: float) -> float | None:
-        return None if deadline is None else max(min(left() * frac, cap), 0.05)
-
-    finite = {g: a for g, a in problem.available.items() if a is not None}
-    columns = {m: [_column(problem, r)] for m, r in first.items()}
-    base_bound = {m: r.bound for m, r in first.items()}  # lower bounds on phi_m(0)
-    base_usage = {m: columns[m][0].usage for m in problem.models}
-    subs: dict[str, Problem] = {}
-    stats: dict = {"lagrangian_iters": 0}
-    ub, incumbent = math.inf, None
-
-    def lagrangian(lam: dict[str, float]) -> tuple[float, dict[str, int]] | None:
-        """L(lam) and the usage of the per-model optima at lam; None if a model has no plan."""
-        priced = {g for g, v in lam.items() if v > 0}
-        price = {g: p + lam.get(g, 0.0) for g, p in problem.price.items()}
-        bound, usage = 0.0, {g: 0 for g in finite}
-        for m in problem.models:
-            col = columns[m][0]
-            if not priced.intersection(base_usage[m]) or left() < 0.1:
-                # prices only rise, so phi_m(lambda) >= phi_m(0) >= its bound: valid when the
-                # lambda=0 optimum pays no multiplier (then equal) and when time is up (then weaker)
-                bound += base_bound[m]
-            else:
-                if m not in subs:
-                    subs[m] = problem.restrict(models={m})
-                res = _solve_priced(subs[m], price, left(), mip_gap, whole_buckets)
-                if res is None:
-                    return None
-                bound += res[0]
-                if res[1] is not None:
-                    col = res[1]
-                    if all(not _same(col, c) for c in columns[m]):
-                        columns[m].append(col)
-            for g in finite:
-                usage[g] += col.usage.get(g, 0)
-        stats["lagrangian_iters"] += 1
-        return bound - sum(lam[g] * a for g, a in finite.items()), usage
-
-    def take(choice: dict[str, int] | None):
-        nonlocal ub, incumbent
-        if choice is not None:
-            cost = sum(columns[m][j].cost for m, j in choice.items())
-            if cost < ub - 1e-9:
-                ub, incumbent = cost, choice
-
-    # A plan first (time limits are real): master over the lambda=0 plans, else greedy repair.
-    take(master(problem, columns, share(0.05, 2.0) or 2.0)[0])
-    if incumbent is None:
-        take(_greedy(problem, columns, finite, left, mip_gap, whole_buckets))
-    if incumbent is not None:
-        say(f"incumbent ${ub:,.2f}/h")
-
-    best_lb = sum(base_bound.values())
+    run = _Run(problem, deadline, mip_gap, whole_buckets, say, workers, seed,
+               finite={g: a for g, a in problem.available.items() if a is not None},
+               columns={m: [column(problem, r)] for m, r in first.items()},
+               base_bound={m: r.bound for m, r in first.items()},
+               total=deadline.remaining() if deadline.limited else None)
+    _first_plan(run)
+    run.best_lb = sum(run.base_bound.values())
     if len(problem.configs) <= SMALL_CONFIGS:  # HiGHS alone closes small joint models fastest
-        return _joint(problem, columns, incumbent, ub, best_lb, deadline, mip_gap, whole_buckets,
-                      say, stats)
-    lam = {g: 0.0 for g in finite}
-    usage = {g: sum(base_usage[m].get(g, 0) for m in problem.models) for g in finite}
-    lp = milp.availability_duals(problem, share(0.25, 60.0)) if left() > 0.3 else None
+        return _joint(run)
+    if not _at_duals(run) or not _subgradient(run):
+        return None
+    if run.open():
+        _neighbourhoods(run)
+    run.stats["lagrangian_bound"] = round(run.best_lb, 6)
+    run.stats["columns"] = sum(len(c) for c in run.columns.values())
+    return _joint(run)
+
+
+def _first_plan(run: _Run) -> None:
+    """A plan first (time limits are real): master over the lambda=0 plans, else greedy repair."""
+    run.master(FIRST_MASTER)
+    if run.incumbent is None:
+        run.take(greedy_repair(run.problem, run.columns, run.finite, run.deadline, run.mip_gap, run.whole_buckets))
+    if run.incumbent is not None:
+        run.say(f"incumbent ${run.ub:,.2f}/h")
+
+
+def _at_duals(run: _Run) -> bool:
+    """The joint LP's bound and C3 duals; the Lagrangian there, its plans mixed in by the master.
+    False when a model has no plan at those prices."""
+    problem, finite = run.problem, run.finite
+    run.lam = {g: 0.0 for g in finite}
+    run.usage = {g: sum(run.base_usage(m).get(g, 0) for m in problem.models) for g in finite}
+    lp = milp.availability_duals(problem, _slice(run.deadline, *DUALS_LP)) if run.deadline.remaining() > 0.3 else None
     duals = None
     if lp is not None:
-        best_lb = max(best_lb, lp[0] * (1 - 1e-9))  # the LP relaxation's optimum is a bound too
-        duals = lp[1]
+        run.best_lb = max(run.best_lb, lp.bound * (1 - 1e-9))  # the LP relaxation's optimum is a bound too
+        duals = lp.duals
     if duals and any(duals.get(g, 0) > 0 for g in finite):
-        lam = {g: duals.get(g, 0.0) for g in finite}
-        out = lagrangian(lam)
+        run.lam = {g: duals.get(g, 0.0) for g in finite}
+        out = run.lagrangian(run.lam)
         if out is None:
-            return None
-        best_lb, usage = max(best_lb, out[0]), out[1]
-        say(f"Lagrangian bound ${best_lb:,.2f}/h at the LP duals")
+            return False
+        run.best_lb, run.usage = max(run.best_lb, out.bound), out.usage
+        run.say(f"Lagrangian bound ${run.best_lb:,.2f}/h at the LP duals")
         # mix the plans priced at the duals with the ones we have
-        take(master(problem, columns, share(0.1, 5.0) or 5.0, hint=incumbent)[0])
-        if incumbent is not None:
-            say(f"incumbent ${ub:,.2f}/h from {sum(len(c) for c in columns.values())} candidate plans")
+        run.master(DUALS_MASTER, hint=run.incumbent)
+        if run.incumbent is not None:
+            run.say(f"incumbent ${run.ub:,.2f}/h from {sum(len(c) for c in run.columns.values())} candidate plans")
+    return True
 
-    # Subgradient steps from the LP duals: each evaluation adds plans priced at new multipliers,
-    # and the master recombines them (this is where the best plans of hard instances came from).
-    theta, stall, lb_now = 1.0, 0, best_lb
-    while (incumbent is not None and stats["lagrangian_iters"] < SUBGRADIENT_MAX
-           and (total is None or left() > (1 - SUBGRADIENT_SHARE) * total) and ub - best_lb > mip_gap * ub):
-        excess = {g: usage[g] - a for g, a in finite.items()}
-        norm = sum(v * v for g, v in excess.items() if v > 0 or lam[g] > 0)
+
+def _subgradient(run: _Run) -> bool:
+    """Polyak steps from the LP duals: each evaluation adds plans priced at new multipliers, and the
+    master recombines them (this is where the best plans of hard instances came from). False when a
+    model has no plan at some multipliers."""
+    finite, total = run.finite, run.total
+    theta, stall, lb_now = 1.0, 0, run.best_lb
+    while (run.incumbent is not None and run.stats["lagrangian_iters"] < SUBGRADIENT_MAX
+           and (total is None or run.deadline.remaining() > (1 - SUBGRADIENT_SHARE) * total)
+           and not closed(run.ub, run.best_lb, run.mip_gap)):
+        excess = {g: run.usage[g] - a for g, a in finite.items()}
+        norm = sum(v * v for g, v in excess.items() if v > 0 or run.lam[g] > 0)
         if norm == 0 or theta < 1e-3:
             break
-        lam = {g: max(0.0, lam[g] + theta * max(ub - lb_now, 1e-6 * ub) / norm * excess[g]) for g in finite}
-        out = lagrangian(lam)
+        step = theta * max(run.ub - lb_now, 1e-6 * run.ub) / norm
+        run.lam = {g: max(0.0, run.lam[g] + step * excess[g]) for g in finite}
+        out = run.lagrangian(run.lam)
         if out is None:
-            return None
-        lb_now, usage = out
-        if lb_now > best_lb + 1e-9:
-            best_lb, stall = lb_now, 0
+            return False
+        lb_now, run.usage = out.bound, out.usage
+        if lb_now > run.best_lb + 1e-9:
+            run.best_lb, stall = lb_now, 0
         else:
             stall += 1
             if stall >= 2:
                 theta, stall = theta / 2, 0
-        take(master(problem, columns, share(0.05, 2.0) or 2.0, hint=incumbent)[0])
-        say(f"Lagrangian {stats['lagrangian_iters']}: bound ${best_lb:,.2f}/h, incumbent ${ub:,.2f}/h")
-
-    # The competing models (on scarce types) re-solved jointly, the rest fixed; then large
-    # neighbourhood search over a few of them at a time.
-    if incumbent is not None and ub - best_lb > mip_gap * ub:
-        scarce = {g for g in finite if lam.get(g, 0) > 0 or usage.get(g, 0) > finite[g]}
-        movers = [m for m in problem.models
-                  if scarce.intersection(base_usage[m]) or scarce.intersection(columns[m][incumbent[m]].usage)]
-        if len(movers) > LNS_SIZE and left() > 1.0:  # first all competing models at once
-            if _improve(problem, columns, incumbent, set(movers), mip_gap, whole_buckets, share(0.35, 120.0)):
-                ub = sum(columns[m][j].cost for m, j in incumbent.items())
-                say(f"incumbent ${ub:,.2f}/h from the joint MILP over {len(movers)} competing models")
-        window = None if total is None else 0.4 * left()
-        lns_end = None if window is None else time.perf_counter() + window
-        rng = random.Random(0)
-        rounds = 0
-        while movers and (lns_end is None and rounds < 3 * LNS_SIZE or
-                          lns_end is not None and time.perf_counter() < lns_end):
-            rounds += 1
-            group = set(movers if len(movers) <= LNS_SIZE else rng.sample(movers, LNS_SIZE))
-            better = _improve(problem, columns, incumbent, group, max(mip_gap, 1e-3), whole_buckets,
-                              None if lns_end is None else
-                              max(min(lns_end - time.perf_counter(), window / 6, 5.0), 0.05))
-            if better is not None:
-                ub = sum(columns[m][j].cost for m, j in incumbent.items())
-                say(f"incumbent ${ub:,.2f}/h (neighbourhood search, round {rounds})")
-            if len(movers) <= LNS_SIZE:
-                break
-        stats["lns_rounds"] = rounds
-
-    stats["lagrangian_bound"] = round(best_lb, 6)
-    stats["columns"] = sum(len(c) for c in columns.values())
-
-    return _joint(problem, columns, incumbent, ub, best_lb, deadline, mip_gap, whole_buckets, say, stats)
+        run.master(FIRST_MASTER, hint=run.incumbent)
+        run.say(f"Lagrangian {run.stats['lagrangian_iters']}: bound ${run.best_lb:,.2f}/h, incumbent ${run.ub:,.2f}/h")
+    return True
 
 
-def _joint(problem, columns, incumbent, ub, bound, deadline, mip_gap, whole_buckets, say,
-           stats) -> CoupledResult | None:
+def _neighbourhoods(run: _Run) -> None:
+    """The competing models (on scarce types) re-solved jointly, the rest fixed; then large
+    neighbourhood search over a few of them at a time."""
+    problem, columns, incumbent = run.problem, run.columns, run.incumbent
+    scarce = {g for g in run.finite if run.lam.get(g, 0) > 0 or run.usage.get(g, 0) > run.finite[g]}
+    movers = [m for m in problem.models
+              if scarce.intersection(run.base_usage(m)) or scarce.intersection(columns[m][incumbent[m]].usage)]
+    if len(movers) > LNS_SIZE and run.deadline.remaining() > 1.0:  # first all competing models at once
+        if _improve(problem, columns, incumbent, set(movers), run.mip_gap, run.whole_buckets,
+                    _slice(run.deadline, *IMPROVE_ALL)):
+            run.ub = sum(columns[m][j].cost for m, j in incumbent.items())
+            run.say(f"incumbent ${run.ub:,.2f}/h from the joint MILP over {len(movers)} competing models")
+    lns = run.deadline.sub(LNS_SHARE)
+    window = lns.remaining()
+    rng = random.Random(run.seed)
+    rounds = 0
+    while movers and (not lns.limited and rounds < 3 * LNS_SIZE or lns.limited and not lns.expired()):
+        rounds += 1
+        group = set(movers if len(movers) <= LNS_SIZE else rng.sample(movers, LNS_SIZE))
+        better = _improve(problem, columns, incumbent, group, max(run.mip_gap, 1e-3), run.whole_buckets,
+                          _slice(lns, 1.0, min(window / 6, LNS_STEP_S)))
+        if better is not None:
+            run.ub = sum(columns[m][j].cost for m, j in incumbent.items())
+            run.say(f"incumbent ${run.ub:,.2f}/h (neighbourhood search, round {rounds})")
+        if len(movers) <= LNS_SIZE:
+            break
+    run.stats["lns_rounds"] = rounds
+
+
+def _joint(run: _Run) -> CoupledResult | None:
     """The full joint MILP, warm-started from the incumbent, for the rest of the time."""
-    left = math.inf if deadline is None else deadline - time.perf_counter()
-    replicas, routes = _plan_of(columns, incumbent) if incumbent is not None else ({}, {})
-    optimal = incumbent is not None and ub - bound <= mip_gap * ub
-    if not optimal and left > 0.2:
-        say(f"joint MILP warm-started at ${ub:,.2f}/h" if incumbent else "joint MILP, no incumbent yet")
-        joint = milp.run(problem, None if deadline is None else left, mip_gap=mip_gap * 0.1,
-                         whole_buckets=whole_buckets, start=(replicas, routes) if incumbent else None)
-        stats["joint_s"] = round(joint.wall_s, 3)
-        if joint.status == "infeasible":
+    problem, incumbent, ub, bound, mip_gap = run.problem, run.incumbent, run.ub, run.best_lb, run.mip_gap
+    replicas, routes = plan_of(run.columns, incumbent) if incumbent is not None else ({}, {})
+    optimal = incumbent is not None and closed(ub, bound, mip_gap)
+    if not optimal and run.deadline.remaining() > 0.2:
+        run.say(f"joint MILP warm-started at ${ub:,.2f}/h" if incumbent else "joint MILP, no incumbent yet")
+        joint = milp.run(problem, run.deadline.left(), mip_gap=mip_gap * 0.1,
+                         whole_buckets=run.whole_buckets, start=(replicas, routes) if incumbent else None)
+        run.stats["joint_s"] = round(joint.wall_s, 3)
+        if joint.status == Status.INFEASIBLE:
             return None
         if joint.objective is not None and joint.objective < ub - 1e-9:
             ub, replicas, routes = joint.objective, joint.replicas, joint.routes
         bound = max(bound, joint.bound)
-        optimal = joint.status == "optimal" or ub - bound <= mip_gap * ub
+        optimal = joint.status == Status.OPTIMAL or closed(ub, bound, mip_gap)
     if not replicas:
         return None
     cost = sum(problem.config_cost(c) * k for c, k in replicas.items())
-    return CoupledResult(replicas, routes, cost, min(bound, cost), optimal, stats)
+    return CoupledResult(replicas, routes, cost, min(bound, cost), optimal, run.stats)
 
 
 def _improve(problem: Problem, columns, incumbent: dict[str, int], group: set[str], mip_gap: float,
@@ -280,7 +295,7 @@ def _improve(problem: Problem, columns, incumbent: dict[str, int], group: set[st
                 if residual.get(g) is not None:
                     residual[g] -= u
     sub = problem.restrict(models=group, available=residual)
-    start = _plan_of(columns, {m: incumbent[m] for m in group})
+    start = plan_of(columns, {m: incumbent[m] for m in group})
     res = milp.run(sub, time_limit, mip_gap * 0.1, whole_buckets, start=start)
     if res.objective is None:
         return None
@@ -288,8 +303,8 @@ def _improve(problem: Problem, columns, incumbent: dict[str, int], group: set[st
     if res.objective >= now - 1e-9:
         return None
     for m in sorted(group):
-        col = _column(sub, milp.MilpResult("feasible", None, 0.0, *_split(res, m)))
-        j = next((j for j, c in enumerate(columns[m]) if _same(c, col)), None)
+        col = column(sub, milp.MilpResult(Status.FEASIBLE, None, 0.0, *_split(res, m)))
+        j = next((j for j, c in enumerate(columns[m]) if same_plan(c, col)), None)
         if j is None:
             columns[m].append(col)
             j = len(columns[m]) - 1
@@ -297,75 +312,21 @@ def _improve(problem: Problem, columns, incumbent: dict[str, int], group: set[st
     return True
 
 
-def _plan_of(columns: dict[str, list[Column]], choice: dict[str, int]) -> tuple[dict, dict]:
-    replicas, routes = {}, {}
-    for m, j in choice.items():
-        replicas.update(columns[m][j].replicas)
-        routes.update(columns[m][j].routes)
-    return replicas, routes
-
-
 def _split(res: milp.MilpResult, model: str) -> tuple[dict, dict]:
     return ({c: k for c, k in res.replicas.items() if c.model == model},
             {key: v for key, v in res.routes.items() if key[0].model == model})
 
 
-def _same(a: Column, b: Column) -> bool:
-    return a.replicas == b.replicas
-
-
-def _solve_priced(sub: Problem, price: dict, time_left: float, mip_gap: float, whole_buckets: bool):
+def _solve_priced(sub: Problem, price: dict, deadline: Deadline, mip_gap: float,
+                  whole_buckets: bool) -> Priced | None:
+    """The model alone at `price`; None when infeasible."""
     model = milp.build(sub, whole_buckets=whole_buckets, price=price)
-    limit = None if time_left == math.inf else max(time_left * 0.1, 0.05)
-    status, _, bound, _ = milp.solve(model, limit, mip_gap * 0.1)
-    if status == "infeasible":
+    res = milp.solve(model, deadline.left(PRICED_SHARE, floor=FLOOR_S), mip_gap * 0.1)
+    bound = res.bound
+    if res.status == Status.INFEASIBLE:
         return None
-    if status == "no_solution":
-        return bound, None
+    if res.status == Status.NO_SOLUTION:
+        return Priced(bound, None)
     replicas, routes = milp.extract(sub, model)
     cost = sum(sub.config_cost(c) * k for c, k in replicas.items())
-    return bound, Column(cost, replicas, routes, _usage(replicas))
-
-
-def _greedy(problem: Problem, columns: dict[str, list[Column]], finite: dict[str, int], left,
-            mip_gap: float, whole_buckets: bool) -> dict[str, int] | None:
-    """A first plan within availability: models off the over-subscribed types keep their own
-    optimum; the others, largest first, re-solve against what is left. Adds the columns it makes."""
-    used: dict[str, int] = {}
-    for m in problem.models:
-        for g, u in columns[m][0].usage.items():
-            used[g] = used.get(g, 0) + u
-    over = {g for g, a in finite.items() if used.get(g, 0) > a}
-    fixed = [m for m in problem.models if not over.intersection(columns[m][0].usage)]
-    movers = sorted((m for m in problem.models if m not in fixed), key=lambda m: (-columns[m][0].cost, m))
-    base = dict(finite)
-    for m in fixed:
-        for g, u in columns[m][0].usage.items():
-            if g in base:
-                base[g] -= u
-    if any(v < 0 for v in base.values()):
-        return None
-    for _attempt in range(6):  # a model that finds nothing left moves to the front; retry
-        residual, choice, failed = dict(base), {m: 0 for m in fixed}, None
-        for m in movers:
-            if left() <= 0:
-                return None
-            sub = problem.restrict(models={m}, available={g: residual.get(g) for g in problem.available})
-            # a quick repair: 1% is plenty here, the master and the joint MILP polish it
-            res = milp.run(sub, max(min(left() * 0.05, 5.0), 0.05), max(mip_gap, 0.01), whole_buckets)
-            if res.status not in ("optimal", "feasible"):
-                failed = m
-                break
-            col = _column(problem, res)
-            for g, u in col.usage.items():
-                if g in residual:
-                    residual[g] -= u
-            j = next((j for j, c in enumerate(columns[m]) if _same(c, col)), None)
-            if j is None:
-                columns[m].append(col)
-                j = len(columns[m]) - 1
-            choice[m] = j
-        if failed is None:
-            return {m: choice[m] for m in problem.models}
-        movers = [failed] + [m for m in movers if m != failed]
-    return None
+    return Priced(bound, Column(cost, replicas, routes, usage_of(replicas)))

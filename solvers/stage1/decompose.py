@@ -9,7 +9,6 @@ of its own and the decomposition's.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -18,9 +17,15 @@ from gpumix.planner.errors import InfeasibleError, NoSolutionError
 from gpumix.planner.problem import BucketKey, Config, Problem
 from gpumix.solvers.stage1 import milp
 from gpumix.solvers.stage1.coupled import solve_coupled
+from gpumix.solvers.result import Deadline, Status, certify, gap
 from gpumix.solvers.stage1.presolve import drop_dominated
 
 Progress = Callable[[str], None]
+
+# Time shares of a limit (the rest goes to the coupled phase or the joint MILP)
+PER_MODEL_SHARE = 0.4  # the per-model phase, when availability may couple the models
+PER_MODEL_STEP = 0.25  # at most this share of what is left for one model's MILP
+EXPLAIN_S = 10.0  # the unconstrained re-solve that explains an infeasible model, at most
 
 
 @dataclass(frozen=True)
@@ -29,11 +34,13 @@ class SolveParams:
     mip_gap: float = 1e-4  # relative gap at which a plan counts as optimal
     whole_buckets: bool = False  # Melange-style: each bucket to one config
     progress: Progress | None = None
+    workers: int = 2  # CP-SAT workers of the coupled phase's master (interleaved: deterministic)
+    seed: int = 0
 
 
 @dataclass(frozen=True)
 class Solution:
-    status: str  # "optimal" | "feasible"
+    status: Status  # OPTIMAL or FEASIBLE
     cost: float
     bound: float  # valid lower bound on every plan's cost
     replicas: dict[Config, int]
@@ -45,7 +52,7 @@ class Solution:
 
     @property
     def gap(self) -> float:
-        return 0.0 if self.cost <= 0 else max(self.cost - self.bound, 0.0) / self.cost
+        return gap(self.cost, self.bound)
 
 
 def gpus_used(replicas: dict[Config, int]) -> dict[str, int]:
@@ -64,30 +71,26 @@ def over_availability(problem: Problem, replicas: dict[Config, int]) -> dict[str
 
 def solve(problem: Problem, params: SolveParams = SolveParams()) -> Solution:
     t0 = time.perf_counter()
-    problem, dropped = drop_dominated(problem)
-    deadline = None if params.time_limit is None else t0 + params.time_limit
-    say = params.progress or (lambda _msg: None)
-
-    def left(share: float = 1.0) -> float | None:
-        return None if deadline is None else max(deadline - time.perf_counter(), 0.0) * share
-
+    deadline = Deadline.start(params.time_limit)
     # Phase 1: one MILP per model, each under the full availability (a relaxation). With finite
-    # availability the models may still couple, so this phase gets at most 40% of a time limit;
-    # past that, the joint MILP takes over (never worse than the monolithic model with 60%).
+    # availability the models may still couple, so this phase gets at most PER_MODEL_SHARE of a
+    # time limit; past that, the joint MILP takes over (never worse than the monolithic model).
     coupled = any(a is not None for a in problem.available.values())
-    phase_end = None if deadline is None else t0 + (0.4 if coupled else 1.0) * params.time_limit
+    phase = deadline.sub(PER_MODEL_SHARE if coupled else 1.0)
+    problem, dropped = drop_dominated(problem)
+    say = params.progress or (lambda _msg: None)
     per_model: dict[str, milp.MilpResult] = {}
     for i, m in enumerate(problem.models):
-        if coupled and phase_end is not None and time.perf_counter() > phase_end:
+        if coupled and phase.expired():
             return _joint_fallback(problem, per_model, params, t0, deadline, say)
         sub = problem.restrict(models={m})
-        # about a third of the limit for this phase, spread over the models still to solve
-        budget = None if deadline is None else max(min(
-            left() * 0.25, max((phase_end - time.perf_counter()) / (len(problem.models) - i), 0.5)), 0.02)
+        # this phase's time spread over the models still to solve
+        budget = deadline.left(PER_MODEL_STEP, cap=phase.left(1 / (len(problem.models) - i), floor=0.5),
+                               floor=0.02)
         res = milp.run(sub, budget, mip_gap=params.mip_gap * 0.1, whole_buckets=params.whole_buckets)
-        if res.status == "infeasible":
-            raise InfeasibleError(_explain_single(problem, m, params))
-        if res.status == "no_solution":
+        if res.status == Status.INFEASIBLE:
+            raise InfeasibleError(_explain_single(problem, m, params, deadline))
+        if res.status == Status.NO_SOLUTION:
             raise NoSolutionError(f"no plan for model {m!r} within the time limit")
         per_model[m] = res
         if (i + 1) % 50 == 0 or i + 1 == len(problem.models):
@@ -97,7 +100,7 @@ def solve(problem: Problem, params: SolveParams = SolveParams()) -> Solution:
     decomposed_bound = sum(r.bound for r in per_model.values())
     replicas = {c: k for r in per_model.values() for c, k in r.replicas.items()}
     routes = {key: v for r in per_model.values() for key, v in r.routes.items()}
-    all_optimal = all(r.status == "optimal" for r in per_model.values())
+    all_optimal = all(r.status == Status.OPTIMAL for r in per_model.values())
     stats = {"models": len(problem.models), "configs": len(problem.configs), "dominated": dropped,
              "per_model_s": round(time.perf_counter() - t0, 3)}
     over = over_availability(problem, replicas)
@@ -108,9 +111,10 @@ def solve(problem: Problem, params: SolveParams = SolveParams()) -> Solution:
 
     # Phase 2: availability couples the models (solvers/coupled.py).
     say(f"availability binds on {', '.join(over)}: Lagrangian bound, CP-SAT master, joint MILP")
-    res = solve_coupled(problem, per_model, deadline, params.mip_gap, params.whole_buckets, say)
+    res = solve_coupled(problem, per_model, deadline, params.mip_gap, params.whole_buckets, say,
+                        workers=params.workers, seed=params.seed)
     if res is None:
-        if deadline is not None and time.perf_counter() >= deadline:
+        if deadline.expired():
             raise NoSolutionError("no plan within the time limit (availability binds on "
                                   f"{', '.join(over)}); raise --time-limit")
         raise InfeasibleError(_explain_joint(problem, over))
@@ -122,15 +126,15 @@ def solve(problem: Problem, params: SolveParams = SolveParams()) -> Solution:
 def _joint_fallback(problem, per_model, params, t0, deadline, say) -> Solution:
     """The joint MILP from scratch; the models solved alone so far still add up to a bound."""
     say(f"per-model phase out of time after {len(per_model)} models: joint MILP")
-    left = max(deadline - time.perf_counter(), 0.05)
-    joint = milp.run(problem, left, mip_gap=params.mip_gap * 0.1, whole_buckets=params.whole_buckets)
-    if joint.status == "infeasible":
+    joint = milp.run(problem, deadline.left(floor=0.05), mip_gap=params.mip_gap * 0.1,
+                     whole_buckets=params.whole_buckets)
+    if joint.status == Status.INFEASIBLE:
         raise InfeasibleError(_explain_joint(problem, {}))
-    if joint.status == "no_solution":
+    if joint.status == Status.NO_SOLUTION:
         raise NoSolutionError("no plan within the time limit; raise --time-limit")
     bound = min(max(joint.bound, sum(r.bound for r in per_model.values())), joint.objective)
     stats = {"models": len(problem.models), "configs": len(problem.configs), "joint_s": round(joint.wall_s, 3)}
-    return _finish(problem, joint.replicas, joint.routes, bound, joint.status == "optimal", params, t0,
+    return _finish(problem, joint.replicas, joint.routes, bound, joint.status == Status.OPTIMAL, params, t0,
                    "joint", stats)
 
 
@@ -140,21 +144,20 @@ def _cost(problem: Problem, replicas: dict[Config, int]) -> float:
 
 def _finish(problem, replicas, routes, bound, solver_optimal, params, t0, method, stats, per_model=None) -> Solution:
     cost = _cost(problem, replicas)
-    gap = 0.0 if cost <= 0 else (cost - bound) / cost
-    status = "optimal" if solver_optimal and gap <= params.mip_gap + 1e-12 else "feasible"
+    cert = certify(cost, bound, proven=solver_optimal, mip_gap=params.mip_gap)
     wall = time.perf_counter() - t0
     (params.progress or (lambda _m: None))(
-        f"{status}: ${cost:,.2f}/h, bound ${bound:,.2f}/h, gap {gap:.4%}, {wall:.2f}s")
-    return Solution(status, cost, bound, dict(sorted(replicas.items())), routes, wall, method, stats,
+        f"{cert.status}: ${cost:,.2f}/h, bound ${bound:,.2f}/h, gap {cert.gap:.4%}, {wall:.2f}s")
+    return Solution(cert.status, cost, bound, dict(sorted(replicas.items())), routes, wall, method, stats,
                     {m: r.bound for m, r in (per_model or {}).items()})
 
 
-def _explain_single(problem: Problem, model: str, params: SolveParams) -> str:
+def _explain_single(problem: Problem, model: str, params: SolveParams, deadline: Deadline) -> str:
     """Why one model cannot be served within availability: what it would need without limits."""
     sub = problem.restrict(models={model})
-    free = milp.run(sub, 10.0, whole_buckets=params.whole_buckets,
+    free = milp.run(sub, deadline.left(cap=EXPLAIN_S, floor=0.05), whole_buckets=params.whole_buckets,
                     available={g: None for g in sub.available})
-    if free.status not in ("optimal", "feasible"):
+    if not free.status.has_plan:
         return f"model {model!r} cannot be served by any allowed configuration"
     need = ", ".join(f"{u} {g} (available {a})" for g, (u, a) in over_availability(sub, free.replicas).items())
     return (f"model {model!r} needs more GPUs than available: its cheapest plan without limits uses "

@@ -11,26 +11,24 @@ C5_open     x[c,k] <= d[m,k] * n[c]      (valid: one replica can take the whole 
             open; it tightens the LP relaxation where demand is small next to one replica's capacity,
             the facility-location strengthening; skipped where C2 already implies it)
 
-PuLP maps HiGHS's time-limit status to "Optimal" (coin-or/pulp 445, 649), so the status, objective
-and dual bound are read from the highspy model PuLP leaves in `prob.solverModel`.
+HiGHS runs through solvers/highs.py, which reads status, objective and dual bound from highspy
+itself (PuLP maps HiGHS's time-limit status to "Optimal").
 """
 from __future__ import annotations
 
 import math
-import os
-import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-import highspy
 import pulp
 
 from gpumix.planner.problem import BucketKey, Config, Problem
+from gpumix.solvers.highs import run_highs
+from gpumix.solvers.result import Deadline, HighsResult, Status
 
 
 @dataclass(frozen=True)
 class MilpResult:
-    status: str  # "optimal" | "feasible" | "infeasible" | "no_solution"
+    status: Status
     objective: float | None  # cost of the incumbent, None without one
     bound: float  # valid lower bound on the optimum (inf when infeasible)
     replicas: dict[Config, int] = field(default_factory=dict)
@@ -98,86 +96,14 @@ def build(problem: Problem, whole_buckets: bool = False, available: dict | None 
     return MilpModel(prob, n, x, avail_rows)
 
 
-_banner_done = False
-
-
-def _swallow_highs_banner() -> None:
-    """HiGHS prints its banner to fd 1 the first time a Highs object is made in a process, before
-    any option can be set; stdout must stay clean for `--format json`, so make that first one with
-    fd 1 pointed at /dev/null."""
-    global _banner_done
-    if _banner_done:
-        return
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 1)
-            highspy.Highs()
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-    _banner_done = True
-
-
-class _HighsWithStart(pulp.HiGHS):
-    """PuLP's HiGHS interface, plus a MIP start handed to Highs.setSolution before the run."""
-
-    def __init__(self, start: dict[str, float] | None = None, **kw):
-        super().__init__(**kw)
-        self.start = start
-
-    def callSolver(self, lp):
-        if self.start:
-            sol = highspy.HighsSolution()
-            sol.col_value = [float(self.start.get(v.name, 0.0)) for v in lp.variables()]
-            sol.value_valid = True
-            lp.solverModel.setSolution(sol)
-        super().callSolver(lp)
-
-
-def solve_prob(prob: pulp.LpProblem, time_limit: float | None = None, mip_gap: float = 1e-6,
-               threads: int | None = None, msg: bool = False,
-               start: dict[str, float] | None = None) -> tuple[str, float | None, float, float]:
-    """Run HiGHS on any PuLP model; (status, objective, bound, wall_s) as HiGHS itself reports them.
-    status: optimal | feasible | infeasible | no_solution; bound is -inf when HiGHS has none."""
-    _swallow_highs_banner()
-    t0 = time.perf_counter()
-    solver = _HighsWithStart(start=start, msg=msg,
-                             timeLimit=None if time_limit is None else max(time_limit, 0.01),
-                             gapRel=mip_gap, threads=threads, random_seed=0)
-    prob.solve(solver)
-    h: highspy.Highs = prob.solverModel
-    status = h.getModelStatus()
-    info = h.getInfo()
-    has_solution = info.primal_solution_status == 2  # kSolutionStatusFeasible
-    objective = info.objective_function_value if has_solution else None
-    mip = prob.isMIP()
-    bound = info.mip_dual_bound if mip else (objective if objective is not None else -math.inf)
-    S = highspy.HighsModelStatus
-    if status == S.kOptimal:
-        out = "optimal"
-        if not mip or not math.isfinite(bound):
-            bound = objective
-    elif status in (S.kInfeasible, S.kUnboundedOrInfeasible):
-        out, bound = "infeasible", math.inf  # our objectives are bounded below, so never unbounded
-    elif has_solution:
-        out = "feasible"
-    else:
-        out = "no_solution"
-    if not math.isfinite(bound) and out != "infeasible":
-        bound = -math.inf
-    return out, objective, bound, time.perf_counter() - t0
-
-
 def solve(model: MilpModel, time_limit: float | None = None, mip_gap: float = 1e-6,
           threads: int | None = None, msg: bool = False,
-          start: dict[str, float] | None = None) -> tuple[str, float | None, float, float]:
-    """solve_prob for the stage-1 model: a missing bound becomes 0 (all prices are >= 0)."""
-    status, objective, bound, wall = solve_prob(model.prob, time_limit, mip_gap, threads, msg, start)
-    if not math.isfinite(bound) and status != "infeasible":
-        bound = 0.0
-    return status, objective, bound, wall
+          start: dict[str, float] | None = None) -> HighsResult:
+    """run_highs for the stage-1 model: a missing bound becomes 0 (all prices are >= 0)."""
+    res = run_highs(model.prob, time_limit, mip_gap, threads, msg, start)
+    if not math.isfinite(res.bound) and res.status != Status.INFEASIBLE:
+        res = replace(res, bound=0.0)
+    return res
 
 
 def extract(problem: Problem, model: MilpModel) -> tuple[dict[Config, int], dict[tuple[Config, BucketKey], float]]:
@@ -210,35 +136,35 @@ def run(problem: Problem, time_limit: float | None = None, mip_gap: float = 1e-6
         start: tuple[dict, dict] | None = None) -> MilpResult:
     """Build, solve and extract in one call; `start` = (replicas, routes) of a known plan. The time
     limit covers the build too (PuLP takes seconds to build a joint model of 1000 models)."""
-    t0 = time.perf_counter()
+    deadline = Deadline.start(time_limit)
     model = build(problem, whole_buckets=whole_buckets, available=available)
-    if time_limit is not None:
-        time_limit = max(time_limit - (time.perf_counter() - t0), 0.05)
+    time_limit = deadline.left(floor=0.05)
     values = None
     if start is not None:
         replicas, routes = start
         values = {model.n[c].name: float(k) for c, k in replicas.items() if c in model.n}
         values.update({model.x[key].name: v for key, v in routes.items() if key in model.x})
-    status, obj, bound, wall = solve(model, time_limit, mip_gap, threads, start=values)
-    if status in ("infeasible", "no_solution"):
-        return MilpResult(status, None, bound, wall_s=wall)
+    res = solve(model, time_limit, mip_gap, threads, start=values)
+    if not res.status.has_plan:
+        return MilpResult(res.status, None, res.bound, wall_s=res.wall_s)
     replicas, routes = extract(problem, model)
     cost = sum(problem.config_cost(c) * k for c, k in replicas.items())
-    return MilpResult(status, cost, min(bound, cost), replicas, routes, wall)
+    return MilpResult(res.status, cost, min(res.bound, cost), replicas, routes, res.wall_s)
 
 
-def availability_duals(problem: Problem, time_limit: float | None = None) -> tuple[float, dict[str, float]] | None:
+@dataclass(frozen=True)
+class LpDuals:
+    bound: float  # the joint LP relaxation's optimum: a lower bound on every plan
+    duals: dict[str, float]  # gpu -> lambda_g >= 0, the multiplier of its C3 row
+
+
+def availability_duals(problem: Problem, time_limit: float | None = None) -> LpDuals | None:
     """The joint LP relaxation: its optimum (a valid lower bound) and the multipliers lambda_g >= 0
     of C3 (where the Lagrangian starts); None if the LP does not solve to optimality in time."""
-    _swallow_highs_banner()
-    t0 = time.perf_counter()
+    deadline = Deadline.start(time_limit)
     model = build(problem)
-    if time_limit is not None:
-        time_limit = max(time_limit - (time.perf_counter() - t0), 0.05)
-    solver = pulp.HiGHS(mip=False, msg=False, timeLimit=time_limit)
-    model.prob.solve(solver)
-    if model.prob.solverModel.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+    lp = run_highs(model.prob, deadline.left(floor=0.05), mip=False)
+    if lp.status != Status.OPTIMAL:
         return None
-    objective = model.prob.solverModel.getInfo().objective_function_value
-    return objective, {g: max(0.0, -(model.avail[g].pi or 0.0)) if g in model.avail else 0.0
-                       for g in problem.available}
+    return LpDuals(lp.objective, {g: max(0.0, -(model.avail[g].pi or 0.0)) if g in model.avail else 0.0
+                                  for g in problem.available})

@@ -24,12 +24,14 @@ from dataclasses import dataclass, field
 from ortools.sat.python import cp_model
 
 from gpumix.planner.problem import Problem
-from gpumix.solvers.stage2.packing import SCALE, CpParams, Node, Placed, scaled
+from gpumix.solvers.cpsat import CpParams, cp_status
+from gpumix.solvers.result import Status
+from gpumix.solvers.stage2.packing import SCALE, Node, Placed, scaled
 
 
 @dataclass(frozen=True)
 class MonoResult:
-    status: str
+    status: Status
     cost: float
     bound: float  # of the restricted model
     nodes: tuple[Node, ...] = ()
@@ -84,8 +86,8 @@ def solve(problem: Problem, instances, params: CpParams = CpParams(), shares: in
             m.add(sum(opened[s] for s in ss) <= slots[ss[0]].available)  # C3
         for a, b in zip(ss, ss[1:]):
             m.add(opened[a] >= opened[b])
-    exact = all(scaled(i.price_per_hour)[1] for i in slots)
-    m.minimize(sum(scaled(i.price_per_hour)[0] * opened[s] for s, i in enumerate(slots)))
+    exact = all(scaled(i.price_per_hour).exact for i in slots)
+    m.minimize(sum(scaled(i.price_per_hour).value * opened[s] for s, i in enumerate(slots)))
     if hint is not None:  # a known packing: open its nodes in slot order
         used: dict = {}
         for nd in hint:
@@ -95,12 +97,23 @@ def solve(problem: Problem, instances, params: CpParams = CpParams(), shares: in
             for s, nd in zip(ss, nds):
                 m.add_hint(opened[s], 1)
     solver = params.solver()
-    st = solver.solve(m)
+    st = cp_status(solver.solve(m))
     wall = time.perf_counter() - t0
-    if st == cp_model.INFEASIBLE:
-        return MonoResult("infeasible", math.inf, math.inf, slots=len(slots), wall_s=wall)
-    if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return MonoResult("no_solution", math.inf, 0.0, slots=len(slots), wall_s=wall)
+    if st == Status.INFEASIBLE:
+        return MonoResult(st, math.inf, math.inf, slots=len(slots), wall_s=wall)
+    if not st.has_plan:
+        return MonoResult(st, math.inf, 0.0, slots=len(slots), wall_s=wall)
+    nodes, reps = _nodes(solver, slots, opened, r)
+    routes = {((c, False), k): solver.value(v) * problem.demand[(c.model, k)] / shares
+              for (c, k), v in y.items() if solver.value(v) > 0}
+    slack = 0 if exact else 0.5 * len(slots)
+    return MonoResult(st, sum(n.price for n in nodes),
+                      max(solver.best_objective_bound - slack, 0) / SCALE, tuple(nodes), reps, routes,
+                      len(slots), wall)
+
+
+def _nodes(solver, slots, opened, r) -> tuple[list[Node], dict]:
+    """The open slots as nodes, replicas on consecutive GPU ids (larger TP first); replica counts."""
     nodes, reps = [], {}
     for s, inst in enumerate(slots):
         if not solver.value(opened[s]):
@@ -113,9 +126,4 @@ def solve(problem: Problem, instances, params: CpParams = CpParams(), shares: in
                     free = free[c.tp:]
                     reps[(c, False)] = reps.get((c, False), 0) + 1
         nodes.append(Node(inst, False, tuple(placed)))
-    routes = {((c, False), k): solver.value(v) * problem.demand[(c.model, k)] / shares
-              for (c, k), v in y.items() if solver.value(v) > 0}
-    slack = 0 if exact else 0.5 * len(slots)
-    return MonoResult("optimal" if st == cp_model.OPTIMAL else "feasible", sum(n.price for n in nodes),
-                      max(solver.best_objective_bound - slack, 0) / SCALE, tuple(nodes), reps, routes,
-                      len(slots), wall)
+    return nodes, reps

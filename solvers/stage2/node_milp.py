@@ -41,15 +41,22 @@ import pulp
 
 from gpumix.planner.instances import InstanceType
 from gpumix.planner.problem import BucketKey, Config, Problem
+from gpumix.solvers.highs import run_highs
+from gpumix.solvers.result import Deadline, Status
 from gpumix.solvers.stage1 import milp
 
 Item = tuple[Config, bool]  # (config, on spot)
 Offer = tuple[InstanceType, bool]
 
+# Partial service: time shares of the first two solves (the cost solve gets the rest)
+MIN_SERVED_SHARE = 0.3  # max the smallest served share
+TOTAL_SERVED_SHARE = 0.4  # max the sum of served shares
+FLOOR_S = 0.05
+
 
 @dataclass(frozen=True)
 class NodeMilpResult:
-    status: str  # optimal | feasible | infeasible | no_solution
+    status: Status
     objective: float | None  # cost (+ churn) of the incumbent
     bound: float
     replicas: dict[Item, int] = field(default_factory=dict)
@@ -70,17 +77,21 @@ _name = milp.var_name
 
 
 class NodeModel:
+    """The model of the module docstring, built in sections: variables, C1, C2/C5/C9, C3/C6 (nodes)
+    or C3 (loose GPUs), C7, C10, C8. `objective` is cost + churn, `cost_expr` the cost alone."""
+
     def __init__(self, problem: Problem, instances, spot_share: float, current: dict[Item, int] | None,
                  churn_cost: float, partial: bool, spare: int = 0, model_bounds: dict | None = None,
                  background: dict | None = None):
         """background: {(gpu, spot): {tp: groups}} of models outside this problem whose replicas stay
-        as they are (solvers/node_lns.py): they count in C6, so z prices every node."""
+        as they are (solvers/stage2/node_search.py): they count in C6, so z prices every node."""
         self.problem = problem
-        p = pulp.LpProblem("gpumix_nodes", pulp.LpMinimize)
-        variants = (False, True) if spot_share > 0 and instances else (False,)
+        self.prob = p = pulp.LpProblem("gpumix_nodes", pulp.LpMinimize)
+        self.variants = (False, True) if spot_share > 0 and instances else (False,)
         self.offers = offers_of(instances, spot_share) if instances else []
         spot_gpus = {i.gpu for i, v in self.offers if v}
-        items = [(c, v) for c in problem.configs for v in variants if not v or c.gpu in spot_gpus]
+        self.items = items = [(c, v) for c in problem.configs for v in self.variants if not v or c.gpu in spot_gpus]
+        # n[c,v] replicas; x[c,v,k] req/s routed; f[m] share served; z[o] nodes of offer o
         self.n = {it: p.add_variable(_name("n", j), lowBound=0, cat=pulp.LpInteger) for j, it in enumerate(items)}
         self.x = {(it, k): p.add_variable(_name("x", j, *k), lowBound=0)
                   for j, it in enumerate(items) for k in problem.capacity[it[0]]}
@@ -88,7 +99,20 @@ class NodeModel:
                   for j, m in enumerate(problem.models)}
         self.z = {o: p.add_variable(_name("z", j), lowBound=0, upBound=o[0].available, cat=pulp.LpInteger)
                   for j, o in enumerate(self.offers)}
-        U = problem.max_utilization
+        self._demand()
+        self._capacity(spare if instances else 0)
+        self.cost_expr = self._nodes(background or {}) if instances else self._gpus()
+        if spot_share > 0 and len(self.variants) > 1:
+            self._spot(spot_share)
+        if model_bounds and not partial and len(self.variants) == 1:
+            self._model_cuts(model_bounds)
+        churn = self._churn(current, churn_cost) if current is not None and churn_cost > 0 else 0
+        self.objective = self.cost_expr + churn
+        p.setObjective(self.objective)
+
+    def _demand(self) -> None:
+        """C1: every bucket's (served share of) demand routed."""
+        problem, p = self.problem, self.prob
         by_bucket: dict = {}
         for (it, k) in self.x:
             by_bucket.setdefault((it[0].model, k), []).append(it)
@@ -97,80 +121,86 @@ class NodeModel:
                 d = problem.demand[(m, k)]
                 p += pulp.lpSum(self.x[it, k] for it in by_bucket.get((m, k), [])) == d * self.f[m], \
                     _name("C1_demand", mi, *k)
-        for j, it in enumerate(items):
+
+    def _capacity(self, spare: int) -> None:
+        """C2 capacity and C5 open per item; with spare nodes C9 (spares on their own nodes)."""
+        problem, p = self.problem, self.prob
+        U = problem.max_utilization
+        for j, it in enumerate(self.items):
             c = it[0]
             mu = problem.capacity[c]
-            if spare and instances:
+            if spare:
                 y = p.add_variable(_name("y", j), cat=pulp.LpBinary)
-                big = sum(o[0].available or 10_000 for o in self.offers if o[0].gpu == c.gpu and o[1] == it[1]
-                          and o[0].gpus >= c.tp)
+                fits = [o for o in self.offers if o[0].gpu == c.gpu and o[1] == it[1] and o[0].gpus >= c.tp]
+                big = sum(o[0].available or 10_000 for o in fits)
                 p += self.n[it] <= big * y, _name("C9_used", j)
                 p += (pulp.lpSum((1.0 / mu[k]) * self.x[it, k] for k in mu)
                       <= U * (self.n[it] - spare * y)), _name("C9_spare", j)
-                p += self.n[it] <= pulp.lpSum(self.z[o] for o in self.offers if o[0].gpu == c.gpu
-                                              and o[1] == it[1] and o[0].gpus >= c.tp), _name("C9_spread", j)
+                p += self.n[it] <= pulp.lpSum(self.z[o] for o in fits), _name("C9_spread", j)
             p += pulp.lpSum((1.0 / mu[k]) * self.x[it, k] for k in mu) <= U * self.n[it], _name("C2_capacity", j)
             for k in mu:
                 d = problem.demand[(c.model, k)]
                 if d < U * mu[k]:
                     p += self.x[it, k] <= d * self.n[it], _name("C5_open", j, *k)
-        if instances:
-            by_inst: dict = {}
-            for o in self.offers:
-                by_inst.setdefault(o[0].key, []).append(o)
-            for j, (key, os_) in enumerate(sorted(by_inst.items())):
-                a = os_[0][0].available
-                if a is not None and len(os_) > 1:
-                    p += pulp.lpSum(self.z[o] for o in os_) <= a, _name("C3_avail", j)
-            background = background or {}
-            for g in sorted({c.gpu for c in problem.configs} | {g for g, _ in background}):
-                for v in variants:
-                    on = [it for it in items if it[0].gpu == g and it[1] == v]
-                    offers = [o for o in self.offers if o[0].gpu == g and o[1] == v]
-                    fixed = background.get((g, v), {})
-                    for t in sorted({it[0].tp for it in on} | set(fixed)):
-                        p += (pulp.lpSum(t * (o[0].gpus // t) * self.z[o] for o in offers)
-                              >= pulp.lpSum(it[0].tp * self.n[it] for it in on if it[0].tp >= t)
-                              + sum(tp * k for tp, k in fixed.items() if tp >= t)), \
-                            _name("C6_nodes", g, int(v), t)
-            cost = pulp.lpSum(o[0].price(o[1]) * self.z[o] for o in self.offers)
-        else:
-            for g in sorted(problem.price):
-                a = problem.available.get(g)
-                on = [it for it in items if it[0].gpu == g]
-                if a is not None and on:
-                    p += pulp.lpSum(it[0].tp * self.n[it] for it in on) <= a, _name("C3_avail", g)
-            cost = pulp.lpSum(problem.config_cost(it[0]) * self.n[it] for it in items)
-        if spot_share > 0 and len(variants) > 1:
-            for mi, m in enumerate(problem.models):
-                spot = [key for key in self.x if key[0][0].model == m and key[0][1]]
-                if spot:
-                    total = sum(problem.demand[(m, k)] for k in problem.buckets[m])
-                    p += pulp.lpSum(self.x[key] for key in spot) <= spot_share * total * self.f[m], \
-                        _name("C7_spot", mi)
-        if model_bounds and not partial and len(variants) == 1:
-            for mi, m in enumerate(problem.models):
-                if model_bounds.get(m, 0) > 0:
-                    p += (pulp.lpSum(problem.config_cost(it[0]) * self.n[it] for it in items if it[0].model == m)
-                          >= model_bounds[m]), _name("C10_model", mi)
-        churn = 0
-        if current is not None and churn_cost > 0:
-            s = {it: p.add_variable(_name("s", j), lowBound=0) for j, it in enumerate(items)}
-            for j, it in enumerate(items):
-                p += s[it] >= self.n[it] - current.get(it, 0), _name("C8_churn", j)
-            churn = churn_cost * pulp.lpSum(s.values())
-        self.cost_expr = cost
-        self.objective = cost + churn
-        p.setObjective(self.objective)
-        self.prob = p
-        self.items = items
 
+    def _nodes(self, background: dict):
+        """C3 per instance type over its variants and C6 per GPU type, variant and TP degree; the
+        node price."""
+        p = self.prob
+        by_inst: dict = {}
+        for o in self.offers:
+            by_inst.setdefault(o[0].key, []).append(o)
+        for j, (key, os_) in enumerate(sorted(by_inst.items())):
+            a = os_[0][0].available
+            if a is not None and len(os_) > 1:
+                p += pulp.lpSum(self.z[o] for o in os_) <= a, _name("C3_avail", j)
+        for g in sorted({c.gpu for c in self.problem.configs} | {g for g, _ in background}):
+            for v in self.variants:
+                on = [it for it in self.items if it[0].gpu == g and it[1] == v]
+                offers = [o for o in self.offers if o[0].gpu == g and o[1] == v]
+                fixed = background.get((g, v), {})
+                for t in sorted({it[0].tp for it in on} | set(fixed)):
+                    p += (pulp.lpSum(t * (o[0].gpus // t) * self.z[o] for o in offers)
+                          >= pulp.lpSum(it[0].tp * self.n[it] for it in on if it[0].tp >= t)
+                          + sum(tp * k for tp, k in fixed.items() if tp >= t)), \
+                        _name("C6_nodes", g, int(v), t)
+        return pulp.lpSum(o[0].price(o[1]) * self.z[o] for o in self.offers)
 
-def _run(prob: pulp.LpProblem, time_limit, mip_gap, threads=None) -> tuple[str, float | None, float]:
-    """Status, objective and dual bound as HiGHS reports them (PuLP's LpStatus is not read)."""
-    st, obj, bound, _ = milp.solve_prob(prob, None if time_limit is None else max(time_limit, 0.05),
-                                        mip_gap, threads)
-    return st, obj, bound
+    def _gpus(self):
+        """Without instance shapes: C3 per GPU type; the GPU price."""
+        problem, p = self.problem, self.prob
+        for g in sorted(problem.price):
+            a = problem.available.get(g)
+            on = [it for it in self.items if it[0].gpu == g]
+            if a is not None and on:
+                p += pulp.lpSum(it[0].tp * self.n[it] for it in on) <= a, _name("C3_avail", g)
+        return pulp.lpSum(problem.config_cost(it[0]) * self.n[it] for it in self.items)
+
+    def _spot(self, spot_share: float) -> None:
+        """C7: at most spot_share of each model's (served) traffic on spot."""
+        problem, p = self.problem, self.prob
+        for mi, m in enumerate(problem.models):
+            spot = [key for key in self.x if key[0][0].model == m and key[0][1]]
+            if spot:
+                total = sum(problem.demand[(m, k)] for k in problem.buckets[m])
+                p += pulp.lpSum(self.x[key] for key in spot) <= spot_share * total * self.f[m], \
+                    _name("C7_spot", mi)
+
+    def _model_cuts(self, model_bounds: dict) -> None:
+        """C10: each model's replicas cost at least its own stage-1 bound."""
+        problem, p = self.problem, self.prob
+        for mi, m in enumerate(problem.models):
+            if model_bounds.get(m, 0) > 0:
+                p += (pulp.lpSum(problem.config_cost(it[0]) * self.n[it] for it in self.items if it[0].model == m)
+                      >= model_bounds[m]), _name("C10_model", mi)
+
+    def _churn(self, current: dict[Item, int], churn_cost: float):
+        """C8: s[c,v] replicas started beyond the current plan's; their price."""
+        p = self.prob
+        s = {it: p.add_variable(_name("s", j), lowBound=0) for j, it in enumerate(self.items)}
+        for j, it in enumerate(self.items):
+            p += s[it] >= self.n[it] - current.get(it, 0), _name("C8_churn", j)
+        return churn_cost * pulp.lpSum(s.values())
 
 
 def solve(problem: Problem, instances=None, *, spot_share: float = 0.0, current: dict[Item, int] | None = None,
@@ -179,11 +209,7 @@ def solve(problem: Problem, instances=None, *, spot_share: float = 0.0, current:
           model_bounds: dict[str, float] | None = None) -> NodeMilpResult:
     """model_bounds: each model's own lower bound at problem.price (C10 cuts)."""
     t0 = time.perf_counter()
-    deadline = None if time_limit is None else t0 + time_limit
-
-    def left(share=1.0):
-        return None if deadline is None else max((deadline - time.perf_counter()) * share, 0.05)
-
+    deadline = Deadline.start(time_limit)
     mdl = NodeModel(problem, instances, spot_share, current, churn_cost, partial, spare_nodes, model_bounds)
     fractions = None
     if partial:
@@ -191,18 +217,20 @@ def solve(problem: Problem, instances=None, *, spot_share: float = 0.0, current:
         for j, m in enumerate(problem.models):
             mdl.prob += mdl.f[m] >= tvar, _name("P1_min", j)
         mdl.prob.setObjective(-tvar)
-        st, obj, _ = _run(mdl.prob, left(0.3), 1e-9, threads)
-        if st in ("infeasible", "no_solution"):
-            return NodeMilpResult(st, None, math.inf if st == "infeasible" else 0.0, wall_s=time.perf_counter() - t0)
+        first = run_highs(mdl.prob, deadline.left(MIN_SERVED_SHARE, floor=FLOOR_S), 1e-9, threads)
+        if not first.status.has_plan:
+            return NodeMilpResult(first.status, None, math.inf if first.status == Status.INFEASIBLE else 0.0,
+                                  wall_s=time.perf_counter() - t0)
         t_star = max(0.0, tvar.varValue or 0.0) * (1 - 1e-7)
         tvar.lowBound = t_star
         mdl.prob.setObjective(-pulp.lpSum(mdl.f.values()))
-        st, obj, _ = _run(mdl.prob, left(0.4), 1e-9, threads)
+        run_highs(mdl.prob, deadline.left(TOTAL_SERVED_SHARE, floor=FLOOR_S), 1e-9, threads)
         total = sum(v.varValue or 0.0 for v in mdl.f.values()) * (1 - 1e-7)
         mdl.prob += pulp.lpSum(mdl.f.values()) >= total, "P2_total"
     mdl.prob.setObjective(mdl.objective)
-    st, obj, bound = _run(mdl.prob, left(), mip_gap, threads)
-    if st in ("infeasible", "no_solution"):
+    res = run_highs(mdl.prob, deadline.left(floor=FLOOR_S), mip_gap, threads)
+    st, obj, bound = res.status, res.objective, res.bound
+    if not st.has_plan:
         return NodeMilpResult(st, None, bound, wall_s=time.perf_counter() - t0)
     if partial:
         fractions = {m: min(1.0, max(0.0, v.varValue or 0.0)) for m, v in mdl.f.items()}

@@ -20,25 +20,35 @@ This finds plans; it proves nothing: the bound stays what stage 1 and the node M
 from __future__ import annotations
 
 import random
-import time
+from dataclasses import dataclass
 
 from gpumix.planner.problem import Problem
-from gpumix.solvers.stage1 import milp
+from gpumix.solvers.highs import run_highs
+from gpumix.solvers.result import Deadline
 from gpumix.solvers.stage2.node_milp import NodeModel, clean
 
 BLOCK = 8  # models re-planned together: up to USERS that use the GPU type, the rest could
 USERS = 3
 STEP_S = 1.0  # HiGHS limit of one step
+PRICE_S = 5.0  # HiGHS limit of pricing a fixed plan's nodes
 IDLE_ROUNDS = 3  # rounds in a row without a better plan before it stops
 
 
-def node_price(problem: Problem, instances, replicas: dict) -> float:
+@dataclass(frozen=True)
+class NodeSearchResult:
+    replicas: dict  # (config, spot=False) -> replicas
+    routes: dict  # ((config, spot), bucket) -> req/s
+    price: float  # C6 node price of the plan
+    steps: int  # improving steps accepted
+
+
+def node_price(problem: Problem, instances, replicas: dict, time_limit: float | None = PRICE_S) -> float:
     """The C6 node price of a plan (the cheapest instance mix whose TP-size tiers hold its groups):
     node_milp's model with every replica fixed and no model left to plan."""
     mdl = NodeModel(problem.restrict(models=set()), instances, 0.0, None, 0.0, False,
-                 background=_groups(replicas, set()))
-    st, obj, _, _ = milp.solve_prob(mdl.prob, 5.0, 1e-9)
-    return obj if st in ("optimal", "feasible") and obj is not None else float("inf")
+                    background=_groups(replicas, set()))
+    res = run_highs(mdl.prob, time_limit, 1e-9)
+    return res.objective if res.status.has_plan and res.objective is not None else float("inf")
 
 
 def _groups(replicas: dict, skip: set) -> dict:
@@ -51,11 +61,12 @@ def _groups(replicas: dict, skip: set) -> dict:
     return out
 
 
-def improve(problem: Problem, instances, replicas: dict, routes: dict, deadline: float | None,
-            model_bounds: dict | None = None, seed: int = 0, say=None) -> tuple[dict, dict, float, int]:
-    """(replicas, routes, C6 node price, steps accepted) from a plan keyed by (config, spot=False)."""
+def improve(problem: Problem, instances, replicas: dict, routes: dict, deadline: Deadline | None,
+            model_bounds: dict | None = None, seed: int = 0, say=None) -> NodeSearchResult:
+    """A better plan (or the same) from a plan keyed by (config, spot=False)."""
+    deadline = deadline or Deadline()
     rng = random.Random(seed)
-    price = node_price(problem, instances, replicas)
+    price = node_price(problem, instances, replicas, deadline.left(cap=PRICE_S, floor=0.05))
     on_type: dict[str, list[str]] = {}
     for c in problem.configs:
         if c.model not in on_type.setdefault(c.gpu, []):
@@ -63,7 +74,7 @@ def improve(problem: Problem, instances, replicas: dict, routes: dict, deadline:
     cheapest = {g: min(i.price_per_hour / i.gpus for i in instances if i.gpu == g and i.available != 0)
                 for g in on_type if any(i.gpu == g and i.available != 0 for i in instances)}
     accepted, idle = 0, 0
-    while (deadline is None or time.perf_counter() < deadline) and idle < IDLE_ROUNDS:
+    while not deadline.expired() and idle < IDLE_ROUNDS:
         better = False
         used: dict[str, int] = {}
         for (c, _v), k in replicas.items():
@@ -72,7 +83,7 @@ def improve(problem: Problem, instances, replicas: dict, routes: dict, deadline:
         order = sorted((g for g in cheapest if len(on_type.get(g, ())) > 1),
                        key=lambda g: (-cheapest[g] * used.get(g, 0), g))
         for g in order:
-            if deadline is not None and time.perf_counter() >= deadline:
+            if deadline.expired():
                 break
             users = sorted({c.model for (c, _v), k in replicas.items() if c.gpu == g and k > 0})
             others = [m for m in on_type[g] if m not in set(users)]
@@ -80,13 +91,14 @@ def improve(problem: Problem, instances, replicas: dict, routes: dict, deadline:
             block |= set(rng.sample(others, min(BLOCK - len(block), len(others))))
             sub = problem.restrict(models=block)
             mdl = NodeModel(sub, instances, 0.0, None, 0.0, False,
-                         model_bounds={m: b for m, b in (model_bounds or {}).items() if m in block},
-                         background=_groups(replicas, block))
-            left = STEP_S if deadline is None else min(STEP_S, deadline - time.perf_counter())
+                            model_bounds={m: b for m, b in (model_bounds or {}).items() if m in block},
+                            background=_groups(replicas, block))
+            left = deadline.left(cap=STEP_S)
             if left <= 0.05:
                 break
-            st, obj, _, _ = milp.solve_prob(mdl.prob, left, 1e-6)
-            if st not in ("optimal", "feasible") or obj is None or obj >= price - 1e-6:
+            res = run_highs(mdl.prob, left, 1e-6)
+            obj = res.objective
+            if not res.status.has_plan or obj is None or obj >= price - 1e-6:
                 continue
             reps = {it: int(round(v.varValue or 0)) for it, v in mdl.n.items()}
             rts = {key: max(v.varValue or 0.0, 0.0) for key, v in mdl.x.items()}
@@ -99,4 +111,4 @@ def improve(problem: Problem, instances, replicas: dict, routes: dict, deadline:
             if say:
                 say(f"node search: ${price:,.2f}/h ({', '.join(sorted(block))[:60]}...)")
         idle = 0 if better else idle + 1
-    return dict(sorted(replicas.items())), dict(sorted(routes.items())), price, accepted
+    return NodeSearchResult(dict(sorted(replicas.items())), dict(sorted(routes.items())), price, accepted)

@@ -1,8 +1,10 @@
 """Stage 2, placement (OR-Tools CP-SAT): pack stage 1's replicas onto concrete instances.
 
+Items are TP groups, each inside one node: a model's replica (a Config) or one set of a shared group
+(planner.sharing.SetItem, --share-gpus); either comes with its variant (on spot or not).
 Per GPU type g (types share no node and no availability, so they pack independently):
 Sets        slots s: current nodes (re-planning) and fresh node slots of each offer o = (instance
-            type, on-demand|spot) on g; replica kinds q: (config, variant), or (tp, variant) when
+            type, on-demand|spot) on g; replica kinds q: (item, variant), or (tp, variant) when
             which model a replica serves does not matter (no spare nodes, no current plan)
 Variables   open[s] in {0,1}; r[s,q] in Z+ replicas of q on s; kept[s,q] (current nodes only)
 Objective   min sum_s P[s] open[s] + h * (sum r - sum kept)      (P, h in 1e-5 $/h, see SCALE)
@@ -23,38 +25,38 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ortools.sat.python import cp_model
 
 from gpumix.planner.instances import InstanceType
 from gpumix.planner.problem import Config
+from gpumix.planner.sharing import SetItem
+from gpumix.solvers.cpsat import CpParams, cp_status
+from gpumix.solvers.result import Deadline, Status
 
 SCALE = 100_000
-Item = tuple[Config, bool]
+FLOOR_S = 0.05  # least CP-SAT time one GPU type gets
+Unit = Config | SetItem  # what one TP group on a node runs: a model's replica or a shared set
+Item = tuple[Unit, bool]  # (unit, on spot)
+
+__all__ = ["CpParams", "CurrentNode", "Item", "Node", "Packing", "Placed", "SetItem", "Unit", "pack", "scaled",
+           "unit_key"]
 
 
-@dataclass(frozen=True)
-class CpParams:
-    time_limit: float | None = None
-    workers: int = 8
-    seed: int = 0
-    interleave: bool = True  # single-threaded deterministic interleaving of the portfolio
-
-    def solver(self) -> cp_model.CpSolver:
-        """A CP-SAT solver set up with these parameters."""
-        solver = cp_model.CpSolver()
-        if self.time_limit is not None:
-            solver.parameters.max_time_in_seconds = self.time_limit
-        solver.parameters.num_workers = self.workers
-        solver.parameters.random_seed = self.seed
-        solver.parameters.interleave_search = self.interleave
-        return solver
+def unit_key(u: Unit) -> tuple:
+    """A total order over replicas and sets: sets first (by group), then configs as tuples."""
+    return u.sort_key() if isinstance(u, SetItem) else (1, *u)
 
 
 @dataclass(frozen=True)
 class Placed:
-    config: Config
+    config: Unit  # a model's replica (Config) or one set of a shared group (SetItem)
     gpu_ids: tuple[int, ...]
+
+    @property
+    def is_set(self) -> bool:
+        return isinstance(self.config, SetItem)
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,18 @@ class CurrentNode:
 
 
 @dataclass(frozen=True)
+class GpuPacking:
+    """One GPU type's packing."""
+
+    status: Status
+    nodes: list[Node] = field(default_factory=list)
+    bound: float = 0.0  # on the node cost of this type
+    started: int = 0  # replicas not on their current node with their current GPU ids
+
+
+@dataclass(frozen=True)
 class Packing:
-    status: str  # optimal | feasible | infeasible | no_solution
+    status: Status
     cost: float
     bound: float  # lower bound on the node cost of packing these replicas (with these options)
     nodes: tuple[Node, ...] = ()
@@ -87,95 +99,131 @@ class Packing:
     wall_s: float = 0.0
 
 
-def scaled(price: float) -> tuple[int, bool]:
+class Scaled(NamedTuple):
+    value: int  # round(price * SCALE)
+    exact: bool  # price * SCALE was an integer (to 1e-6)
+
+
+def scaled(price: float) -> Scaled:
     v = price * SCALE
-    return int(round(v)), abs(v - round(v)) < 1e-6
+    return Scaled(int(round(v)), abs(v - round(v)) < 1e-6)
 
 
 def pack(need: dict[Item, int], instances, *, spare_nodes: int = 0, current: tuple[CurrentNode, ...] = (),
          churn_cost: float = 0.0, params: CpParams = CpParams()) -> Packing:
     t0 = time.perf_counter()
+    deadline = Deadline.start(params.time_limit)
     need = {it: k for it, k in need.items() if k > 0}
     gpus = sorted({it[0].gpu for it in need} | {c.instance.gpu for c in current if c.instance})
     nodes, total_bound, statuses, started = [], 0.0, [], 0
     weight = {g: 1 + sum(k for it, k in need.items() if it[0].gpu == g) for g in gpus}
     for j, g in enumerate(gpus):
-        share = weight[g] / sum(weight[h] for h in gpus[j:])
-        limit = None if params.time_limit is None else max(
-            (params.time_limit - (time.perf_counter() - t0)) * share, 0.05)
+        share = weight[g] / sum(weight[h] for h in gpus[j:])  # by replicas, of the time still left
+        limit = deadline.left(share, floor=FLOOR_S)
         res = _pack_gpu(g, {it: k for it, k in need.items() if it[0].gpu == g},
                         [i for i in instances if i.gpu == g],
                         [(ci, c) for ci, c in enumerate(current) if c.instance and c.instance.gpu == g],
                         spare_nodes, churn_cost, CpParams(limit, params.workers, params.seed, params.interleave))
-        statuses.append(res[0])
-        if res[0] in ("infeasible", "no_solution"):
-            return Packing(res[0], math.inf, res[2], wall_s=time.perf_counter() - t0)
-        nodes += res[1]
-        total_bound += res[2]
-        started += res[3]
+        statuses.append(res.status)
+        if not res.status.has_plan:
+            return Packing(res.status, math.inf, res.bound, wall_s=time.perf_counter() - t0)
+        nodes += res.nodes
+        total_bound += res.bound
+        started += res.started
     counts: dict[Item, int] = {}
     for nd in nodes:
         for p in nd.replicas:
             key = (p.config, nd.spot)
             counts[key] = counts.get(key, 0) + 1
     cost = sum(nd.price for nd in nodes)
-    status = "optimal" if all(s == "optimal" for s in statuses) else "feasible"
+    status = Status.OPTIMAL if all(s == Status.OPTIMAL for s in statuses) else Status.FEASIBLE
     nodes.sort(key=_node_key)
-    return Packing(status, cost, min(total_bound, cost), tuple(nodes), dict(sorted(counts.items())), started,
+    counts = dict(sorted(counts.items(), key=lambda kv: (unit_key(kv[0][0]), kv[0][1])))
+    return Packing(status, cost, min(total_bound, cost), tuple(nodes), counts, started,
                    time.perf_counter() - t0)
 
 
 def _node_key(nd: Node):
     return (nd.instance.gpu, nd.instance.name, nd.instance.region, nd.spot,
-            -1 if nd.origin is None else nd.origin, [(p.config, p.gpu_ids) for p in nd.replicas])
+            -1 if nd.origin is None else nd.origin, [(unit_key(p.config), p.gpu_ids) for p in nd.replicas])
 
 
-def _pack_gpu(g, need: dict[Item, int], instances, current, spare: int, churn_cost: float, params: CpParams):
-    """One GPU type: (status, nodes, bound, replicas started)."""
-    by_config = spare > 0 or bool(current)
-    if by_config:
-        kinds = dict(need)
-        kind_of = {it: it for it in need}
-    else:  # replicas of equal TP and variant are interchangeable for packing
-        kinds, kind_of = {}, {}
-        for it, k in need.items():
-            q = (it[0].tp, it[1])
-            kinds[q] = kinds.get(q, 0) + k
-            kind_of[it] = q
+class _Slot(NamedTuple):
+    """A node that may be open: a current node (origin set) or a fresh one of an offer."""
 
-    def tp(q):
-        return q[0].tp if by_config else q[0]
+    instance: InstanceType
+    spot: bool
+    origin: int | None  # index of the current node, None for a fresh slot
+    current: dict  # kind -> replicas of it on the current node now
 
-    def spot(q):
-        return q[1]
 
-    nmax = {q: k * (spare + 1) for q, k in kinds.items()}
-    # slots: (instance, spot, current index or None, {kind: replicas there now})
-    slots = []
-    used_now: dict = {}
+@dataclass(frozen=True)
+class _Kinds:
+    """Replica kinds q to pack and how many of each: (item, variant), or (tp, variant) when which
+    unit a TP group runs does not matter for packing."""
+
+    need: dict  # kind -> replicas
+    kind_of: dict  # item -> its kind
+    by_item: bool  # kinds are items (spare nodes or a current plan) rather than (tp, variant)
+
+    def tp(self, q) -> int:
+        return q[0].tp if self.by_item else q[0]
+
+
+@dataclass
+class _Model:
+    cp: cp_model.CpModel
+    opened: list  # open[s]
+    r: dict  # (s, q) -> r[s, q]
+    exact: bool  # every price scales to an integer exactly
+
+
+def _kinds(need: dict[Item, int], by_item: bool) -> _Kinds:
+    if by_item:
+        return _Kinds(dict(need), {it: it for it in need}, True)
+    kinds, kind_of = {}, {}  # replicas of equal TP and variant are interchangeable for packing
+    for it, k in need.items():
+        q = (it[0].tp, it[1])
+        kinds[q] = kinds.get(q, 0) + k
+        kind_of[it] = q
+    return _Kinds(kinds, kind_of, False)
+
+
+def _slots(kinds: _Kinds, instances, current, spare: int, churn_cost: float) -> list[_Slot]:
+    """Current nodes first, then fresh slots of each offer: no more than fit, than are available,
+    and (plain packing) than an optimal plan opens, which leaves at most one node half empty."""
+    nmax = {q: k * (spare + 1) for q, k in kinds.need.items()}
+    slots, used_now = [], {}
     for ci, c in current:
         cur: dict = {}
         for p in c.replicas:
             q = (p.config, c.spot)
             cur[q] = cur.get(q, 0) + 1
-        slots.append((c.instance, c.spot, ci, cur))
+        slots.append(_Slot(c.instance, c.spot, ci, cur))
         used_now[c.instance.key] = used_now.get(c.instance.key, 0) + 1
-    mass = {v: sum(tp(q) * k for q, k in kinds.items() if spot(q) == v) for v in (False, True)}
+    mass = {v: sum(kinds.tp(q) * k for q, k in kinds.need.items() if q[1] == v) for v in (False, True)}
     for inst in instances:
         for v in (False, True):
             if v and inst.spot_price_per_hour is None:
                 continue
-            fit = sum(nmax[q] for q in kinds if spot(q) == v and tp(q) <= inst.gpus)
+            fit = sum(nmax[q] for q in kinds.need if q[1] == v and kinds.tp(q) <= inst.gpus)
             if not fit:
                 continue
             ub = fit
-            if not by_config and churn_cost == 0:
+            if not kinds.by_item and churn_cost == 0:
                 ub = min(ub, 2 * math.ceil(mass[v] / inst.gpus) + 1)  # optimal: at most one node half-empty
             if inst.available is not None:
                 ub = min(ub, inst.available - used_now.get(inst.key, 0))
-            slots += [(inst, v, None, {})] * max(ub, 0)
+            slots += [_Slot(inst, v, None, {})] * max(ub, 0)
+    return slots
 
+
+def _model(kinds: _Kinds, slots: list[_Slot], spare: int, churn_cost: float) -> _Model | None:
+    """The CP-SAT model of the module docstring; None when some kind fits no slot."""
+    nmax = {q: k * (spare + 1) for q, k in kinds.need.items()}
     m = cp_model.CpModel()
+    # open[s] = 1 if slot s is a node of the plan; r[s, q] replicas of kind q on it;
+    # kept[s, q] of them already there (current nodes)
     opened, r, kept = [], {}, []
     objective, exact = [], True
     for s, (inst, v, ci, cur) in enumerate(slots):
@@ -185,23 +233,24 @@ def _pack_gpu(g, need: dict[Item, int], instances, current, spare: int, churn_co
         exact &= ok
         objective.append(price * o)
         fill = []
-        for q in kinds:
-            if spot(q) != v or tp(q) > inst.gpus:
+        for q in kinds.need:
+            tp = kinds.tp(q)
+            if q[1] != v or tp > inst.gpus:
                 continue
-            r[s, q] = m.new_int_var(0, min(inst.gpus // tp(q), nmax[q]), f"r_{s}_{len(r)}")
-            fill.append(tp(q) * r[s, q])
+            r[s, q] = m.new_int_var(0, min(inst.gpus // tp, nmax[q]), f"r_{s}_{len(r)}")
+            fill.append(tp * r[s, q])
             if cur.get(q):
                 k = m.new_int_var(0, cur[q], f"kept_{s}_{len(kept)}")
-                m.add(k <= r[s, q])
+                m.add(k <= r[s, q])  # C4_keep
                 kept.append(k)
         m.add(sum(fill) <= inst.gpus * o)  # C1_fill
-    for q, k in kinds.items():
+    for q, k in kinds.need.items():
         on = [r[s, q] for s in range(len(slots)) if (s, q) in r]
         if not on:
-            return ("infeasible", [], math.inf, 0)
+            return None
         if spare == 0:
             m.add(sum(on) == k)  # C2_count
-        else:
+        else:  # C2_count with spares: what is left after losing the `spare` fullest slots
             theta = m.new_int_var(0, nmax[q], f"theta_{len(objective)}")
             pis = []
             for x in on:
@@ -211,42 +260,53 @@ def _pack_gpu(g, need: dict[Item, int], instances, current, spare: int, churn_co
             m.add(sum(on) - spare * theta - sum(pis) >= k)
             m.add(sum(on) <= nmax[q])
     by_key: dict = {}
-    for s, (inst, v, ci, cur) in enumerate(slots):
-        by_key.setdefault(inst.key, []).append(s)
+    for s, slot in enumerate(slots):
+        by_key.setdefault(slot.instance.key, []).append(s)
     for key, ss in by_key.items():
-        a = slots[ss[0]][0].available
+        a = slots[ss[0]].instance.available
         if a is not None:
             m.add(sum(opened[s] for s in ss) <= a)  # C3_avail
     for s in range(1, len(slots)):
-        if slots[s][2] is None and slots[s - 1][2] is None and slots[s][:2] == slots[s - 1][:2]:
+        if slots[s].origin is None and slots[s - 1].origin is None and slots[s][:2] == slots[s - 1][:2]:
             m.add(opened[s - 1] >= opened[s])  # C5_order
     h, _ = scaled(churn_cost)
     if h:
         objective.append(h * (sum(r.values()) - sum(kept)))
     m.minimize(sum(objective))
+    return _Model(m, opened, r, exact)
 
+
+def _pack_gpu(g, need: dict[Item, int], instances, current, spare: int, churn_cost: float,
+              params: CpParams) -> GpuPacking:
+    """One GPU type: kinds, slots, model, solve, extract."""
+    kinds = _kinds(need, spare > 0 or bool(current))
+    slots = _slots(kinds, instances, current, spare, churn_cost)
+    mdl = _model(kinds, slots, spare, churn_cost)
+    if mdl is None:
+        return GpuPacking(Status.INFEASIBLE, [], math.inf)
     solver = params.solver()
-    st = solver.solve(m)
-    if st == cp_model.INFEASIBLE:
-        return ("infeasible", [], math.inf, 0)
-    if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return ("no_solution", [], 0.0, 0)
-    slack = 0 if exact else 0.5 * len(slots)
+    st = cp_status(solver.solve(mdl.cp))
+    if st == Status.INFEASIBLE:
+        return GpuPacking(st, [], math.inf)
+    if not st.has_plan:
+        return GpuPacking(st, [], 0.0)
+    slack = 0 if mdl.exact else 0.5 * len(slots)
     bound = max(solver.best_objective_bound - slack, 0) / SCALE
-    counts = {(s, q): solver.value(x) for (s, q), x in r.items()}
-    nodes = _extract(slots, [solver.value(o) for o in opened], counts, need, kind_of, by_config, current)
+    counts = {(s, q): solver.value(x) for (s, q), x in mdl.r.items()}
+    nodes = _extract(slots, [solver.value(o) for o in mdl.opened], counts, need, kinds.kind_of, kinds.by_item,
+                     current)
     started = 0  # replicas not on their current node with their current GPU ids (as the diff counts them)
     for nd in nodes:
         old = {(p.config, p.gpu_ids) for p in current_replicas(current, nd.origin)} if nd.origin is not None else set()
         started += sum((p.config, p.gpu_ids) not in old for p in nd.replicas)
-    return ("optimal" if st == cp_model.OPTIMAL else "feasible", nodes, bound, started)
+    return GpuPacking(st, nodes, bound, started)
 
 
 def _extract(slots, opened, counts, need, kind_of, by_config, current) -> list[Node]:
     """Concrete replicas and GPU ids per open slot; a kept replica keeps its GPU ids."""
     pool: dict = {}  # kind -> configs still to place, in order
     if not by_config:
-        for it in sorted(need):
+        for it in sorted(need, key=lambda it: (unit_key(it[0]), it[1])):
             pool.setdefault(kind_of[it], []).extend([it[0]] * need[it])
     nodes = []
     for s, (inst, v, ci, cur) in enumerate(slots):
@@ -269,7 +329,7 @@ def _extract(slots, opened, counts, need, kind_of, by_config, current) -> list[N
                     configs.remove(p.config)
                     free -= set(p.gpu_ids)
                     placed.append(p)
-        for c in sorted(configs, key=lambda c: (-c.tp, c)):
+        for c in sorted(configs, key=lambda c: (-c.tp, unit_key(c))):
             ids = tuple(sorted(free)[:c.tp])
             free -= set(ids)
             placed.append(Placed(c, ids))
