@@ -101,13 +101,14 @@ def check(
     """Check a plan against a workload with the independent plan checker (exit 1 on a violation)."""
     from gpumix.planner.checker import check_plan
     from gpumix.planner.errors import GpumixError
+    from gpumix.planner.sharing import sharing_for
     from gpumix.planner.workload import read_structured
     from gpumix.solvers.pipeline import load_problem
 
     try:
         doc = read_structured(plan_file)
         wl, problem, _ = load_problem(workload, profiles, fill_estimates, catalog_csv)
-        sharing = _sharing_model(doc, wl, problem, profiles)
+        sharing = sharing_for(wl, problem, profiles) if isinstance(doc, dict) and doc.get("shared") else None
     except GpumixError as e:
         raise fail(e) from None
     findings = check_plan(doc, problem, wl.instances, sharing)
@@ -158,17 +159,3 @@ def catalog(
 def register(app: typer.Typer) -> None:
     for command in (plan, check, estimate, catalog):
         app.command()(command)
-
-
-# -- domain logic to move down (planner/ and solvers/ are edited elsewhere) ---------------------------
-
-def _sharing_model(doc, wl, problem, profiles: Optional[Path]):
-    """The sharing model check_plan needs for a plan with shared GPU sets (their memory needs the
-    model shapes), else None. To move down: solvers/pipeline.load_problem, or planner/sharing."""
-    if not (isinstance(doc, dict) and doc.get("shared")):
-        return None
-    from gpumix.planner.catalog import load_catalog
-    from gpumix.planner.profiles import decode_step_fits
-    from gpumix.planner.sharing import build_sharing
-
-    return build_sharing(wl, load_catalog(), problem, decode_step_fits(profiles) if profiles else None)

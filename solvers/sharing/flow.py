@@ -12,11 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gpumix.planner.catalog import load_catalog
 from gpumix.planner.errors import GpumixError, InfeasibleError
 from gpumix.planner.plan import make_node_plan, make_plan
-from gpumix.planner.profiles import decode_step_fits
-from gpumix.planner.sharing import SetItem, build_sharing, shared_entries
+from gpumix.planner.sharing import SetItem, shared_entries, sharing_for
 from gpumix.solvers.cpsat import CpParams
 from gpumix.solvers.result import Deadline, Status, certify
 from gpumix.solvers.sharing.pooled import ShareParams, solve_shared
@@ -35,8 +33,7 @@ def plan_shared(workload, problem, profiles_path: Path | str | None, options, de
     from gpumix.solvers.pipeline import Draft
 
     full = problem
-    fits = decode_step_fits(profiles_path) if profiles_path else None
-    sharing = build_sharing(workload, load_catalog(), problem, fits)
+    sharing = sharing_for(workload, problem, profiles_path)
     limit = deadline.left(SHARE_SOLVE if workload.instances else 1.0, floor=SOLVE_FLOOR_S)
     if workload.instances:
         problem = _fitting(problem, workload.instances)
