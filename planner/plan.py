@@ -107,7 +107,7 @@ def make_plan(problem: Problem, status: str, cost: float, bound: float, replicas
 
 
 def node_entries(nodes, shared: list[dict] | None = None) -> list[dict]:
-    """solvers.stage2.Node records as the plan's `nodes` list. A node holding sets of shared groups
+    """solvers.stage2.packing.Node records as the plan's `nodes` list. A node holding sets of shared groups
     (planner.sharing.SetItem items) lists them under `shared`: group index into the plan's
     `shared`, its models, tp and GPU ids."""
     out = []

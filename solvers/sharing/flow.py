@@ -1,10 +1,10 @@
 """`gpumix plan --share-gpus`: the plan_workload path when models may share GPU sets.
 
-Without instance shapes the shared solve (solvers/share.py) is the plan. With them, only configs
+Without instance shapes the shared solve (solvers/sharing/pooled.py) is the plan. With them, only configs
 whose TP group fits some instance of its GPU type are planned; the solve's dedicated replicas and
 every set of its shared groups (a TP group of tp GPUs, inside one node like a replica) are packed onto
-instances by stage 2 (solvers/stage2.py), and cost_per_hour is the sum of node prices; when the
-dedicated-only instance plan (solvers/placement.py) costs less, it is the plan. The bound stays the
+instances by stage 2 (solvers/stage2/packing.py), and cost_per_hour is the sum of node prices; when the
+dedicated-only instance plan (solvers/stage2/placement.py) costs less, it is the plan. The bound stays the
 shared solve's: it prices every GPU at its type's cheapest instance $/GPU-hour, and a node of G GPUs
 costs at least G times that, so it bounds every node plan, with shared sets or without.
 """

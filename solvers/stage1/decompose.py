@@ -109,7 +109,7 @@ def solve(problem: Problem, params: SolveParams = SolveParams()) -> Solution:
         return _finish(problem, replicas, routes, min(decomposed_bound, cost), all_optimal, params,
                        t0, "decomposed", stats, per_model)
 
-    # Phase 2: availability couples the models (solvers/coupled.py).
+    # Phase 2: availability couples the models (solvers/stage1/coupled.py).
     say(f"availability binds on {', '.join(over)}: Lagrangian bound, CP-SAT master, joint MILP")
     res = solve_coupled(problem, per_model, deadline, params.mip_gap, params.whole_buckets, say,
                         workers=params.workers, seed=params.seed)

@@ -1,7 +1,7 @@
 """The whole instance problem as one CP-SAT model: sizing, routing and placement together.
 
 For small problems only: the cross-check of the two-stage result (tests) and a last resort when the
-stages leave a gap (solvers/placement.py).
+stages leave a gap (solvers/stage2/placement.py).
 
 Sets        node slots s (offers o = instance type, on-demand; up to min(available, replicas that fit));
             configs c; buckets k of each model

@@ -24,7 +24,7 @@ C10_model   (model_bounds LB_m, all demand on on-demand nodes) sum_{c of m} pric
 C9_spare    (N spare nodes) sum_k x[c,v,k] / mu[c,k] <= U (n[c,v] - N y[c,v]), n <= B y, y binary, and
             n[c,v] <= sum_{o fits c} z[o]: every replica of a group on its own node, N of them spare.
             A restriction, not a relaxation: the bound reported for spare-node plans comes from the
-            model without spares (solvers/placement.py)
+            model without spares (solvers/stage2/placement.py)
 
 Every plan of the node problem gives a solution of this model with no larger objective, so the
 model's dual bound is a lower bound on every instance plan (and on cost plus churn).

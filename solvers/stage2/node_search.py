@@ -1,6 +1,6 @@
 """Neighbourhood search on the node-granular model: re-plan a few models at a time, the rest fixed.
 
-The node MILP of all models at once (solvers/node_milp.py) is slow to find good plans at 50-200
+The node MILP of all models at once (solvers/stage2/node_milp.py) is slow to find good plans at 50-200
 models: its search is spread over every model's integrality. Node rounding, where a stage-1 plan
 loses money on instances, is local: a GPU type's last node is part empty, and a few models that
 could use that type fill it for free. So, from a plan:
