@@ -24,6 +24,43 @@ def make_plan(problem: Problem, status: str, cost: float, bound: float, replicas
               solver: dict | None = None, shared: list[dict] | None = None) -> dict:
     """`shared` (planner/sharing.shared_entries, --share-gpus): groups of GPU sets hosting several
     models; their GPUs count in `gpus`, their cost in each model's cost (by time share)."""
+    groups = _groups(problem, replicas, routes)
+    used: dict[str, int] = {}
+    for key, count in replicas.items():
+        c = key if isinstance(key, Config) else key[0]
+        used[c.gpu] = used.get(c.gpu, 0) + c.tp * count
+    for grp in shared or ():
+        used[grp["gpu"]] = used.get(grp["gpu"], 0) + grp["gpus"]
+    gpus = [{
+        "name": g,
+        "used": used[g],
+        "available": problem.available.get(g),
+        "price_per_gpu_hour": problem.price[g],
+        "cost_per_hour": round(problem.price[g] * used[g], 9),
+    } for g in sorted(used)]
+    cost = round(cost, 9)  # drop float noise (46.436600000000006); the bound rounds down, staying valid
+    bound = min(math.floor(bound * 1e9) / 1e9, cost)
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "status": status,
+        "cost_per_hour": cost,
+        "lower_bound_per_hour": bound,
+        "gap": 0.0 if cost <= 0 else max(cost - bound, 0.0) / cost,
+        "max_utilization": problem.max_utilization,
+        "replicas": groups,
+        "models": _models(problem, groups, shared),
+        "gpus": gpus,
+        "baseline": baseline,
+        "solver": solver or {},
+        "inputs": inputs or {},
+    }
+    if shared is not None:  # only plans made with --share-gpus have the key
+        doc["shared"] = shared
+    return doc
+
+
+def _groups(problem: Problem, replicas: dict, routes: dict) -> list[dict]:
+    """The plan's `replicas` list: one group per config (and variant), with its routes."""
     by_config: dict = {}
     for (key, k), v in routes.items():
         by_config.setdefault(key, []).append((k, v))
@@ -52,24 +89,18 @@ def make_plan(problem: Problem, status: str, cost: float, bound: float, replicas
         })
         if spot is not None:
             groups[-1]["spot"] = spot
-    used: dict[str, int] = {}
-    for key, count in replicas.items():
-        c = key if isinstance(key, Config) else key[0]
-        used[c.gpu] = used.get(c.gpu, 0) + c.tp * count
+    return groups
+
+
+def _models(problem: Problem, groups: list[dict], shared: list[dict] | None) -> list[dict]:
+    """The plan's `models` list: rate, cost and GPUs per model; a shared group's cost is split over
+    its models by time share (evenly if idle)."""
     share_cost: dict[str, float] = {}
     for grp in shared or ():
-        used[grp["gpu"]] = used.get(grp["gpu"], 0) + grp["gpus"]
         busy = sum(e["time_fraction"] for e in grp["models"])
-        for e in grp["models"]:  # the group's cost split by time share (evenly if idle)
+        for e in grp["models"]:
             part = e["time_fraction"] / busy if busy > 0 else 1 / len(grp["models"])
             share_cost[e["model"]] = share_cost.get(e["model"], 0.0) + round(grp["cost_per_hour"] * part, 9)
-    gpus = [{
-        "name": g,
-        "used": used[g],
-        "available": problem.available.get(g),
-        "price_per_gpu_hour": problem.price[g],
-        "cost_per_hour": round(problem.price[g] * used[g], 9),
-    } for g in sorted(used)]
     by_model: dict = {}
     for grp in groups:
         by_model.setdefault(grp["model"], []).append(grp)
@@ -85,25 +116,7 @@ def make_plan(problem: Problem, status: str, cost: float, bound: float, replicas
         if m in share_cost:
             models[-1]["cost_per_hour"] += share_cost[m]
             models[-1]["shared"] = True
-    cost = round(cost, 9)  # drop float noise (46.436600000000006); the bound rounds down, staying valid
-    bound = min(math.floor(bound * 1e9) / 1e9, cost)
-    doc = {
-        "schema_version": SCHEMA_VERSION,
-        "status": status,
-        "cost_per_hour": cost,
-        "lower_bound_per_hour": bound,
-        "gap": 0.0 if cost <= 0 else max(cost - bound, 0.0) / cost,
-        "max_utilization": problem.max_utilization,
-        "replicas": groups,
-        "models": models,
-        "gpus": gpus,
-        "baseline": baseline,
-        "solver": solver or {},
-        "inputs": inputs or {},
-    }
-    if shared is not None:  # only plans made with --share-gpus have the key
-        doc["shared"] = shared
-    return doc
+    return models
 
 
 def node_entries(nodes, shared: list[dict] | None = None) -> list[dict]:
