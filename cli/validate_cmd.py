@@ -250,17 +250,10 @@ def serve(
 
 
 def _serve_loops(specs: dict) -> tuple:
-    """(loop to stop, {served name: what the server submits to}): one EngineLoop for one model,
-    one SharedLoop (profiler/shared_replica.py) and a Member per model for several."""
-    from gpumix.profiler.runtime.replica import EngineLoop, build_engine
-    from gpumix.profiler.runtime.sharing import build_shared
+    """(loop to stop, {served name: what the server submits to}): profiler/runtime/sharing.py."""
+    from gpumix.profiler.runtime.sharing import start_replica
 
-    if len(specs) == 1:
-        ((name, spec),) = specs.items()
-        loop = EngineLoop(build_engine(spec), spec.args["vocab"]).start()
-        return loop, {name: loop}
-    loop = build_shared(specs).start()
-    return loop, {name: loop.member(name) for name in specs}
+    return start_replica(specs)
 
 
 def _check_tp(cmd: str, spec) -> None:
@@ -282,50 +275,12 @@ def _check_tp(cmd: str, spec) -> None:
 
 def _serve_spec(model, workload, profiles, device, dtype, layers, hidden, vocab, max_batch, max_seq,
                 threads, seed, tp=1):
-    from gpumix.planner.catalog import load_catalog, norm_name
-    from gpumix.planner.errors import InputError
-    from gpumix.profiler.runtime.replica import ReplicaSpec
-    from gpumix.profiler.runtime.model import ModelArgs
-    from gpumix.profiler.validate.run import read_profiles
+    """(ReplicaSpec, served name): the one spec builder, profiler/runtime/spec.py."""
+    from gpumix.profiler.runtime.spec import RunOptions, serve_spec
 
-    path = Path(model)
-    name = model
-    args = prov = None
-    if path.suffix == ".json" and path.is_file():
-        try:
-            args = ModelArgs.from_config(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError, ValueError, KeyError) as e:
-            raise InputError(model, "", f"not a usable config.json: {e}") from None
-        name = path.stem
-    else:
-        catalog = load_catalog()
-        shape = None
-        if workload is not None:
-            from gpumix.planner.workload import load_workload
-
-            wl = load_workload(workload, catalog, need_shapes=False)
-            m = next((m for m in wl.models if norm_name(m.name) == norm_name(model)), None)
-            if m is None:
-                raise InputError(str(workload), "models", f"no model named {model!r}")
-            shape, name = m.shape, m.name
-        shape = shape or catalog.model(model)
-        mine = [p for p in read_profiles(str(profiles) if profiles else None)
-                if norm_name(str(p.get("model"))) == norm_name(name)]
-        prov = mine[0].get("provenance", {}) if mine else {}
-        if prov.get("run_args") and not any(v is not None for v in (layers, hidden, vocab)):
-            args = ModelArgs(**prov["run_args"])
-        elif shape is not None:
-            args = ModelArgs.from_shape(shape)
-        else:
-            raise InputError("gpumix serve", "--model", f"unknown model {model!r}: not in the catalog; "
-                             "give --workload with its config, or a config.json path")
-    if args is not None and any(v is not None for v in (layers, hidden, vocab)):
-        args = args.scaled(layers, hidden, vocab)
-    prov = prov or {}
-    batches = [d["batch"] for d in (prov.get("sweep") or {}).get("decode", [])]
-    return ReplicaSpec(args=args.to_dict(), device=device, dtype=dtype or prov.get("dtype") or "bf16",
-                       n_slots=max_batch or (max(batches) if batches else (256 if device.startswith("cuda") else 32)),
-                       max_seq=max_seq, seed=seed, threads=threads or prov.get("threads"), tp=tp), name
+    opts = RunOptions(device=device, dtype=dtype, max_batch=max_batch, threads=threads, seed=seed,
+                      scale_layers=layers, scale_hidden=hidden, scale_vocab=vocab)
+    return serve_spec(model, workload, profiles, opts, max_seq, tp)
 
 
 @profile_app.command("endpoint")

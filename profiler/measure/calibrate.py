@@ -1,6 +1,6 @@
 """Calibration: fit the roofline's efficiency factors for one GPU type to measured step times.
 
-The roofline (profiler/roofline.py) predicts prefill and decode step times from a model shape,
+The roofline (planner/roofline.py) predicts prefill and decode step times from a model shape,
 a GPU spec and a few efficiency factors. Measurements of any model on that GPU pin the factors
 down; written to the efficiency file's per-GPU entry (data/efficiency.json `gpus`), they improve
 estimates for the models and TP degrees that were not measured.
