@@ -48,7 +48,7 @@ max_utilization: 0.8
 PROFILE = tiny_profile_args("L4")
 PASS_SHARE, PASS_RPS = 0.1, 2.0  # each model's planned load: a tenth of its capacity, at most 2 req/s
 OVERLOAD = 100  # the overload plan's routes: the plan's times this
-RUN = ["--gpu-name", "L4", "--duration", "3", "--drain", "2", "-q"]
+RUN = ["--gpu-name", "L4", "--duration", "3", "--drain", "1", "-q"]  # the overload
 PASS_RUN = ["--gpu-name", "L4", "--duration", "10", "--drain", "2", "-q"]
 LABEL = "shared[0] (a + b) on L4 TP1"
 
