@@ -6,7 +6,6 @@ torch is imported inside the command only: `import gpumix.cli.app` stays torch-f
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -97,105 +96,31 @@ def _banner(specs: dict, url: str, max_seq: int, tp: int) -> str:
     return f"gpumix serve: {len(specs)} models on {url}/v1, one device: {each}; {max_seq} tokens each, TP {tp}"
 
 
-# -- domain logic to move down into profiler/runtime/ (edited elsewhere) ------------------------------
-# The profiler engineer is unifying replica-spec building in profiler/runtime/: repoint
-# replica_specs at it (one call) and delete _serve_spec and _check_tp.
-
 def replica_specs(models: list[str], served_names: Optional[list[str]], workload, profiles, device, dtype,
                   layers, hidden, vocab, max_batch, max_seq, threads, seed, tp) -> dict:
-    """{served name: ReplicaSpec} for each --model, each checked against --tp and the GPUs."""
+    """{served name: ReplicaSpec} for each --model (profiler/runtime/spec.py builds them), each
+    checked against --tp and the GPUs."""
     from gpumix.planner.errors import InputError
+    from gpumix.profiler.runtime.spec import RunOptions, serve_spec, tp_problem
 
+    opts = RunOptions(device=device, dtype=dtype, max_batch=max_batch, threads=threads, seed=seed,
+                      scale_layers=layers, scale_hidden=hidden, scale_vocab=vocab)
     specs = {}
     for k, model in enumerate(models):
-        spec, name = _serve_spec(model, workload, profiles, device, dtype, layers, hidden, vocab, max_batch,
-                                 max_seq, threads, seed, tp)
+        spec, name = serve_spec(model, workload, profiles, opts, max_seq, tp)
         name = served_names[k] if served_names else name
         if name in specs:
             raise InputError(CMD, "--served-model-name" if served_names else "--model",
                              f"{name!r} twice: each served model needs its own name")
-        _check_tp(CMD, spec)
+        why = tp_problem(spec)
+        if why:
+            raise InputError(CMD, "--tp", why)
         specs[name] = spec
     return specs
 
 
 def _serve_loops(specs: dict) -> tuple:
-    """(loop to stop, {served name: what the server submits to}): one EngineLoop for one model,
-    one SharedLoop (profiler/runtime/sharing.py) and a Member per model for several.
-    To move down: profiler/runtime/, beside build_shared."""
-    from gpumix.profiler.runtime.replica import EngineLoop, build_engine
-    from gpumix.profiler.runtime.sharing import build_shared
+    """(loop to stop, {served name: what the server submits to}): profiler/runtime/sharing.py."""
+    from gpumix.profiler.runtime.sharing import start_replica
 
-    if len(specs) == 1:
-        ((name, spec),) = specs.items()
-        loop = EngineLoop(build_engine(spec), spec.args["vocab"]).start()
-        return loop, {name: loop}
-    loop = build_shared(specs).start()
-    return loop, {name: loop.member(name) for name in specs}
-
-
-def _check_tp(cmd: str, spec) -> None:
-    """The model splits over --tp ranks, and on CUDA there is a GPU for each."""
-    from gpumix.planner.errors import InputError
-    from gpumix.profiler.runtime.model import ModelArgs, head_count_ok
-
-    why = head_count_ok(ModelArgs(**spec.args), spec.tp)
-    if why:
-        raise InputError(cmd, "--tp", why)
-    if spec.device.startswith("cuda"):
-        import torch
-
-        base = int(spec.device.partition(":")[2] or 0)
-        if base + spec.tp > torch.cuda.device_count():
-            raise InputError(cmd, "--tp", f"needs GPUs {base}..{base + spec.tp - 1}, torch sees "
-                                          f"{torch.cuda.device_count()}")
-
-
-def _serve_spec(model, workload, profiles, device, dtype, layers, hidden, vocab, max_batch, max_seq,
-                threads, seed, tp=1):
-    """(ReplicaSpec, served name) for one --model: a config.json, or a catalog or workload model run
-    as its profile ran it (provenance run_args, dtype, threads, largest batch)."""
-    from gpumix.planner.catalog import load_catalog, norm_name
-    from gpumix.planner.errors import InputError
-    from gpumix.profiler.runtime.replica import ReplicaSpec
-    from gpumix.profiler.runtime.model import ModelArgs
-    from gpumix.profiler.validate.run import read_profiles
-
-    path = Path(model)
-    name = model
-    args = prov = None
-    if path.suffix == ".json" and path.is_file():
-        try:
-            args = ModelArgs.from_config(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError, ValueError, KeyError) as e:
-            raise InputError(model, "", f"not a usable config.json: {e}") from None
-        name = path.stem
-    else:
-        catalog = load_catalog()
-        shape = None
-        if workload is not None:
-            from gpumix.planner.workload import load_workload
-
-            wl = load_workload(workload, catalog, need_shapes=False)
-            m = next((m for m in wl.models if norm_name(m.name) == norm_name(model)), None)
-            if m is None:
-                raise InputError(str(workload), "models", f"no model named {model!r}")
-            shape, name = m.shape, m.name
-        shape = shape or catalog.model(model)
-        mine = [p for p in read_profiles(str(profiles) if profiles else None)
-                if norm_name(str(p.get("model"))) == norm_name(name)]
-        prov = mine[0].get("provenance", {}) if mine else {}
-        if prov.get("run_args") and not any(v is not None for v in (layers, hidden, vocab)):
-            args = ModelArgs(**prov["run_args"])
-        elif shape is not None:
-            args = ModelArgs.from_shape(shape)
-        else:
-            raise InputError(CMD, "--model", f"unknown model {model!r}: not in the catalog; "
-                             "give --workload with its config, or a config.json path")
-    if args is not None and any(v is not None for v in (layers, hidden, vocab)):
-        args = args.scaled(layers, hidden, vocab)
-    prov = prov or {}
-    batches = [d["batch"] for d in (prov.get("sweep") or {}).get("decode", [])]
-    return ReplicaSpec(args=args.to_dict(), device=device, dtype=dtype or prov.get("dtype") or "bf16",
-                       n_slots=max_batch or (max(batches) if batches else (256 if device.startswith("cuda") else 32)),
-                       max_seq=max_seq, seed=seed, threads=threads or prov.get("threads"), tp=tp), name
+    return start_replica(specs)

@@ -63,8 +63,8 @@ echo "== engine decode step with a mixed running batch (the serving path), vs th
 $PY - "$DEVICE" "$OUT" $SCALE <<'PY'
 import json, sys, time
 import torch
-from profiler.runtime.engine import Engine
-from profiler.runtime.model import DTYPES, ModelArgs, build
+from gpumix.profiler.runtime.engine import Engine
+from gpumix.profiler.runtime.model import DTYPES, ModelArgs, build
 device, out, scale = sys.argv[1], sys.argv[2], sys.argv[3:]
 prov = json.load(open(f"{out}/profiles.json"))["profiles"][0]["provenance"]
 args = ModelArgs(**prov["run_args"])

@@ -34,9 +34,6 @@ SWEEP = ["--prefill-lens", "16,48,96", "--batches", "1,2,4", "--contexts", "32,1
 
 
 def invoke(*args):
-    if not any(c.name == "profile" for c in app.registered_groups):
-        from gpumix.cli.profile_cmd import profile_app  # until cli/app.py registers it
-        app.add_typer(profile_app, name="profile")
     return runner.invoke(app, [str(a) for a in args])
 
 

@@ -63,10 +63,11 @@ def test_tp2_engine_gives_each_request_its_tp1_tokens():
 
 
 def test_validate_runs_a_tp2_group_and_an_overload_fails(files):
-    """Light load (30 req/s; this machine's TP-2 replica keeps ~90) must run and measure; its
-    verdict depends on what else the 2 cores do, so only ten times that load is asserted to fail."""
+    """Light load (30 req/s; this machine's TP-2 replica keeps ~90 idle, less contended) must run
+    and measure; its verdict depends on what else the 2 cores do, so only twenty times that load
+    (~7x what an idle machine sustains) is asserted to fail."""
     (files / "plan.json").write_text(json.dumps(tp_plan(30.0)))
-    (files / "over.json").write_text(json.dumps(tp_plan(300.0)))
+    (files / "over.json").write_text(json.dumps(tp_plan(600.0)))
     r = runner.invoke(app, ["validate", str(files / "plan.json"), "--report", str(files / "rep.json"), *RUN])
     assert r.exit_code in (0, 1), r.output
     rep = json.loads((files / "rep.json").read_text())

@@ -1,7 +1,7 @@
 """Open-loop load: seeded arrivals with a bucket mix, sent to a backend, measured per request.
 
-The same generator drives an in-process replica (profiler.replica) and any OpenAI-compatible
-server (profiler.client), so the two modes differ only in the transport.
+The same generator drives an in-process replica (runtime/replica.py) and any OpenAI-compatible
+server (load/client.py), so the two modes differ only in the transport.
 
 Arrivals are a renewal process conditioned on its count and span: N = round(rate x duration)
 requests, the first at 0 and the last at (N - 1) / rate, gaps Gamma(shape k) normalized to that

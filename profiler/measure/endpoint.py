@@ -2,10 +2,11 @@
 OpenAI-compatible server instead of the built-in runtime.
 
 Per bucket, a bounded rate search with the validate load generator: start at `start_rps`,
-double while a short run passes (>= 95% of the offered rate achieved, >= 99% of requests within
-the model's SLO), halve while it fails, then bisect (geometric mean) between the best passing
-and the lowest failing rate until `max_steps` runs are spent. max_rps is the best achieved rate
-of a passing run (0 with a reason when none passed). Entries have source "endpoint".
+double while a short run passes (load/verdict.py: >= 95% of the offered rate achieved, >= 99%
+of requests within the model's SLO), halve while it fails, then bisect (geometric mean) between
+the best passing and the lowest failing rate until `max_steps` runs are spent. max_rps is the
+best achieved rate of a passing run (0 with a reason when none passed). Entries have source
+"endpoint".
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 from gpumix.planner.workload import ModelDemand
 from gpumix.profiler.load import generator as loadgen
-from gpumix.profiler.validate.run import MIN_RATE_FRACTION, MIN_SLO_ATTAINMENT
+from gpumix.profiler.load.verdict import Criteria
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ def search_bucket(backend, n_in: int, n_out: int, ttft_ms: float, tpot_ms: float
         sched = loadgen.arrivals([(n_in, n_out, rate)], opts.duration_s, opts.seed + k)
         res = loadgen.run([backend], [sched], opts.drain_s, opts.duration_s + opts.drain_s + 5.0)
         m = loadgen.summarize(res.records, [sched], ttft_ms, tpot_ms)
-        ok = m["achieved_rps"] >= MIN_RATE_FRACTION * rate and m["slo_attainment"] >= MIN_SLO_ATTAINMENT
+        ok = Criteria().holds(m, rate)
         steps.append({"offered_rps": round(rate, 4), "achieved_rps": m["achieved_rps"],
                       "slo_attainment": m["slo_attainment"], "ttft_ms": m["ttft_ms"],
                       "tpot_ms": m["tpot_ms"], "passed": ok, "errors": m["errors"]})

@@ -142,3 +142,15 @@ class Member:
 
     def submit(self, prompt: list[int], max_new_tokens: int, on_token: OnToken) -> None:
         self.loop.submit_to(self.model, prompt, max_new_tokens, on_token)
+
+
+def start_replica(specs: dict, shared: bool | None = None) -> tuple[EngineLoop, dict]:
+    """Start what serves {name: ReplicaSpec} on one device (or TP group): (the loop to stop, {name:
+    what to submit that model's requests to}). One model runs alone in an EngineLoop; several (or
+    shared=True, a sharing group's set) step in turn in one SharedLoop, a Member each."""
+    if not (len(specs) > 1 if shared is None else shared):
+        ((name, spec),) = specs.items()
+        loop = EngineLoop(build_engine(spec), spec.args["vocab"]).start()
+        return loop, {name: loop}
+    loop = build_shared(specs).start()
+    return loop, {name: loop.member(name) for name in specs}

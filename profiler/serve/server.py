@@ -1,5 +1,5 @@
-"""`gpumix serve`: one replica (profiler.replica), or several models sharing one device
-(profiler.shared_replica), behind an OpenAI-compatible HTTP API.
+"""`gpumix serve`: one replica (runtime/replica.py), or several models sharing one device
+(runtime/sharing.py), behind an OpenAI-compatible HTTP API.
 
   POST /v1/completions   {model, prompt: str | [int], max_tokens, stream, stream_options}
   GET  /v1/models, /health
@@ -20,7 +20,6 @@ import threading
 import time
 import uuid
 import zlib
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from gpumix.profiler.runtime.replica import EngineLoop

@@ -1,1 +1,1 @@
-"""`gpumix validate`: a plan's groups under their planned load, and the verdict."""
+"""`gpumix validate`: the flow (run.py), one driver for dedicated and sharing groups (groups.py)."""

@@ -1,0 +1,57 @@
+"""What `gpumix validate` was asked to do: load shape, where replicas run, how models are built."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gpumix.profiler.load.verdict import MIN_RATE_FRACTION, MIN_SLO_ATTAINMENT, Criteria
+from gpumix.profiler.runtime.spec import RunOptions
+
+
+@dataclass(frozen=True)
+class ValidateOptions:
+    device: str = "cpu"
+    gpu_name: str | None = None  # default: the detected device name
+    duration_s: float = 10.0
+    drain_s: float | None = None  # default: max(5, duration)
+    arrivals: str = "poisson"  # or "gamma"
+    gamma_shape: float = 0.5  # gamma gaps' shape (< 1: burstier than Poisson)
+    seed: int = 0
+    replicas: int = 1  # replicas (sharing: sets) run per group (<= count)
+    model: str | None = None  # only groups of this model
+    endpoint: str | None = None
+    endpoint_model: str | None = None  # name the server knows the model by
+    prompt: str = "text"  # endpoint prompts: "text" or "tokens"
+    profiles: str | None = None  # default: the plan's inputs.profiles
+    scale_layers: int | None = None
+    scale_hidden: float | None = None
+    scale_vocab: int | None = None
+    dtype: str | None = None
+    max_batch: int | None = None
+    threads: int | None = None
+    min_rate_fraction: float = MIN_RATE_FRACTION
+    min_slo_attainment: float = MIN_SLO_ATTAINMENT
+    kill_replica_after_s: float | None = None  # fault injection (tests): the replica dies mid-run
+    kill_rank_after_s: float | None = None  # fault injection (tests): replica 0's last TP rank is SIGKILLed
+
+    @property
+    def drain(self) -> float:
+        return self.drain_s if self.drain_s is not None else max(5.0, self.duration_s)
+
+    @property
+    def gap_shape(self) -> float:
+        """The arrival gaps' Gamma shape (1: Poisson)."""
+        return 1.0 if self.arrivals == "poisson" else self.gamma_shape
+
+    @property
+    def scaled(self) -> bool:
+        return self.run.scaled
+
+    @property
+    def run(self) -> RunOptions:
+        return RunOptions(device=self.device, dtype=self.dtype, max_batch=self.max_batch, threads=self.threads,
+                          seed=self.seed, scale_layers=self.scale_layers, scale_hidden=self.scale_hidden,
+                          scale_vocab=self.scale_vocab)
+
+    @property
+    def criteria(self) -> Criteria:
+        return Criteria(self.min_rate_fraction, self.min_slo_attainment)
