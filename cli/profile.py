@@ -10,7 +10,6 @@ torch is imported inside the commands only: `import gpumix.cli.app` stays torch-
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -92,7 +91,9 @@ def run(
 
     try:
         check_device(CMD, device, dtype)
-        from gpumix.profiler.measure.profile import ProfileOptions, Scale, merge, profile_workload
+        from gpumix.profiler.measure.calibrate import write_calibration_record
+        from gpumix.profiler.measure.profile import (ProfileOptions, Scale, load_profiled_workload, merge,
+                                                     profile_workload)
 
         opts = ProfileOptions(
             device=device, tp_degrees=positive_ints(tp, CMD, "--tp"), gpu_name=gpu_name, dtype=dtype,
@@ -101,7 +102,7 @@ def run(
             batches=positive_ints(batches, CMD, "--batches"), contexts=positive_ints(contexts, CMD, "--contexts"),
             max_batch=max_batch, iters=iters, rounds=rounds, threads=threads)
         catalog = load_catalog()
-        wl = _profiled_workload(workload, catalog)
+        wl = load_profiled_workload(workload, catalog)
         old = _read_table(out_path)
         runs, calibration = _with_progress(lambda progress: profile_workload(wl, catalog, opts, progress),
                                            quiet)
@@ -109,7 +110,7 @@ def run(
             return
         write_json(out_path, merge(old, runs, calibration, CMD))
         if calibrate_to is not None and calibration is not None:
-            _write_calibration(calibrate_to, calibration, runs[0].provenance)
+            write_calibration_record(calibrate_to, calibration, runs[0].provenance)
     except GpumixError as e:
         raise fail_run(e) from None
     except OSError as e:
@@ -129,6 +130,8 @@ def calibrate(
     """Refit a GPU type's roofline efficiency factors from the samples a profile file stores."""
     from gpumix.planner.catalog import load_catalog
     from gpumix.planner.errors import GpumixError, InputError
+    from gpumix.profiler.measure.calibrate import write_calibration_record
+    from gpumix.profiler.measure.profile import refit_calibration
 
     try:
         doc = _read_table(profiles)
@@ -136,8 +139,8 @@ def calibrate(
             raise InputError(str(profiles), "", "file not found")
         catalog = load_catalog()
         for name in [gpu] if gpu else sorted({p["gpu"] for p in doc.get("profiles", [])}):
-            record, provenance = _refit(doc, profiles, name, catalog)
-            _write_calibration(efficiency, record, provenance)
+            record, provenance = refit_calibration(doc, profiles, name, catalog)
+            write_calibration_record(efficiency, record, provenance)
             err.print(f"calibration {name}: roofline median error {record['median_error_before']:.0%} -> "
                       f"{record['median_error_after']:.0%}; factors {record['factors']} written to "
                       f"{efficiency}", markup=False, soft_wrap=True)
@@ -168,6 +171,7 @@ def import_vllm(
     from gpumix.planner.catalog import load_catalog
     from gpumix.planner.errors import GpumixError, InputError
     from gpumix.profiler.measure import vllm_import as vi
+    from gpumix.profiler.measure.profile import merged_table
 
     try:
         if (ttft_ms is None) != (tpot_ms is None):
@@ -175,9 +179,9 @@ def import_vllm(
                              "give both --ttft-ms and --tpot-ms")
         catalog = load_catalog()
         runs = [vi.read_run(p, stat, model, input_tokens, output_tokens) for p in results]
-        runs, slo = _vllm_runs_and_slos(runs, workload, ttft_ms, tpot_ms, catalog)
+        runs, slo = vi.runs_and_slos(runs, workload, ttft_ms, tpot_ms, catalog)
         new, notes = vi.entries(runs, gpu, tp, slo)
-        write_json(out_path, _merged_table(_read_table(out_path) or {}, new, "imports", vi.provenance(runs, stat),
+        write_json(out_path, merged_table(_read_table(out_path) or {}, new, "imports", vi.provenance(runs, stat),
                                            "gpumix profile import-vllm"))
     except GpumixError as e:
         raise fail_run(e) from None
@@ -209,7 +213,8 @@ def profile_endpoint(
     built-in runtime): a bounded rate search with the validate load generator."""
     from gpumix.planner.errors import GpumixError, InputError
     from gpumix.profiler.load.client import Endpoint
-    from gpumix.profiler.measure.endpoint import SearchOptions
+    from gpumix.profiler.measure.endpoint import SearchOptions, profile_endpoint_models
+    from gpumix.profiler.measure.profile import merged_table
 
     cmd = "gpumix profile endpoint"
     try:
@@ -222,9 +227,9 @@ def profile_endpoint(
         old = _read_table(out_path) or {}
         opts = SearchOptions(duration_s=duration, drain_s=max(2.0, duration / 2), start_rps=start_rps,
                              max_steps=max_steps, seed=seed)
-        new, searches = _search_endpoint(ep, models, endpoint_model, prompt, gpu_name, tp, opts,
+        new, searches = profile_endpoint_models(ep, models, endpoint_model, prompt, gpu_name, tp, opts,
                                          silent if quiet else dim)
-        write_json(out_path, _merged_table(old, new, "endpoint_profiles", [
+        write_json(out_path, merged_table(old, new, "endpoint_profiles", [
             {"endpoint": ep.base, "duration_s": duration, "searches": searches}], cmd))
     except GpumixError as e:
         raise fail_run(e) from None
@@ -276,108 +281,3 @@ def _workload_models(workload: Path, model: Optional[str]) -> list:
     if not models:
         raise InputError(str(workload), "models", f"no model named {model!r}")
     return models
-
-
-# -- domain logic to move down into profiler/measure/ (edited elsewhere) ------------------------------
-
-def _profiled_workload(workload: Optional[Path], catalog):
-    """The workload to profile; every model needs a shape (GPUs may be new: not checked).
-    To move down: profiler/measure/profile.profile_workload checks the shapes itself."""
-    from gpumix.planner.errors import InputError
-    from gpumix.planner.workload import load_workload
-    from gpumix.solvers.pipeline import EXAMPLE_WORKLOAD
-
-    wl = load_workload(workload or EXAMPLE_WORKLOAD, catalog, need_shapes=False)
-    for i, m in enumerate(wl.models):
-        if m.shape is None:
-            raise InputError(wl.path, f"models[{i}].name", f"unknown model {m.name!r}: profiling "
-                             "needs its shape (add `config: path/to/config.json`)")
-    return wl
-
-
-def _write_calibration(path: Path, calibration: dict, prov: dict) -> None:
-    """A calibration record (as merge stores it) into an efficiency file.
-    To move down: profiler/measure/calibrate.write_efficiency taking the record."""
-    from gpumix.profiler.measure.calibrate import Calibration, write_efficiency
-
-    c = Calibration(calibration["gpu"], calibration["factors"], calibration["median_error_before"],
-                    calibration["median_error_after"], calibration["samples"])
-    write_efficiency(path, c, {k: prov.get(k) for k in ("device_name", "torch", "dtype", "date")})
-
-
-def _refit(doc: dict, path: Path, gpu: str, catalog) -> tuple[dict, dict]:
-    """(calibration record, provenance of its first run) refitted from the samples a profile file
-    stores for one GPU type. To move down: profiler/measure/profile (beside calibration_record)."""
-    from gpumix.planner.catalog import GpuSpec, ModelShape
-    from gpumix.planner.errors import InputError
-    from gpumix.profiler.measure.fit import LatencyModel, Sample
-    from gpumix.profiler.measure.profile import ProfileRun, calibration_record
-
-    runs = []
-    for i, p in enumerate(doc.get("profiles", [])):
-        if p.get("gpu") != gpu:
-            continue
-        try:
-            shape = ModelShape(name=p["model"], **p["run_shape"])
-            samples = [Sample.from_dict(s) for s in p["samples"]]
-        except (KeyError, TypeError, ValueError) as e:
-            raise InputError(str(path), f"profiles[{i}]", f"bad profile record: {e}") from None
-        runs.append(ProfileRun(p["model"], gpu, int(p["tp"]), shape, samples,
-                               LatencyModel.from_dict(p["fit"]), {}, [], p.get("provenance", {})))
-    if not runs:
-        raise InputError(str(path), "profiles", f"no measurements for GPU {gpu!r}")
-    stored = doc.get("calibration", {}).get(gpu, {}).get("spec")
-    spec = catalog.gpu(gpu) or (GpuSpec(**{**stored, "aliases": tuple(stored.get("aliases", ()))})
-                                if stored else None)
-    if spec is None:
-        raise InputError(str(path), f"calibration.{gpu}.spec",
-                         "missing: an uncatalogued device needs its measured spec")
-    return calibration_record(runs, spec, catalog), runs[0].provenance
-
-
-def _vllm_runs_and_slos(runs: list, workload: Optional[Path], ttft_ms, tpot_ms, catalog) -> tuple[list, Optional[dict]]:
-    """The runs named as the workload names its models, and {model: (TTFT ms, TPOT ms)} from the
-    workload or from --ttft-ms/--tpot-ms (None: neither). To move down: profiler/measure/vllm_import."""
-    from gpumix.planner.catalog import norm_name
-    from gpumix.planner.workload import load_workload
-
-    if workload is not None:
-        wl = load_workload(workload, catalog, need_shapes=False)
-        names = {norm_name(m.name): m for m in wl.models}
-
-        def canonical(name: str) -> str:
-            shape = catalog.model(name)
-            m = names.get(norm_name(name)) or (names.get(norm_name(shape.name)) if shape else None)
-            return m.name if m else name
-        runs = [replace(r, model=canonical(r.model)) for r in runs]
-        return runs, {m.name: (m.slo.ttft_ms, m.slo.tpot_ms) for m in wl.models}
-    if ttft_ms is not None:
-        return runs, {r.model: (ttft_ms, tpot_ms) for r in runs}
-    return runs, None
-
-
-def _merged_table(old: dict, new: list[dict], log: str, records: list, generator: str) -> dict:
-    """`old` with `new` entries replacing those of the same model, GPU, TP and bucket, and
-    `records` appended to its `log` list. To move down: profiler/measure/profile, beside merge."""
-    from gpumix.profiler.measure.profile import entry_key
-
-    fresh = {entry_key(e) for e in new}
-    doc = {**old, "entries": [e for e in old.get("entries", []) if entry_key(e) not in fresh] + new}
-    doc[log] = old.get(log, []) + records
-    doc.setdefault("generator", generator)
-    return doc
-
-
-def _search_endpoint(ep, models: list, endpoint_model: Optional[str], prompt: str, gpu: str, tp: int,
-                     opts, progress) -> tuple[list, list]:
-    """(entries, rate searches) for each model against a running server.
-    To move down: profiler/measure/endpoint, as profile_endpoint(models, ...)."""
-    from gpumix.profiler.load.client import EndpointBackend
-    from gpumix.profiler.measure.endpoint import profile_model
-
-    entries, searches = [], []
-    for m in models:
-        e, s = profile_model(EndpointBackend(ep, endpoint_model or m.name, prompt), m, gpu, tp, opts, progress)
-        entries += e
-        searches += s
-    return entries, searches

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from gpumix.data import DATA_DIR
+from gpumix.data import EXAMPLE_WORKLOAD
 from gpumix.planner.capacity import build_problem, require_servable
 from gpumix.planner.catalog import load_catalog
 from gpumix.planner.checker import check_plan
@@ -20,7 +20,6 @@ from gpumix.solvers.result import Deadline
 from gpumix.solvers.stage1.baseline import BaselineIncomplete, best_single_gpu
 from gpumix.solvers.stage1.decompose import Progress, Solution, SolveParams, solve
 
-EXAMPLE_WORKLOAD = DATA_DIR / "examples" / "workload.yaml"
 BASELINE_MAX_MODELS = 100  # one full solve per GPU type: skipped above this many models
 
 

@@ -111,3 +111,10 @@ def write_efficiency(path: Path | str, cal: Calibration, provenance: dict) -> di
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
     tmp.replace(path)
     return entry
+
+
+def write_calibration_record(path: Path, calibration: dict, prov: dict) -> None:
+    """A calibration record (as merge stores it) into an efficiency file."""
+    c = Calibration(calibration["gpu"], calibration["factors"], calibration["median_error_before"],
+                    calibration["median_error_after"], calibration["samples"])
+    write_efficiency(path, c, {k: prov.get(k) for k in ("device_name", "torch", "dtype", "date")})

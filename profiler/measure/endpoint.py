@@ -75,3 +75,17 @@ def profile_model(backend, m: ModelDemand, gpu: str, tp: int, opts: SearchOption
         records.append({"model": m.name, "gpu": gpu, "tp": tp, "input_tokens": b.input_tokens,
                         "output_tokens": b.output_tokens, "steps": found["steps"]})
     return entries, records
+
+
+def profile_endpoint_models(ep, models: list, endpoint_model: str | None, prompt: str, gpu: str, tp: int,
+                     opts, progress) -> tuple[list, list]:
+    """(entries, rate searches) for each model against a running server."""
+    from gpumix.profiler.load.client import EndpointBackend
+    from gpumix.profiler.measure.endpoint import profile_model
+
+    entries, searches = [], []
+    for m in models:
+        e, s = profile_model(EndpointBackend(ep, endpoint_model or m.name, prompt), m, gpu, tp, opts, progress)
+        entries += e
+        searches += s
+    return entries, searches

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -311,4 +312,57 @@ def merge(old: dict | None, runs: list[ProfileRun], calibration: dict | None, ge
     if calibration is not None:
         doc.setdefault("calibration", {})[calibration["gpu"]] = calibration
     doc["generator"] = generator
+    return doc
+
+
+def load_profiled_workload(workload: Path | None, catalog):
+    """The workload to profile; every model needs a shape (GPUs may be new: not checked)."""
+    from gpumix.planner.errors import InputError
+    from gpumix.planner.workload import load_workload
+    from gpumix.data import EXAMPLE_WORKLOAD
+
+    wl = load_workload(workload or EXAMPLE_WORKLOAD, catalog, need_shapes=False)
+    for i, m in enumerate(wl.models):
+        if m.shape is None:
+            raise InputError(wl.path, f"models[{i}].name", f"unknown model {m.name!r}: profiling "
+                             "needs its shape (add `config: path/to/config.json`)")
+    return wl
+
+
+def refit_calibration(doc: dict, path: Path, gpu: str, catalog) -> tuple[dict, dict]:
+    """(calibration record, provenance of its first run) refitted from the samples a profile file
+    stores for one GPU type."""
+    from gpumix.planner.catalog import GpuSpec, ModelShape
+    from gpumix.planner.errors import InputError
+    from gpumix.profiler.measure.fit import LatencyModel, Sample
+
+    runs = []
+    for i, p in enumerate(doc.get("profiles", [])):
+        if p.get("gpu") != gpu:
+            continue
+        try:
+            shape = ModelShape(name=p["model"], **p["run_shape"])
+            samples = [Sample.from_dict(s) for s in p["samples"]]
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(str(path), f"profiles[{i}]", f"bad profile record: {e}") from None
+        runs.append(ProfileRun(p["model"], gpu, int(p["tp"]), shape, samples,
+                               LatencyModel.from_dict(p["fit"]), {}, [], p.get("provenance", {})))
+    if not runs:
+        raise InputError(str(path), "profiles", f"no measurements for GPU {gpu!r}")
+    stored = doc.get("calibration", {}).get(gpu, {}).get("spec")
+    spec = catalog.gpu(gpu) or (GpuSpec(**{**stored, "aliases": tuple(stored.get("aliases", ()))})
+                                if stored else None)
+    if spec is None:
+        raise InputError(str(path), f"calibration.{gpu}.spec",
+                         "missing: an uncatalogued device needs its measured spec")
+    return calibration_record(runs, spec, catalog), runs[0].provenance
+
+
+def merged_table(old: dict, new: list[dict], log: str, records: list, generator: str) -> dict:
+    """`old` with `new` entries replacing those of the same model, GPU, TP and bucket, and
+    `records` appended to its `log` list."""
+    fresh = {entry_key(e) for e in new}
+    doc = {**old, "entries": [e for e in old.get("entries", []) if entry_key(e) not in fresh] + new}
+    doc[log] = old.get(log, []) + records
+    doc.setdefault("generator", generator)
     return doc

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from gpumix.planner.errors import InputError
@@ -97,3 +97,24 @@ def entries(runs: Sequence[VllmRun], gpu: str, tp: int,
 def provenance(runs: Sequence[VllmRun], stat: str) -> list[dict]:
     return [{**asdict(r), "request_rate": None if math.isinf(r.request_rate) else r.request_rate,
              "stat": stat} for r in runs]
+
+
+def runs_and_slos(runs: list, workload: Path | None, ttft_ms, tpot_ms, catalog) -> tuple[list, dict | None]:
+    """The runs named as the workload names its models, and {model: (TTFT ms, TPOT ms)} from the
+    workload or from --ttft-ms/--tpot-ms (None: neither)."""
+    from gpumix.planner.catalog import norm_name
+    from gpumix.planner.workload import load_workload
+
+    if workload is not None:
+        wl = load_workload(workload, catalog, need_shapes=False)
+        names = {norm_name(m.name): m for m in wl.models}
+
+        def canonical(name: str) -> str:
+            shape = catalog.model(name)
+            m = names.get(norm_name(name)) or (names.get(norm_name(shape.name)) if shape else None)
+            return m.name if m else name
+        runs = [replace(r, model=canonical(r.model)) for r in runs]
+        return runs, {m.name: (m.slo.ttft_ms, m.slo.tpot_ms) for m in wl.models}
+    if ttft_ms is not None:
+        return runs, {r.model: (ttft_ms, tpot_ms) for r in runs}
+    return runs, None
