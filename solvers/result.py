@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 ABS_TOL = 1e-9  # $/h: float noise allowed on top of the relative gap when certifying optimality
+INNER_GAP = 0.1  # inner MILPs stop at this share of the plan's --mip-gap, so their parts certify within it
 
 
 class Status(StrEnum):

@@ -46,7 +46,7 @@ from gpumix.planner.errors import InfeasibleError, NoSolutionError
 from gpumix.planner.problem import Problem
 from gpumix.planner.sharing import SharedSet, SharingModel, can_serve_all, full_demand, memory_per_gpu, \
     min_memory_per_gpu, time_fraction
-from gpumix.solvers.result import Deadline, Status, certify
+from gpumix.solvers.result import INNER_GAP, Deadline, Status, certify
 from gpumix.solvers.sharing import riders
 from gpumix.solvers.sharing.packing import (FLOOR_S, Candidate, SharePlan, bins_model, fits_one_set,
                                             pack_assignment, plan_cost, us_up)
@@ -161,7 +161,7 @@ def pooled(problem: Problem, sharing: SharingModel, cands: dict[str, list[Candid
     for g in sorted({s[0] for s in types}):
         if problem.available.get(g) is not None:
             prob += pulp.lpSum(s[1] * N[s] for s in types if s[0] == g) <= problem.available[g], f"P5_avail_{g}"
-    res = milp.solve(milp.MilpModel(prob, N, {}), time_limit, params.mip_gap * 0.1)
+    res = milp.solve(milp.MilpModel(prob, N, {}), time_limit, params.mip_gap * INNER_GAP)
     if not res.status.has_plan:
         return PooledResult(res.status, None, res.bound)
     choice = {m: next((s for (mm, s), v in z.items() if mm == m and (v.varValue or 0) > 0.5), None)
@@ -201,7 +201,7 @@ def solve_shared(problem: Problem, sharing: SharingModel, params: ShareParams = 
     per_model: dict[str, milp.MilpResult] = {}
     for i, m in enumerate(problem.models):
         budget = deadline.left(PER_MODEL_SHARE / (len(problem.models) - i), floor=FLOOR_S)
-        per_model[m] = milp.run(problem.restrict(models={m}), budget, mip_gap=params.mip_gap * 0.1)
+        per_model[m] = milp.run(problem.restrict(models={m}), budget, mip_gap=params.mip_gap * INNER_GAP)
     dedicated = {m: r.objective for m, r in per_model.items()}
     lower = {m: (r.bound if r.status != Status.INFEASIBLE else None) for m, r in per_model.items()}
     cands = candidates(problem, sharing)

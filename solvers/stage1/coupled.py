@@ -21,7 +21,7 @@ import random
 from dataclasses import dataclass, field
 
 from gpumix.planner.problem import Config, Problem
-from gpumix.solvers.result import Deadline, Status, closed
+from gpumix.solvers.result import INNER_GAP, Deadline, Status, closed
 from gpumix.solvers.stage1 import milp
 from gpumix.solvers.stage1.master import (FLOOR_S, Column, column, greedy_repair, master, plan_of, same_plan,
                                           usage_of)
@@ -269,7 +269,7 @@ def _joint(run: _Run) -> CoupledResult | None:
     optimal = incumbent is not None and closed(ub, bound, mip_gap)
     if not optimal and run.deadline.remaining() > 0.2:
         run.say(f"joint MILP warm-started at ${ub:,.2f}/h" if incumbent else "joint MILP, no incumbent yet")
-        joint = milp.run(problem, run.deadline.left(), mip_gap=mip_gap * 0.1,
+        joint = milp.run(problem, run.deadline.left(), mip_gap=mip_gap * INNER_GAP,
                          whole_buckets=run.whole_buckets, start=(replicas, routes) if incumbent else None)
         run.stats["joint_s"] = round(joint.wall_s, 3)
         if joint.status == Status.INFEASIBLE:
@@ -296,7 +296,7 @@ def _improve(problem: Problem, columns, incumbent: dict[str, int], group: set[st
                     residual[g] -= u
     sub = problem.restrict(models=group, available=residual)
     start = plan_of(columns, {m: incumbent[m] for m in group})
-    res = milp.run(sub, time_limit, mip_gap * 0.1, whole_buckets, start=start)
+    res = milp.run(sub, time_limit, mip_gap * INNER_GAP, whole_buckets, start=start)
     if res.objective is None:
         return None
     now = sum(columns[m][incumbent[m]].cost for m in group)
@@ -321,7 +321,7 @@ def _solve_priced(sub: Problem, price: dict, deadline: Deadline, mip_gap: float,
                   whole_buckets: bool) -> Priced | None:
     """The model alone at `price`; None when infeasible."""
     model = milp.build(sub, whole_buckets=whole_buckets, price=price)
-    res = milp.solve(model, deadline.left(PRICED_SHARE, floor=FLOOR_S), mip_gap * 0.1)
+    res = milp.solve(model, deadline.left(PRICED_SHARE, floor=FLOOR_S), mip_gap * INNER_GAP)
     bound = res.bound
     if res.status == Status.INFEASIBLE:
         return None

@@ -17,7 +17,7 @@ from gpumix.planner.errors import InfeasibleError, NoSolutionError
 from gpumix.planner.problem import BucketKey, Config, Problem
 from gpumix.solvers.stage1 import milp
 from gpumix.solvers.stage1.coupled import solve_coupled
-from gpumix.solvers.result import Deadline, Status, certify, gap
+from gpumix.solvers.result import INNER_GAP, Deadline, Status, certify, gap
 from gpumix.solvers.stage1.presolve import drop_dominated
 
 Progress = Callable[[str], None]
@@ -87,7 +87,7 @@ def solve(problem: Problem, params: SolveParams = SolveParams()) -> Solution:
         # this phase's time spread over the models still to solve
         budget = deadline.left(PER_MODEL_STEP, cap=phase.left(1 / (len(problem.models) - i), floor=0.5),
                                floor=0.02)
-        res = milp.run(sub, budget, mip_gap=params.mip_gap * 0.1, whole_buckets=params.whole_buckets)
+        res = milp.run(sub, budget, mip_gap=params.mip_gap * INNER_GAP, whole_buckets=params.whole_buckets)
         if res.status == Status.INFEASIBLE:
             raise InfeasibleError(_explain_single(problem, m, params, deadline))
         if res.status == Status.NO_SOLUTION:
@@ -126,7 +126,7 @@ def solve(problem: Problem, params: SolveParams = SolveParams()) -> Solution:
 def _joint_fallback(problem, per_model, params, t0, deadline, say) -> Solution:
     """The joint MILP from scratch; the models solved alone so far still add up to a bound."""
     say(f"per-model phase out of time after {len(per_model)} models: joint MILP")
-    joint = milp.run(problem, deadline.left(floor=0.05), mip_gap=params.mip_gap * 0.1,
+    joint = milp.run(problem, deadline.left(floor=0.05), mip_gap=params.mip_gap * INNER_GAP,
                      whole_buckets=params.whole_buckets)
     if joint.status == Status.INFEASIBLE:
         raise InfeasibleError(_explain_joint(problem, {}))

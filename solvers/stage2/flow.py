@@ -13,7 +13,7 @@ from gpumix.planner.plan import make_node_plan, make_partial_plan, make_plan
 from gpumix.planner.problem import Problem
 from gpumix.solvers.stage2 import churn
 from gpumix.solvers.stage2 import node_milp
-from gpumix.solvers.result import Deadline, Status, certify
+from gpumix.solvers.result import INNER_GAP, Deadline, Status, certify
 from gpumix.solvers.stage1.decompose import SolveParams
 from gpumix.solvers.stage1.decompose import solve as stage1_solve
 from gpumix.solvers.stage2.placement import PlacementOptions, PlacementSolution, place
@@ -76,13 +76,13 @@ def _without_instances(problem, options, current_counts, deadline):
     solver = {"stage1": "PuLP + HiGHS", "method": "node_milp", "mip_gap": options.mip_gap}
     fractions = None
     res = node_milp.solve(problem, None, current=current_counts, churn_cost=h,
-                          time_limit=deadline.left(floor=FLOOR_S), mip_gap=options.mip_gap * 0.1)
+                          time_limit=deadline.left(floor=FLOOR_S), mip_gap=options.mip_gap * INNER_GAP)
     if res.status == Status.INFEASIBLE:
         if not options.allow_partial:
             stage1_solve(problem, SolveParams(deadline.left(floor=FLOOR_S), options.mip_gap))  # raises the reason
             raise InfeasibleError("no plan meets the demand within availability")
         res = node_milp.solve(problem, None, current=current_counts, churn_cost=h, partial=True,
-                              time_limit=deadline.left(floor=FLOOR_S), mip_gap=options.mip_gap * 0.1)
+                              time_limit=deadline.left(floor=FLOOR_S), mip_gap=options.mip_gap * INNER_GAP)
         fractions = res.fractions
     if not res.status.has_plan:
         raise InfeasibleError("no plan found")
@@ -93,7 +93,7 @@ def _without_instances(problem, options, current_counts, deadline):
     bound = res.bound
     if h > 0:  # the churn model's bound is on cost + churn: bound the cost alone without churn
         free = node_milp.solve(problem, None, partial=False, time_limit=deadline.left(floor=FLOOR_S),
-                               mip_gap=options.mip_gap * 0.1) if fractions is None else res
+                               mip_gap=options.mip_gap * INNER_GAP) if fractions is None else res
         bound = free.bound if free.status.has_plan else 0.0
     bound = min(bound, cost)
     status = certify(cost, bound, proven=res.status == Status.OPTIMAL, mip_gap=options.mip_gap).status

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from gpumix.planner.errors import InfeasibleError, NoSolutionError
 from gpumix.planner.problem import Problem
 from gpumix.solvers.cpsat import CpParams
-from gpumix.solvers.result import Deadline, Status, certify, closed, gap
+from gpumix.solvers.result import INNER_GAP, Deadline, Status, certify, closed, gap
 from gpumix.solvers.stage1.decompose import Progress, SolveParams
 from gpumix.solvers.stage1.decompose import solve as stage1_solve
 from gpumix.solvers.stage2 import monolithic
@@ -183,7 +183,7 @@ def _node_milp_then_pack(run: _Search) -> None:
     share = NODE_MILP_SHARE if h == 0 and not opts.spare_nodes else NODE_MILP_SHARE_TWICE
     res = node_milp.solve(problem, instances, spot_share=opts.spot_share, current=opts.current_counts,
                           churn_cost=h, partial=opts.partial, time_limit=run.deadline.left(share, floor=FLOOR_S),
-                          mip_gap=opts.mip_gap * 0.1, spare_nodes=opts.spare_nodes, model_bounds=run.model_bounds)
+                          mip_gap=opts.mip_gap * INNER_GAP, spare_nodes=opts.spare_nodes, model_bounds=run.model_bounds)
     if res.status == Status.INFEASIBLE and run.best is None:
         raise InfeasibleError(explain(problem, instances))
     if res.status == Status.NO_SOLUTION and run.best is None:
@@ -201,7 +201,7 @@ def _node_milp_then_pack(run: _Search) -> None:
             raise InfeasibleError("stage 2 cannot place the replicas on the instances: " + explain(problem, instances))
     if h > 0 or opts.spare_nodes:  # a bound on the node cost alone: the model without churn, spares
         free = node_milp.solve(problem, instances, spot_share=opts.spot_share, partial=False,
-                               time_limit=run.deadline.left(FREE_SHARE, floor=FLOOR_S), mip_gap=opts.mip_gap * 0.1)
+                               time_limit=run.deadline.left(FREE_SHARE, floor=FLOOR_S), mip_gap=opts.mip_gap * INNER_GAP)
         run.bound = max(run.bound, free.bound if free.status.has_plan else 0.0)
 
 
