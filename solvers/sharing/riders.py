@@ -34,7 +34,6 @@ def ride(problem, sharing, cands, plan: SharePlan, params, deadline: Deadline) -
     holds. Hosts in name order; a change is kept only if the plan's cost (plan_cost) goes down.
     Returns the plan, changed or not."""
     cost, replicas, routes, optimal, sets = plan.cost, plan.replicas, plan.routes, plan.optimal, plan.sets
-    U = problem.max_utilization
     on = {(m, c.gpu, c.tp): c for m, cs in cands.items() for c in cs}
     for m in sorted({c.model for c, k in replicas.items() if k > 0}):
         mine = [(c, k) for c, k in replicas.items() if c.model == m and k > 0]
@@ -42,37 +41,11 @@ def ride(problem, sharing, cands, plan: SharePlan, params, deadline: Deadline) -
             continue
         host, k = mine[0]
         g, t = host.gpu, host.tp
-        fp, budget = sharing.footprint.get(host), sharing.budget.get(g)
-        if fp is None or budget is None or not can_serve_all(problem, host):
+        room = _room(problem, sharing, host, k)
+        if room is None:
             continue
-        rps = full_demand(problem, m)
-        free_t = math.floor(k * U * TIME_SCALE) - math.ceil(time_fraction(problem, host, rps) * TIME_SCALE)
-        free_m = math.floor(budget / MEM_UNIT) - math.ceil(memory_per_gpu(fp, rps, k) / MEM_UNIT)
-        if free_t <= 0 or free_m <= 0:
-            continue
-
-        me = Candidate(m, g, t, 0.0, 0.0, 0.0, us_up(fp.step_s),
-                       None if math.isinf(fp.tpot_s) else math.floor(fp.tpot_s * 1e6))  # S4 of the host
-        free_l = None if me.tpot is None else me.tpot - me.step
-
-        def load(models):
-            if not all((r, g, t) in on for r in models):
-                return None
-            return (sum(math.ceil(on[(r, g, t)].f * TIME_SCALE) for r in models),
-                    sum(math.ceil(memory_per_gpu(sharing.footprint[Config(r, g, t)], full_demand(problem, r), k)
-                                  / MEM_UNIT) for r in models),
-                    sum(on[(r, g, t)].step for r in models))
-
-        pool = []  # (key, time, memory, price): ("set", index) or ("dedicated", model)
-        for i, st in enumerate(sets):
-            if st.count == 1:
-                pool.append((("set", i), load(st.models), problem.price[st.gpu] * st.tp))
-        for r in sorted({c.model for c, v in replicas.items() if v > 0} - {m}):
-            pool.append((("dedicated", r), load((r,)),
-                         sum(problem.config_cost(c) * v for c, v in replicas.items() if c.model == r)))
-        caps = (free_t, free_m, free_l if free_l is not None else 1 << 60)
-        pool = [(key, w, price) for key, w, price in pool if w is not None and all(a <= b for a, b in zip(w, caps))]
-        take = knapsack(pool, caps, params, deadline)
+        caps, me = room
+        take = knapsack(_pool(problem, sharing, on, host, k, sets, replicas, caps), caps, params, deadline)
         if not take:
             continue
         gone = {i for kind, i in take if kind == "set"}
@@ -87,6 +60,48 @@ def ride(problem, sharing, cands, plan: SharePlan, params, deadline: Deadline) -
         if new_cost < cost - 1e-9:
             cost, replicas, routes, sets = new_cost, new_replicas, new_routes, new_sets
     return SharePlan(cost, replicas, routes, optimal, sets)
+
+
+def _room(problem, sharing, host: Config, k: int):
+    """What the host model leaves of its k sets: ((time, memory, latency) caps in scaled units, the
+    host as a Candidate for S4), or None when it leaves nothing or cannot host."""
+    g = host.gpu
+    fp, budget = sharing.footprint.get(host), sharing.budget.get(g)
+    if fp is None or budget is None or not can_serve_all(problem, host):
+        return None
+    rps = full_demand(problem, host.model)
+    free_t = math.floor(k * problem.max_utilization * TIME_SCALE) - \
+        math.ceil(time_fraction(problem, host, rps) * TIME_SCALE)
+    free_m = math.floor(budget / MEM_UNIT) - math.ceil(memory_per_gpu(fp, rps, k) / MEM_UNIT)
+    if free_t <= 0 or free_m <= 0:
+        return None
+    me = Candidate(host.model, g, host.tp, 0.0, 0.0, 0.0, us_up(fp.step_s),
+                   None if math.isinf(fp.tpot_s) else math.floor(fp.tpot_s * 1e6))  # S4 of the host
+    free_l = None if me.tpot is None else me.tpot - me.step
+    return (free_t, free_m, free_l if free_l is not None else 1 << 60), me
+
+
+def _pool(problem, sharing, on: dict, host: Config, k: int, sets, replicas, caps) -> list:
+    """The moves that fit the host's room: (key, (time, memory, step), price) with key ("set", index)
+    for a single set's models, or ("dedicated", model) for a dedicated model with all its replicas."""
+    g, t = host.gpu, host.tp
+
+    def load(models):
+        if not all((r, g, t) in on for r in models):
+            return None
+        return (sum(math.ceil(on[(r, g, t)].f * TIME_SCALE) for r in models),
+                sum(math.ceil(memory_per_gpu(sharing.footprint[Config(r, g, t)], full_demand(problem, r), k)
+                              / MEM_UNIT) for r in models),
+                sum(on[(r, g, t)].step for r in models))
+
+    pool = []
+    for i, st in enumerate(sets):
+        if st.count == 1:
+            pool.append((("set", i), load(st.models), problem.price[st.gpu] * st.tp))
+    for r in sorted({c.model for c, v in replicas.items() if v > 0} - {host.model}):
+        pool.append((("dedicated", r), load((r,)),
+                     sum(problem.config_cost(c) * v for c, v in replicas.items() if c.model == r)))
+    return [(key, w, price) for key, w, price in pool if w is not None and all(a <= b for a, b in zip(w, caps))]
 
 
 def knapsack(pool, caps, params, deadline: Deadline) -> set:
