@@ -101,10 +101,10 @@ def replica_specs(models: list[str], served_names: Optional[list[str]], workload
     """{served name: ReplicaSpec} for each --model (profiler/runtime/spec.py builds them), each
     checked against --tp and the GPUs."""
     from gpumix.planner.errors import InputError
-    from gpumix.profiler.runtime.spec import RunOptions, serve_spec, tp_problem
+    from gpumix.profiler.runtime.spec import RunOptions, Scale, serve_spec, tp_problem
 
     opts = RunOptions(device=device, dtype=dtype, max_batch=max_batch, threads=threads, seed=seed,
-                      scale_layers=layers, scale_hidden=hidden, scale_vocab=vocab)
+                      scale=Scale(layers, hidden, vocab))
     specs = {}
     for k, model in enumerate(models):
         spec, name = serve_spec(model, workload, profiles, opts, max_seq, tp)

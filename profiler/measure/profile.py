@@ -24,21 +24,11 @@ from gpumix.planner.workload import ModelDemand, Workload
 from gpumix.profiler.measure import calibrate as cal
 from gpumix.profiler.measure import fit as fitting
 from gpumix.profiler.measure.timing import SweepPlan, sweep_plan
+from gpumix.profiler.runtime.spec import Scale  # noqa: F401  (ProfileOptions.scale; cli imports it from here)
 from gpumix.planner.roofline import Efficiency, slo_capacity
 
 GB = 1e9
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
-
-
-@dataclass(frozen=True)
-class Scale:
-    layers: int | None = None
-    hidden: float | None = None
-    vocab: int | None = None
-
-    @property
-    def active(self) -> bool:
-        return any(v is not None for v in (self.layers, self.hidden, self.vocab))
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,18 @@ from gpumix.profiler.runtime.replica import ReplicaSpec
 
 
 @dataclass(frozen=True)
+class Scale:
+    """--scale-layers/--scale-hidden/--scale-vocab: a smaller model of the same shape family."""
+    layers: int | None = None
+    hidden: float | None = None
+    vocab: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return any(v is not None for v in (self.layers, self.hidden, self.vocab))
+
+
+@dataclass(frozen=True)
 class RunOptions:
     """The command line's say in how models run; None: take it from the profile."""
     device: str = "cpu"
@@ -32,13 +44,7 @@ class RunOptions:
     max_batch: int | None = None
     threads: int | None = None
     seed: int = 0
-    scale_layers: int | None = None
-    scale_hidden: float | None = None
-    scale_vocab: int | None = None
-
-    @property
-    def scaled(self) -> bool:
-        return any(v is not None for v in (self.scale_layers, self.scale_hidden, self.scale_vocab))
+    scale: Scale = Scale()
 
 
 def read_profiles(path: str | None) -> list[dict]:
@@ -65,13 +71,13 @@ def model_args(prov: dict, opts: RunOptions, shape: ModelShape | None = None, gi
     LookupError when neither the profile nor a shape says what to build."""
     from gpumix.profiler.runtime.model import ModelArgs
 
-    if prov.get("run_args") and not opts.scaled:
+    if prov.get("run_args") and not opts.scale.active:
         return ModelArgs(**prov["run_args"]), "profile provenance"
     if given is None and shape is None:
         raise LookupError("no shape to build the model from")
     args = given if given is not None else ModelArgs.from_shape(shape)
-    if opts.scaled:
-        return args.scaled(opts.scale_layers, opts.scale_hidden, opts.scale_vocab), "--scale options"
+    if opts.scale.active:
+        return args.scaled(opts.scale.layers, opts.scale.hidden, opts.scale.vocab), "--scale options"
     return args, "workload shape"
 
 

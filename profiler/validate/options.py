@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gpumix.profiler.load.verdict import MIN_RATE_FRACTION, MIN_SLO_ATTAINMENT, Criteria
-from gpumix.profiler.runtime.spec import RunOptions
+from gpumix.profiler.runtime.spec import RunOptions, Scale
 
 
 @dataclass(frozen=True)
@@ -44,13 +44,12 @@ class ValidateOptions:
 
     @property
     def scaled(self) -> bool:
-        return self.run.scaled
+        return self.run.scale.active
 
     @property
     def run(self) -> RunOptions:
         return RunOptions(device=self.device, dtype=self.dtype, max_batch=self.max_batch, threads=self.threads,
-                          seed=self.seed, scale_layers=self.scale_layers, scale_hidden=self.scale_hidden,
-                          scale_vocab=self.scale_vocab)
+                          seed=self.seed, scale=Scale(self.scale_layers, self.scale_hidden, self.scale_vocab))
 
     @property
     def criteria(self) -> Criteria:
