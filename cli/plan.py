@@ -2,7 +2,7 @@
 
   gpumix plan [WORKLOAD] [--profiles P.json] [--out PLAN.json] [--format table|json] ...
   gpumix check PLAN.json [WORKLOAD]
-  gpumix estimate [WORKLOAD] [--out PROFILES.json]
+  gpumix estimate [WORKLOAD] [--out PROFILES.json] [--concurrency N[,N...]]
   gpumix catalog gpus|models
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import typer
 from gpumix import __version__ as VERSION
 from gpumix.cli import render
 from gpumix.cli.common import (CatalogOpt, FillOpt, ProfilesOpt, WorkloadArg, cannot_write, dim, err, fail,
-                               out)
+                               out, positive_ints)
 
 
 class Format(str, Enum):
@@ -121,23 +121,40 @@ def check(
 
 def estimate(
     workload: WorkloadArg = None,
-    out_path: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the throughput table here.")] = None,
+    out_path: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the table here.")] = None,
+    concurrency: Annotated[Optional[str], typer.Option(
+        "--concurrency", metavar="N[,N...]",
+        help="Write TTFT, TPOT, tokens/s, weights and KV cache per model x GPU x TP x bucket x "
+             "precision at each number of requests in flight (docs/formats.md, 'Latency table'), "
+             "instead of the throughput table.")] = None,
 ):
-    """Write the roofline estimates for a workload as a throughput table (the --profiles format)."""
+    """Write the roofline estimates for a workload: the throughput table (the --profiles format), or
+    with --concurrency the latency each configuration gives at N concurrent requests."""
+    from gpumix.planner.catalog import load_catalog
     from gpumix.planner.errors import GpumixError
+    from gpumix.planner.latency import latency_table
     from gpumix.planner.plan import write_atomic
     from gpumix.planner.profiles import throughput_table
     from gpumix.solvers.pipeline import load_problem
 
     try:
-        _, problem, _ = load_problem(workload, None)
-        table = throughput_table(problem, f"gpumix {VERSION} roofline")
+        levels = positive_ints(concurrency, "gpumix estimate", "--concurrency")
+        wl, problem, _ = load_problem(workload, None)
+        notes: list[str] = []
+        if levels is None:
+            table = throughput_table(problem, f"gpumix {VERSION} roofline")
+        else:
+            table, notes = latency_table(wl, load_catalog(), tuple(sorted(set(levels))),
+                                         f"gpumix {VERSION} roofline at concurrency")
         text = json.dumps(table, indent=2) + "\n"
         if out_path is None:
             sys.stdout.write(text)
         else:
             write_atomic(out_path, text)
-            err.print(f"{len(table['entries'])} entries written to {out_path}")
+            err.print(f"{len(table['entries'])} entries written to {out_path}", markup=False)
+        if notes:
+            err.print(f"note: {len(notes)} configurations cannot run and have no entry, e.g. {notes[0]}",
+                      markup=False, soft_wrap=True)
     except GpumixError as e:
         raise fail(e) from None
     except OSError as e:

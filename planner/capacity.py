@@ -13,6 +13,7 @@ from gpumix.planner.errors import InfeasibleError
 from gpumix.planner.problem import BucketKey, Config, Problem
 from gpumix.planner.profiles import ProfileEntry
 from gpumix.planner.workload import GpuOffer, Workload
+from gpumix.planner.precision import DEFAULT
 from gpumix.planner.roofline import Efficiency, estimate
 
 
@@ -42,11 +43,12 @@ def build_problem(workload: Workload, catalog: Catalog, profiles: tuple[ProfileE
                   fill_estimates: bool = False) -> tuple[Problem, CapacityReport]:
     report = CapacityReport()
     offers = gpu_offers(workload, catalog, profiles, report)
-    table: dict[tuple[str, str, int, int, int], ProfileEntry] = {}
+    table: dict[tuple, ProfileEntry] = {}  # an entry sizes only the precision it was measured at
     for e in profiles or ():
         spec = catalog.gpu(e.gpu)
         gkey = norm_name(spec.name if spec else e.gpu)
-        table[(norm_name(e.model), gkey, e.tp, e.input_tokens, e.output_tokens)] = e
+        table[(norm_name(e.model), gkey, e.tp, e.input_tokens, e.output_tokens, e.quantization,
+               e.kv_cache_dtype)] = e
     use_estimates = profiles is None or fill_estimates
 
     capacity: dict[Config, dict[BucketKey, float]] = {}
@@ -59,26 +61,13 @@ def build_problem(workload: Workload, catalog: Catalog, profiles: tuple[ProfileE
                 continue
             eff = Efficiency.from_dict(catalog.gpu_efficiency(offer.name))
             for tp in m.tp or workload.tp_degrees:
-                cfg = Config(m.name, offer.name, tp)
-                for b in m.buckets:
-                    hit = table.get((norm_name(m.name), norm_name(offer.name), tp, *b.key))
-                    if hit is not None:
-                        mu, src, why = hit.max_rps, hit.source, "throughput table: max_rps 0"
-                    elif use_estimates and m.shape is not None and offer.spec is not None:
-                        est = estimate(m.shape, offer.spec, tp, b.input_tokens, b.output_tokens,
-                                       m.slo.ttft_ms, m.slo.tpot_ms, eff)
-                        mu, src, why = est.max_rps, "estimated", est.reason
-                    else:
-                        continue
-                    if mu > 0:
-                        capacity.setdefault(cfg, {})[b.key] = mu
-                        source[(cfg, b.key)] = src
-                    else:
-                        report.rejected.setdefault((m.name, b.key), []).append(
-                            f"{offer.name} TP{tp}: {why}")
+                for prec in m.precisions:
+                    _add_config(Config(m.name, offer.name, tp, prec.quantization, prec.kv_cache_dtype),
+                                m, offer, prec, eff, table, use_estimates, capacity, source, report)
 
     order = {m.name: i for i, m in enumerate(workload.models)}
-    configs = tuple(sorted(capacity, key=lambda c: (order[c.model], c.gpu, c.tp)))
+    configs = tuple(sorted(capacity, key=lambda c: (order[c.model], c.gpu, c.tp, c.quantization,
+                                                    c.kv_cache_dtype)))
     problem = Problem(
         models=tuple(m.name for m in workload.models),
         buckets={m.name: tuple(b.key for b in m.buckets) for m in workload.models},
@@ -91,6 +80,29 @@ def build_problem(workload: Workload, catalog: Catalog, profiles: tuple[ProfileE
         source=source,
     )
     return problem, report
+
+
+def _add_config(cfg: Config, m, offer: GpuOffer, prec, eff: Efficiency, table: dict, use_estimates: bool,
+                capacity: dict, source: dict, report: CapacityReport) -> None:
+    """mu of one config on each of its model's buckets: the throughput table's entry (which must be
+    for the same precision), else the roofline's estimate."""
+    for b in m.buckets:
+        hit = table.get((norm_name(m.name), norm_name(offer.name), cfg.tp, *b.key, cfg.quantization,
+                         cfg.kv_cache_dtype))
+        if hit is not None:
+            mu, src, why = hit.max_rps, hit.source, "throughput table: max_rps 0"
+        elif use_estimates and m.shape is not None and offer.spec is not None:
+            est = estimate(m.shape, offer.spec, cfg.tp, b.input_tokens, b.output_tokens,
+                           m.slo.ttft_ms, m.slo.tpot_ms, eff, prec)
+            mu, src, why = est.max_rps, "estimated", est.reason
+        else:
+            continue
+        if mu > 0:
+            capacity.setdefault(cfg, {})[b.key] = mu
+            source[(cfg, b.key)] = src
+        else:
+            label = offer.name + f" TP{cfg.tp}" + ("" if cfg.precision == DEFAULT else f" {prec.label}")
+            report.rejected.setdefault((m.name, b.key), []).append(f"{label}: {why}")
 
 
 def require_servable(problem: Problem, report: CapacityReport) -> None:

@@ -30,6 +30,9 @@ class GpuSpec:
     interconnect: str = ""
     price_source: str = ""
     aliases: tuple[str, ...] = ()
+    arch: str = ""  # planner/precision.ARCHS: which quantization kernels run (vLLM's table)
+    fp8_tflops: float | None = None  # dense FP8 tensor rate; None: no FP8 units
+    int8_tops: float | None = None  # dense INT8 tensor rate; None: no INT8 tensor cores
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,35 @@ class ModelShape:
         """KV cache per token on one GPU of a TP group; KV heads are replicated when tp > kv heads."""
         heads_per_gpu = math.ceil(self.num_kv_heads / tp)
         return 2 * self.num_layers * heads_per_gpu * self.head_dim * dtype_bytes
+
+    # interim API (planner/shapes.py replaces this class): dense GQA, full attention
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 1
+
+    @property
+    def moe_layers(self) -> int:
+        return self.num_layers if self.is_moe else 0
+
+    @property
+    def routed_expert_params(self) -> int:
+        return self.expert_params
+
+    @property
+    def linear_params(self) -> int:
+        router = self.hidden_size * self.num_experts if self.num_experts > 1 else 0
+        return self.params - self.embedding_params - self.num_layers * (2 * self.hidden_size + router)
+
+    def kv_bytes_per_sequence(self, tp: int, tokens: float, dtype_bytes: float = 2) -> float:
+        return tokens * self.kv_bytes_per_token(tp, dtype_bytes)
+
+    def attention_flops(self, new_tokens: float, context: float) -> float:
+        return 4 * self.num_layers * new_tokens * context * self.num_heads * self.head_dim
+
+    def weight_bytes_per_gpu(self, tp: int, linear_bytes_per_param: float = 2.0,
+                             other_bytes_per_param: float = 2.0) -> float:
+        other = self.params - self.linear_params
+        return (self.linear_params * linear_bytes_per_param + other * other_bytes_per_param) / tp
 
 
 def shape_from_config(cfg: dict, name: str, source: str = "") -> ModelShape:
@@ -184,6 +216,9 @@ def load_catalog(data_dir: Path = DATA_DIR) -> Catalog:
                 interconnect=g.get("interconnect", ""),
                 price_source=g.get("price_source", ""),
                 aliases=tuple(g.get("aliases", ())),
+                arch=str(g.get("arch") or ""),
+                fp8_tflops=None if g.get("fp8_tflops") is None else float(g["fp8_tflops"]),
+                int8_tops=None if g.get("int8_tops") is None else float(g["int8_tops"]),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(str(path), f"gpus[{i}]", f"bad entry: {e}") from None

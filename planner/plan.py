@@ -74,6 +74,8 @@ def _groups(problem: Problem, replicas: dict, routes: dict) -> list[dict]:
             "model": c.model,
             "gpu": c.gpu,
             "tp": c.tp,
+            "quantization": c.quantization,
+            "kv_cache_dtype": c.kv_cache_dtype,
             "count": count,
             "gpus": c.tp * count,
             "price_per_gpu_hour": problem.price[c.gpu],
@@ -132,7 +134,8 @@ def node_entries(nodes, shared: list[dict] | None = None) -> list[dict]:
             "gpus": nd.instance.gpus,
             "spot": nd.spot,
             "price_per_hour": nd.price,
-            "replicas": [{"model": r.config.model, "tp": r.config.tp, "gpu_ids": list(r.gpu_ids)}
+            "replicas": [{"model": r.config.model, "tp": r.config.tp, "quantization": r.config.quantization,
+                          "kv_cache_dtype": r.config.kv_cache_dtype, "gpu_ids": list(r.gpu_ids)}
                          for r in nd.replicas if not isinstance(r.config, SetItem)],
         }
         sets = [r for r in nd.replicas if isinstance(r.config, SetItem)]

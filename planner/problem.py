@@ -1,6 +1,7 @@
 """The sizing problem as numbers: what the solvers read and the checker re-checks.
 
-Sets        M models; K_m buckets of model m; G GPU types; C configs c = (m, g, t) with t the TP degree.
+Sets        M models; K_m buckets of model m; G GPU types; C configs c = (m, g, t, q) with t the TP
+            degree and q the precision (quantization, KV cache dtype; planner/precision.py).
 Data        d[m,k] demand (req/s); mu[c,k] > 0 max req/s of one replica of c on bucket k;
             p[g] $/GPU-hour; A[g] GPUs of type g available (None = unlimited); U max utilization.
 A plan      n[c] in Z+ replicas and x[c,k] >= 0 req/s routed, with
@@ -14,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from gpumix.planner.precision import DEFAULT, Precision
+
 BucketKey = tuple[int, int]  # (input_tokens, output_tokens)
 
 
@@ -21,6 +24,25 @@ class Config(NamedTuple):
     model: str
     gpu: str
     tp: int
+    quantization: str = "none"
+    kv_cache_dtype: str = "auto"
+
+    @property
+    def precision(self) -> Precision:
+        return Precision(self.quantization, self.kv_cache_dtype)
+
+    @property
+    def label(self) -> str:
+        """'llama on H100 TP2' plus the precision when it is not the default (bf16 weights and KV)."""
+        text = f"{self.model} on {self.gpu} TP{self.tp}"
+        return text if self.precision == DEFAULT else f"{text} {self.precision.label}"
+
+
+def config_of(group: dict) -> Config:
+    """The Config of a plan's replica group (or node replica); plans written before precision was a
+    decision have no quantization keys and mean bf16 weights and KV cache."""
+    return Config(group.get("model"), group.get("gpu"), group.get("tp"),
+                  group.get("quantization") or "none", group.get("kv_cache_dtype") or "auto")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Throughput tables (`plan --profiles`): max requests/s of one replica per model x GPU x TP x bucket.
 
 Contract: {"entries": [{"model", "gpu", "tp", "input_tokens", "output_tokens", "max_rps"}]}.
-Optional per entry: "source" (default "measured"). Other top-level keys are kept by writers
+Optional per entry: "source" (default "measured"), "quantization" (default "none") and
+"kv_cache_dtype" (default "auto"): the precision it was measured at, which is the only one it sizes. Other top-level keys are kept by writers
 (provenance, fitted models) and ignored here, except the fitted decode step of `gpumix profile`
 (`profiles[].fit.decode_ms`), which decode_step_fits() reads for the sharing latency condition.
 """
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpumix.planner.errors import InputError
+from gpumix.planner.precision import DEFAULT, KV_CACHE_DTYPES, QUANTIZATIONS
 from gpumix.planner.workload import _Reader, read_structured
 
 
@@ -23,6 +25,8 @@ class ProfileEntry:
     output_tokens: int
     max_rps: float
     source: str = "measured"
+    quantization: str = "none"
+    kv_cache_dtype: str = "auto"
 
 
 def load_profiles(path: Path | str) -> tuple[ProfileEntry, ...]:
@@ -50,13 +54,25 @@ def load_profiles(path: Path | str) -> tuple[ProfileEntry, ...]:
             output_tokens=r.integer(e, "output_tokens", w),
             max_rps=float(r.number(e, "max_rps", w, positive=False, minimum=0)),
             source=str(source),
+            quantization=_choice(r, e, "quantization", w, QUANTIZATIONS, "none"),
+            kv_cache_dtype=_choice(r, e, "kv_cache_dtype", w, KV_CACHE_DTYPES, "auto"),
         )
-        key = (entry.model.lower(), entry.gpu.lower(), entry.tp, entry.input_tokens, entry.output_tokens)
+        key = (entry.model.lower(), entry.gpu.lower(), entry.tp, entry.input_tokens, entry.output_tokens,
+               entry.quantization, entry.kv_cache_dtype)
         if key in seen:
-            raise InputError(str(path), w, "duplicate entry for this model, gpu, tp and bucket")
+            raise InputError(str(path), w, "duplicate entry for this model, gpu, tp, bucket and precision")
         seen.add(key)
         out.append(entry)
     return tuple(out)
+
+
+def _choice(r: _Reader, e: dict, key: str, where: str, allowed: tuple[str, ...], default: str) -> str:
+    value = r.get(e, key, where, required=False)
+    if value is None:
+        return default
+    if value not in allowed:
+        r.fail(f"{where}.{key}", f"must be one of {', '.join(allowed)}, got {value!r}")
+    return value
 
 
 def decode_step_fits(path: Path | str) -> dict[tuple[str, str, int], tuple[float, float, float]]:
@@ -80,6 +96,8 @@ def throughput_table(problem, generator: str) -> dict:
     """A problem's capacities as a throughput table (the format load_profiles reads), e.g. the
     roofline estimates `gpumix estimate` writes for people to edit."""
     entries = [{"model": c.model, "gpu": c.gpu, "tp": c.tp, "input_tokens": k[0], "output_tokens": k[1],
-                "max_rps": mu, "source": problem.source[(c, k)]}
+                "max_rps": mu, "source": problem.source[(c, k)],
+                **({} if c.precision == DEFAULT else {"quantization": c.quantization,
+                                                      "kv_cache_dtype": c.kv_cache_dtype})}
                for c in problem.configs for k, mu in problem.capacity[c].items()]
     return {"entries": entries, "generator": generator}

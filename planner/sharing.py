@@ -9,7 +9,7 @@ Symbols as in docs/capacity-model.md; per GPU of a set (weights and KV shard ove
   memory  mem_m = W_m + A_m + kv_m * max(sum_k (x[m,k] / count) * h[m,k] * (n_in + n_out),
                                          max_k (n_in + n_out))
           sum_m mem_m <= M * memory_utilization - reserve_gb
-    W_m   weights per GPU (P * dtype_bytes / t); A_m one prefill's activations at the longest input;
+    W_m   weights per GPU (roofline.weight_bytes: at the config's precision); A_m one prefill's activations at the longest input;
     kv_m  KV bytes per token per GPU; h[m,k] = (ttft_slo + n_out * tpot_slo) seconds, the longest a
           request that meets its SLO stays, so x * h bounds its concurrent requests (Little's law);
           at least one request of the longest context always fits.
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from gpumix.planner.catalog import Catalog
 from gpumix.planner.problem import BucketKey, Config, Problem
 from gpumix.planner.workload import Workload
-from gpumix.planner.roofline import GB, Efficiency, decode_step_s
+from gpumix.planner.roofline import GB, Efficiency, decode_step_s, kv_element_bytes, weight_bytes
 
 REL_TOL = 1e-6
 
@@ -56,6 +56,15 @@ class SharingModel:
     footprint: dict[Config, Footprint]
     budget: dict[str, float]  # gpu -> bytes per GPU for weights, activations and KV
     why_not: dict[str, str] = field(default_factory=dict)  # model -> why it cannot be shared
+
+    def config(self, model: str, gpu: str, tp: int) -> Config:
+        """The config of `model` on a (gpu, tp) set: a shared model has one precision (plan_shared
+        refuses precision lists), so (model, gpu, tp) names it."""
+        index = self.__dict__.get("_index")
+        if index is None:
+            index = {(c.model, c.gpu, c.tp): c for c in self.footprint}
+            object.__setattr__(self, "_index", index)  # a cache of the frozen footprints
+        return index.get((model, gpu, tp), Config(model, gpu, tp))
 
 
 def build_sharing(workload: Workload, catalog: Catalog, problem: Problem,
@@ -86,9 +95,9 @@ def build_sharing(workload: Workload, catalog: Catalog, problem: Problem,
         n_in = max(b.input_tokens for b in m.buckets)
         context = min(b.input_tokens + (b.output_tokens + 1) / 2 for b in m.buckets)
         footprint[c] = Footprint(
-            weights=s.params * eff.dtype_bytes / c.tp,
+            weights=weight_bytes(s, c.tp, eff, c.precision),
             activations=n_in * (4 * s.hidden_size + 2 * s.intermediate_size / c.tp) * eff.dtype_bytes,
-            kv_per_token=float(s.kv_bytes_per_token(c.tp, eff.kv_dtype_bytes)),
+            kv_per_token=float(s.kv_bytes_per_token(c.tp, kv_element_bytes(eff, c.precision))),
             hold_s={b.key: (m.slo.ttft_ms + b.output_tokens * m.slo.tpot_ms) / 1e3 for b in m.buckets},
             step_s=_least_step(c, s, specs[c.gpu], eff, context, step_fits or {}),
             tpot_s=m.slo.tpot_ms / 1e3)
@@ -128,7 +137,7 @@ def _least_step(c: Config, shape, spec, eff: Efficiency, context: float, fits: d
     if fit is not None:
         a, b, k = fit
         return (a + b + k * context) / 1e3
-    return decode_step_s(shape, spec, c.tp, 1, context, eff) if spec else 0.0
+    return decode_step_s(shape, spec, c.tp, 1, context, eff, c.precision) if spec else 0.0
 
 
 def latency_ok(fps) -> bool:
@@ -181,12 +190,14 @@ def shared_entries(problem: Problem, sharing: SharingModel, sets: list[SharedSet
     for s in sets:
         entries, busy, mem = [], 0.0, 0.0
         for m in s.models:
-            c = Config(m, s.gpu, s.tp)
+            c = sharing.config(m, s.gpu, s.tp)
             rps = full_demand(problem, m)
             f, mb = time_fraction(problem, c, rps), memory_per_gpu(sharing.footprint[c], rps, s.count)
             busy, mem = busy + f, mem + mb
             entries.append({
                 "model": m,
+                "quantization": c.quantization,
+                "kv_cache_dtype": c.kv_cache_dtype,
                 "time_fraction": f / s.count,
                 "memory_gb_per_gpu": round(mb / GB, 6),
                 "routes": [{"input_tokens": k[0], "output_tokens": k[1], "rps": v,

@@ -14,6 +14,7 @@ import yaml
 
 from gpumix.planner.catalog import Catalog, GpuSpec, ModelShape, load_config_file, norm_name
 from gpumix.planner.errors import InputError
+from gpumix.planner.precision import DEFAULT_GROUP_SIZE, FOUR_BIT, KV_CACHE_DTYPES, QUANTIZATIONS, Precision
 
 SHARE_TOLERANCE = 1e-3
 DEFAULT_TP = (1, 2, 4, 8)
@@ -46,6 +47,8 @@ class ModelDemand:
     shape: ModelShape | None  # None: only a throughput table can size it
     tp: tuple[int, ...] | None = None  # allowed TP degrees; None = workload default
     gpus: tuple[str, ...] | None = None  # allowed GPU types; None = all offered
+    # precisions it may be served at; more than one makes precision a decision of the solver
+    precisions: tuple[Precision, ...] = (Precision(),)
 
     def demand(self, bucket: Bucket) -> float:
         return self.rate_rps * bucket.share
@@ -254,7 +257,45 @@ def _read_model(r: _Reader, m, where: str, path: Path, catalog: Catalog, need_sh
         shape=shape,
         tp=r.int_list(m, "tp", where),
         gpus=tuple(gpus) if gpus is not None else None,
+        precisions=_read_precisions(r, m, where, shape),
     )
+
+
+def _names(r: _Reader, m: dict, key: str, where: str, allowed: tuple[str, ...]) -> tuple[str, ...] | None:
+    """A `quantization`/`kv_cache_dtype` value: one name or a non-empty list of names."""
+    value = r.get(m, key, where, required=False)
+    if value is None:
+        return None
+    name = f"{where}.{key}"
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        r.fail(name, f"must be one of {', '.join(allowed)} or a non-empty list of them")
+    out: list[str] = []
+    for j, v in enumerate(items):
+        at = f"{name}[{j}]" if isinstance(value, list) else name
+        text = v.strip().lower() if isinstance(v, str) else v
+        if text not in allowed:
+            r.fail(at, f"must be one of {', '.join(allowed)}, got {v!r}")
+        if text not in out:
+            out.append(text)
+    return tuple(out)
+
+
+def _read_precisions(r: _Reader, m: dict, where: str, shape: ModelShape | None) -> tuple[Precision, ...]:
+    """The model's precisions: the workload's `quantization` x `kv_cache_dtype`; without the key, the
+    config's quantization_config (a checkpoint's own method), else unquantized (bf16)."""
+    quants = _names(r, m, "quantization", where, QUANTIZATIONS)
+    kvs = _names(r, m, "kv_cache_dtype", where, KV_CACHE_DTYPES) or ("auto",)
+    own = getattr(shape, "checkpoint_quant", None)
+    if quants is None:
+        if own is not None and own.method is None:  # a method gpumix does not model, and no override
+            raise InputError(shape.source or r.path, "quantization_config.quant_method",
+                             f"{own.problem}; set `quantization:` on {where} to plan another checkpoint")
+        quants = (own.method,) if own is not None else ("none",)
+    group = own.group_size if own is not None and own.group_size else DEFAULT_GROUP_SIZE
+    return tuple(Precision(q, kv, group if q in FOUR_BIT and own is not None and own.method == q
+                           else DEFAULT_GROUP_SIZE)
+                 for q in quants for kv in kvs)
 
 
 def _read_gpu(r: _Reader, g, where: str, catalog: Catalog, need_shapes: bool) -> GpuOffer:

@@ -123,6 +123,11 @@ def plan_workload(workload_path: Path | str | None = None, profiles_path: Path |
         if clash:
             raise InputError(str(workload_path or EXAMPLE_WORKLOAD), "--share-gpus",
                              f"cannot be combined with {clash} yet")
+        several = next((i for i, m in enumerate(workload.models) if len(m.precisions) > 1), None)
+        if several is not None:
+            raise InputError(workload.path, f"models[{several}].quantization",
+                             "--share-gpus plans one precision per model: give one quantization and one "
+                             "kv_cache_dtype, or plan without --share-gpus to let the solver choose")
         from gpumix.solvers.sharing.flow import plan_shared
         draft = plan_shared(workload, problem, profiles_path, options, deadline)
     elif route == NODES:

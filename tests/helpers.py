@@ -11,13 +11,14 @@ def make_problem(demand: dict, capacity: dict, price: dict, available: dict | No
     """demand: {(model, (in, out)): rps}; capacity: {(model, gpu, tp): {(in, out): max_rps}}."""
     models = tuple(dict.fromkeys(m for m, _ in demand))
     buckets = {m: tuple(k for mm, k in demand if mm == m) for m in models}
-    configs = tuple(sorted(Config(*c) for c, caps in capacity.items() if any(v > 0 for v in caps.values())))
+    caps_of = {Config(*c): caps for c, caps in capacity.items()}
+    configs = tuple(sorted(c for c, caps in caps_of.items() if any(v > 0 for v in caps.values())))
     return Problem(
         models=models,
         buckets=buckets,
         demand=dict(demand),
         configs=configs,
-        capacity={c: {k: v for k, v in capacity[tuple(c)].items() if v > 0} for c in configs},
+        capacity={c: {k: v for k, v in caps_of[c].items() if v > 0} for c in configs},
         price=dict(price),
         available={g: (available or {}).get(g) for g in price},
         max_utilization=max_utilization,

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gpumix.planner.checker.findings import ABS_TOL, REL_TOL, Finding, close, num, pos_int
-from gpumix.planner.problem import Config, Problem
+from gpumix.planner.problem import Config, Problem, config_of
 
 
 @dataclass
@@ -36,7 +36,7 @@ def check_nodes(plan: dict, problem: Problem, instances=None) -> list[Finding]:
     groups = {}
     for g in plan.get("replicas") or []:
         if isinstance(g, dict) and isinstance(g.get("tp"), int):
-            groups[(Config(g.get("model"), g.get("gpu"), g["tp"]), bool(g.get("spot")))] = g
+            groups[(config_of(g), bool(g.get("spot")))] = g
     for c in sorted(set(groups) | set(placed.counts), key=str):
         want = groups[c].get("count") if c in groups else 0
         if placed.counts.get(c, 0) != want:
@@ -81,7 +81,7 @@ def _check_node(w: str, nd, by_key, shared_groups: list[dict], placed: _Placed) 
     for r_i, r in enumerate(nd.get("replicas") or []):
         if not _gpu_ids_ok(r, size, taken, f"{w}.replicas[{r_i}]", errs):
             continue
-        c = (Config(r.get("model"), gpu, r["tp"]), spot)
+        c = (config_of({**r, "gpu": gpu}), spot)
         placed.counts[c] = placed.counts.get(c, 0) + 1
         mine[c] = mine.get(c, 0) + 1
     for s_i, r in enumerate(nd.get("shared") or []):

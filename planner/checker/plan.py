@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from gpumix.planner.checker.findings import ABS_TOL, REL_TOL, Finding, close, num, pos_int
 from gpumix.planner.checker.nodes import check_nodes
 from gpumix.planner.checker.shared import check_shared
-from gpumix.planner.problem import Config, Problem
+from gpumix.planner.problem import Config, Problem, config_of
 
 
 @dataclass
@@ -74,9 +74,9 @@ def _check_group(w: str, g, problem: Problem, tally: _Tally, seen: set) -> list[
     if not pos_int(count):
         return [Finding("schema", f"{w}.count", f"must be a positive integer, got {count!r}")]
     errs = []
-    c = Config(model, gpu, tp)
+    c = config_of(g)
     if (c, g.get("spot")) in seen:
-        errs.append(Finding("schema", w, f"second group for {model} on {gpu} TP{tp}"))
+        errs.append(Finding("schema", w, f"second group for {c.label}"))
     seen.add((c, g.get("spot")))
     if model not in problem.buckets:
         return errs + [Finding("schema", f"{w}.model", f"{model!r} is not in the workload")]
@@ -114,7 +114,7 @@ def _routes(w: str, routes: list, problem: Problem, c: Config, tally: _Tally, er
             errs.append(Finding("schema", rw, f"bucket {k[0]}/{k[1]} is not a bucket of {c.model}"))
             continue
         if rps > 0 and k not in mu:
-            errs.append(Finding("schema", rw, f"{c.model} on {c.gpu} TP{c.tp} cannot serve bucket {k[0]}/{k[1]}"))
+            errs.append(Finding("schema", rw, f"{c.label} cannot serve bucket {k[0]}/{k[1]}"))
             continue
         tally.served[(c.model, k)] = tally.served.get((c.model, k), 0.0) + rps
         if rps > 0:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from gpumix.planner.checker.findings import ABS_TOL, REL_TOL, Finding, pos_int
-from gpumix.planner.problem import BucketKey, Config, Problem
+from gpumix.planner.problem import BucketKey, Config, Problem, config_of
 from gpumix.planner.roofline import GB
 from gpumix.planner.sharing import SharingModel, latency_ok, memory_per_gpu, time_fraction
 
@@ -59,7 +59,7 @@ def _check_group(w: str, gpu: str, tp: int, count: int, models: list, problem: P
             errs.append(Finding("schema", f"{mw}.model", f"{m!r} is not in the workload"))
             continue
         hosted[m] = hosted.get(m, 0) + 1
-        c = Config(m, gpu, tp)
+        c = config_of({**entry, "gpu": gpu, "tp": tp})
         fp = sharing.footprint.get(c)
         if fp is None:
             errs.append(Finding("S3", mw, f"{m} on {gpu} TP{tp} has no memory footprint "

@@ -23,6 +23,8 @@ class Group:
     count: int
     spot: bool
     routes: tuple[dict, ...]
+    quantization: str = "none"
+    kv_cache_dtype: str = "auto"
 
 
 def dns_name(text: str, limit: int = 63) -> str:
@@ -48,6 +50,18 @@ def hf_id(model: str) -> str | None:
     return _hf_ids().get(norm_name(model))
 
 
+def _precision(g: dict, source: str, where: str) -> tuple[str, str]:
+    """A group's (quantization, kv_cache_dtype); plans from before precision was planned have neither."""
+    from gpumix.planner.precision import KV_CACHE_DTYPES, QUANTIZATIONS
+
+    quant, kv = g.get("quantization", "none"), g.get("kv_cache_dtype", "auto")
+    if quant not in QUANTIZATIONS:
+        raise InputError(source, f"{where}.quantization", f"must be one of {', '.join(QUANTIZATIONS)}")
+    if kv not in KV_CACHE_DTYPES:
+        raise InputError(source, f"{where}.kv_cache_dtype", f"must be one of {', '.join(KV_CACHE_DTYPES)}")
+    return quant, kv
+
+
 def groups_of(plan: object, source: str = "<plan>") -> list[Group]:
     """The plan's replica groups, validated enough to export (InputError names the field)."""
     if not isinstance(plan, dict) or not isinstance(plan.get("replicas"), list):
@@ -63,11 +77,13 @@ def groups_of(plan: object, source: str = "<plan>") -> list[Group]:
         if g["count"] < 1:
             continue
         spot = bool(g.get("spot"))
-        name = dns_name(f"{g['model']}-{g['gpu']}-tp{g['tp']}" + ("-spot" if spot else ""))
+        quant, kv = _precision(g, source, where)
+        tag = ("" if quant == "none" else f"-{quant}") + ("" if kv == "auto" else f"-kv{kv}")
+        name = dns_name(f"{g['model']}-{g['gpu']}-tp{g['tp']}{tag}" + ("-spot" if spot else ""))
         if name in seen:
             raise InputError(source, where, f"two replica groups map to the name {name!r}")
         seen.add(name)
-        out.append(Group(name, g["model"], g["gpu"], g["tp"], g["count"], spot, tuple(g["routes"])))
+        out.append(Group(name, g["model"], g["gpu"], g["tp"], g["count"], spot, tuple(g["routes"]), quant, kv))
     if not out and not plan.get("shared"):
         raise InputError(source, "replicas", "the plan has no replicas to export")
     return out
@@ -82,6 +98,12 @@ class SharedGroup:
     tp: int
     count: int
     members: tuple[tuple[str, float, tuple[dict, ...]], ...]  # (model, memory GB per GPU, routes)
+    precision: tuple[tuple[str, str], ...] = ()  # per member: (quantization, kv_cache_dtype)
+
+    def vllm_args(self, model: str, port: int, max_len: int | None) -> list[str]:
+        i = [m for m, _, _ in self.members].index(model)
+        quant, kv = self.precision[i] if self.precision else ("none", "auto")
+        return vllm_args(model, self.tp, port, max_len, quant, kv)
 
     def port(self, model: str) -> int:
         return PORT + [m for m, _, _ in self.members].index(model)
@@ -96,13 +118,14 @@ def shared_of(plan: dict, source: str = "<plan>") -> list[SharedGroup]:
         for key, typ in (("gpu", str), ("tp", int), ("count", int)):
             if not isinstance(g.get(key), typ) or isinstance(g.get(key), bool):
                 raise InputError(source, f"{where}.{key}", "missing or of the wrong type")
-        members = []
+        members, precision = [], []
         for j, m in enumerate(g["models"]):
             if not isinstance(m, dict) or not isinstance(m.get("model"), str) or not isinstance(m.get("routes"), list):
                 raise InputError(source, f"{where}.models[{j}]", "needs `model` and `routes`")
             members.append((m["model"], float(m.get("memory_gb_per_gpu") or 0.0), tuple(m["routes"])))
+            precision.append(_precision(m, source, f"{where}.models[{j}]"))
         out.append(SharedGroup(dns_name(f"shared-{i}-{g['gpu']}-tp{g['tp']}"), g["gpu"], g["tp"], g["count"],
-                               tuple(members)))
+                               tuple(members), tuple(precision)))
     return out
 
 
@@ -127,11 +150,23 @@ def max_model_len(groups: list[Group]) -> dict[str, int]:
     return {m: 1 << (n - 1).bit_length() for m, n in longest.items()}
 
 
-def vllm_args(model: str, tp: int, port: int, max_len: int | None) -> list[str]:
+# gpumix quantization -> vLLM's --quantization. int8 (W8A8) checkpoints are llm-compressor's
+# compressed-tensors format, which vLLM has no online int8 mode for. fp8 on an unquantized
+# checkpoint is vLLM's online (dynamic) FP8; a pre-quantized compressed-tensors FP8 checkpoint
+# needs `compressed-tensors` instead (docs/formats.md, "Precision in exports").
+VLLM_QUANTIZATION = {"fp8": "fp8", "int8": "compressed-tensors", "awq": "awq", "gptq": "gptq"}
+
+
+def vllm_args(model: str, tp: int, port: int, max_len: int | None, quantization: str = "none",
+              kv_cache_dtype: str = "auto") -> list[str]:
     args = [hf_id(model) or model, "--served-model-name", model, "--tensor-parallel-size", str(tp),
             "--port", str(port)]
     if max_len:
         args += ["--max-model-len", str(max_len)]
+    if quantization != "none":
+        args += ["--quantization", VLLM_QUANTIZATION[quantization]]
+    if kv_cache_dtype != "auto":
+        args += ["--kv-cache-dtype", kv_cache_dtype]
     return args
 
 

@@ -59,7 +59,7 @@ def k8s_files(groups: list[Group], image: str = DEFAULT_IMAGE) -> dict[str, str]
             "name": "vllm",
             "image": image,
             "command": ["vllm", "serve"],
-            "args": vllm_args(g.model, g.tp, PORT, max_len.get(g.model)),
+            "args": vllm_args(g.model, g.tp, PORT, max_len.get(g.model), g.quantization, g.kv_cache_dtype),
             "ports": [{"name": "http", "containerPort": PORT}],
             "resources": {"limits": {resource: g.tp}},
             "readinessProbe": {"httpGet": {"path": "/health", "port": PORT}, "periodSeconds": 10},

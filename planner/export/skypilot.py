@@ -60,7 +60,8 @@ def skypilot_files(plan: dict, groups: list[Group], max_len: dict[str, int] | No
                + ", ".join(serving) + "\n" + model_comment(node_models(nd)))
         return files
     for g in groups:
-        cmd = shlex.join(["vllm", "serve", *vllm_args(g.model, g.tp, PORT, max_len.get(g.model))])
+        cmd = shlex.join(["vllm", "serve", *vllm_args(g.model, g.tp, PORT, max_len.get(g.model), g.quantization,
+                                                       g.kv_cache_dtype)])
         files[f"skypilot/{g.name}.yaml"] = yaml_doc({
             "name": g.name,
             "resources": {**sky_resources(g.gpu, g.tp, "", g.spot), "ports": PORT},

@@ -12,7 +12,7 @@ def shared_script(g: SharedGroup, max_len: dict[str, int]) -> str:
              f"run on each of {g.count} set{'s' if g.count != 1 else ''}\n",
              model_comment(m for m, _, _ in g.members)]
     for model, mem, _ in g.members:
-        args = [*vllm_args(model, g.tp, g.port(model), max_len.get(model)),
+        args = [*g.vllm_args(model, g.port(model), max_len.get(model)),
                 "--gpu-memory-utilization", str(memory_fraction(g.gpu, mem, len(g.members)))]
         lines.append(shlex.join(["vllm", "serve", *args]) + " &\n")
     lines.append("wait\n")
@@ -24,7 +24,8 @@ def vllm_files(plan: dict, groups: list[Group], max_len: dict[str, int] | None =
     max_len = max_model_len(groups) if max_len is None else max_len
     files = {}
     for g in groups:
-        cmd = shlex.join(["vllm", "serve", *vllm_args(g.model, g.tp, PORT, max_len.get(g.model))])
+        cmd = shlex.join(["vllm", "serve", *vllm_args(g.model, g.tp, PORT, max_len.get(g.model), g.quantization,
+                                                       g.kv_cache_dtype)])
         files[f"vllm/{g.name}.sh"] = (
             f"#!/bin/sh\n# {g.model} on {g.gpu}{' (spot)' if g.spot else ''}: run this on each of {g.count} "
             f"replica{'s' if g.count != 1 else ''}, {g.tp} GPU{'s' if g.tp != 1 else ''} each\n"
@@ -45,11 +46,12 @@ def node_servers(nd: dict, shared: list[SharedGroup], max_len: dict[str, int]) -
     one per replica, and one per model of each shared set on the node (its memory share each)."""
     cmds = []
     for r in nd["replicas"]:
-        cmds.append((r["gpu_ids"], vllm_args(r["model"], r["tp"], PORT + len(cmds), max_len.get(r["model"]))))
+        cmds.append((r["gpu_ids"], vllm_args(r["model"], r["tp"], PORT + len(cmds), max_len.get(r["model"]),
+                                             r.get("quantization", "none"), r.get("kv_cache_dtype", "auto"))))
     for r in nd.get("shared") or ():
         g = shared[r["group"]]
         for model, mem, _ in g.members:
-            cmds.append((r["gpu_ids"], [*vllm_args(model, g.tp, PORT + len(cmds), max_len.get(model)),
+            cmds.append((r["gpu_ids"], [*g.vllm_args(model, PORT + len(cmds), max_len.get(model)),
                                         "--gpu-memory-utilization",
                                         str(memory_fraction(g.gpu, mem, len(g.members)))]))
     return [f"CUDA_VISIBLE_DEVICES={','.join(map(str, ids))} " + shlex.join(["vllm", "serve", *args])

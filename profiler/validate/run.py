@@ -21,7 +21,7 @@ from pathlib import Path
 from gpumix.planner.catalog import load_catalog
 from gpumix.planner.checker import LOAD_CODES, check_plan
 from gpumix.planner.errors import GpumixError, InputError
-from gpumix.planner.problem import Config, Problem
+from gpumix.planner.problem import Config, Problem, config_of
 from gpumix.planner.workload import Workload, load_workload, read_structured
 from gpumix.profiler.load.verdict import MIN_RATE_FRACTION, MIN_SLO_ATTAINMENT, Status
 from gpumix.profiler.runtime.spec import read_profiles
@@ -67,7 +67,7 @@ def plan_problem(plan: dict, workload: Workload) -> Problem:
     shared = [(g, m) for g in plan.get("shared") or [] if isinstance(g, dict)
               for m in g.get("models") or [] if isinstance(m, dict)]
     for g, m in [(g, g) for g in plan["replicas"] if isinstance(g, dict)] + shared:
-        c = Config(m.get("model"), g.get("gpu"), g.get("tp"))
+        c = config_of({**m, "gpu": g.get("gpu"), "tp": g.get("tp")})
         if isinstance(c.gpu, str):
             p = g.get("price_per_gpu_hour")
             price[c.gpu] = float(p) if _num(p) else 0.0

@@ -90,7 +90,7 @@ def _pool(problem, sharing, on: dict, host: Config, k: int, sets, replicas, caps
         if not all((r, g, t) in on for r in models):
             return None
         return (sum(math.ceil(on[(r, g, t)].f * TIME_SCALE) for r in models),
-                sum(math.ceil(memory_per_gpu(sharing.footprint[Config(r, g, t)], full_demand(problem, r), k)
+                sum(math.ceil(memory_per_gpu(sharing.footprint[sharing.config(r, g, t)], full_demand(problem, r), k)
                               / MEM_UNIT) for r in models),
                 sum(on[(r, g, t)].step for r in models))
 

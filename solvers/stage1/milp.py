@@ -65,6 +65,7 @@ def build(problem: Problem, whole_buckets: bool = False, available: dict | None 
          for i, c in enumerate(problem.configs) for k in problem.capacity[c]}
     prob += pulp.lpSum(price[c.gpu] * c.tp * n[c] for c in problem.configs), "cost"
 
+    index = {c: i for i, c in enumerate(problem.configs)}
     by_bucket: dict[tuple[str, BucketKey], list[Config]] = {}
     for (c, k) in x:
         by_bucket.setdefault((c.model, k), []).append(c)
@@ -74,10 +75,10 @@ def build(problem: Problem, whole_buckets: bool = False, available: dict | None 
             cs = by_bucket.get((m, k), [])
             prob += pulp.lpSum(x[c, k] for c in cs) == d, _name("C1_demand", mi, *k)
             if whole_buckets and cs:
-                y = {c: prob.add_variable(_name("y", mi, c.gpu, c.tp, *k), cat=pulp.LpBinary) for c in cs}
+                y = {c: prob.add_variable(_name("y", index[c], *k), cat=pulp.LpBinary) for c in cs}
                 prob += pulp.lpSum(y.values()) == 1, _name("C4_one", mi, *k)
                 for c in cs:
-                    prob += x[c, k] <= d * y[c], _name("C4_whole", mi, c.gpu, c.tp, *k)
+                    prob += x[c, k] <= d * y[c], _name("C4_whole", index[c], *k)
     for i, c in enumerate(problem.configs):
         mu = problem.capacity[c]
         prob += (pulp.lpSum((1.0 / mu[k]) * x[c, k] for k in mu)

@@ -7,7 +7,7 @@ replica of the current plan not kept is stopped. Churn is priced per replica sta
 from __future__ import annotations
 
 from gpumix.planner.errors import InputError
-from gpumix.planner.problem import Config, Problem
+from gpumix.planner.problem import Config, Problem, config_of
 from gpumix.planner.workload import read_structured
 from gpumix.solvers.stage2.packing import CurrentNode, Node, Placed
 
@@ -31,7 +31,7 @@ def read_current(path, problem: Problem, instances) -> tuple[tuple[CurrentNode, 
             try:
                 inst = by_key.get((nd["instance"], nd.get("region", "")))
                 spot = bool(nd.get("spot", False))
-                placed = tuple(Placed(Config(r["model"], nd["gpu"], int(r["tp"])), tuple(int(i) for i in r["gpu_ids"]))
+                placed = tuple(Placed(config_of({**r, "gpu": nd["gpu"], "tp": int(r["tp"])}), tuple(int(i) for i in r["gpu_ids"]))
                                for r in nd["replicas"])
             except (KeyError, TypeError, ValueError) as e:
                 raise InputError(where, w, f"malformed node ({e})") from None
@@ -41,7 +41,7 @@ def read_current(path, problem: Problem, instances) -> tuple[tuple[CurrentNode, 
     else:
         for j, g in enumerate(doc["replicas"]):
             try:
-                key = (Config(g["model"], g["gpu"], int(g["tp"])), bool(g.get("spot", False)))
+                key = (config_of({**g, "tp": int(g["tp"])}), bool(g.get("spot", False)))
                 counts[key] = counts.get(key, 0) + int(g["count"])
             except (KeyError, TypeError, ValueError) as e:
                 raise InputError(where, f"replicas[{j}]", f"malformed group ({e})") from None
