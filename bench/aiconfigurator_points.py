@@ -63,6 +63,7 @@ SETUPS = (
 # gpumix precision -> AIC quant modes (FP8 here means per-tensor W8A8 on FP8 tensor cores)
 GEMM = {"none": "bfloat16", "fp8": "fp8"}
 KV = {"auto": "bfloat16", "fp8": "fp8"}
+SHORT = {"ttft_ms": "ttft", "tpot_ms": "tpot", "output_tokens_per_s": "tps"}
 
 
 def _model_dir(hf_id: str, tmp: Path) -> str:
@@ -93,7 +94,7 @@ def estimate(s: Setup, tmp: Path) -> list[dict]:
               f"{r.backend_version}, model config {s.hf_id} (bundled), gemm {GEMM[s.quantization]}, "
               f"kvcache {KV[s.kv_cache_dtype]}, tp {s.tp}{ep}, batch_size {s.concurrency}")
     base = f"aic-{s.model}-{s.gpu.lower()}-tp{s.tp}-{s.quantization}-{s.n_in}-{s.n_out}-c{s.concurrency}"
-    return [dict(id=f"{base}-{metric.split('_')[0]}", model=s.model, gpu=s.gpu, tp=s.tp,
+    return [dict(id=f"{base}-{SHORT[metric]}", model=s.model, gpu=s.gpu, tp=s.tp,
                  quantization=s.quantization, kv_cache_dtype=s.kv_cache_dtype, input_tokens=s.n_in,
                  output_tokens=s.n_out, concurrency=s.concurrency, metric=metric, value=round(v, 3),
                  stack=STACK, source=source,
