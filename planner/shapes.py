@@ -270,6 +270,7 @@ TIED_BY_DEFAULT = frozenset({"gemma", "gemma2", "gemma3", "gemma3_text", "cohere
 QKV_BIAS_BY_DEFAULT = frozenset({"qwen2", "qwen2_moe"})  # Qwen2 has q/k/v biases and no attention_bias key
 QK_NORM = frozenset({"qwen3", "qwen3_moe", "gemma3", "gemma3_text"})
 FOUR_NORMS = frozenset({"gemma2", "gemma3", "gemma3_text"})
+QWEN = frozenset({"qwen2", "qwen2_moe", "qwen3", "qwen3_moe"})
 # transformers' Gemma3TextConfig defaults: Gemma 3 checkpoints omit the keys that equal them.
 FAMILY_DEFAULTS = {
     "gemma3_text": {"vocab_size": 262_208, "hidden_size": 2304, "intermediate_size": 9216,
@@ -412,7 +413,8 @@ def _read_window(c: _Config, layers: int) -> dict:
                                   f"({', '.join(LAYER_TYPES)})")
         sliding = types.count("sliding_attention")
         return {"sliding_window": c.count("sliding_window"), "sliding_layers": sliding} if sliding else {}
-    if c.find("sliding_window")[0] is None or c.flag("use_sliding_window", True) is False:
+    # Qwen configs switch the window on with use_sliding_window (default false); others have no switch
+    if c.find("sliding_window")[0] is None or not c.flag("use_sliding_window", c.model_type not in QWEN):
         return {}
     window = c.count("sliding_window")
     if c.model_type == "gemma2":

@@ -101,6 +101,7 @@ def test_window_rules_of_each_family():
     assert shape({**DENSE, "sliding_window": None}).sliding_window is None
     qwen = {**DENSE, "model_type": "qwen2", "sliding_window": 4096, "max_window_layers": 6}
     assert shape({**qwen, "use_sliding_window": False}).sliding_window is None
+    assert shape(qwen).sliding_window is None  # Qwen's use_sliding_window defaults to false
     assert shape({**qwen, "use_sliding_window": True}).sliding_layers == 2  # layers 6 and 7
     gemma3 = {"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3",
               "text_config": {**DENSE, "model_type": "gemma3_text", "num_hidden_layers": 12,
