@@ -76,6 +76,36 @@ def test_qwen3_moe_and_glm_layouts():
     assert g.shared_expert_intermediate_size == 1408
 
 
+# Shape keys of DeepSeek-V2-Lite (q_lora_rank null) and Qwen1.5-MoE-A2.7B (Qwen2-MoE shared expert) as
+# public configs give them; published: 15.7B total / 2.4B active, 14.3B total / 2.7B active.
+V2_LITE = {"architectures": ["DeepseekV2ForCausalLM"], "model_type": "deepseek_v2", "hidden_size": 2048,
+           "intermediate_size": 10944, "num_hidden_layers": 27, "num_attention_heads": 16,
+           "num_key_value_heads": 16, "vocab_size": 102400, "kv_lora_rank": 512, "q_lora_rank": None,
+           "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128, "n_routed_experts": 64,
+           "n_shared_experts": 2, "num_experts_per_tok": 6, "moe_intermediate_size": 1408,
+           "first_k_dense_replace": 1, "moe_layer_freq": 1, "tie_word_embeddings": False}
+QWEN2_MOE = {"architectures": ["Qwen2MoeForCausalLM"], "model_type": "qwen2_moe", "hidden_size": 2048,
+             "intermediate_size": 5632, "num_hidden_layers": 24, "num_attention_heads": 16,
+             "num_key_value_heads": 16, "vocab_size": 151936, "num_experts": 60, "num_experts_per_tok": 4,
+             "moe_intermediate_size": 1408, "shared_expert_intermediate_size": 5632}
+
+
+def test_mla_without_query_compression_and_qwen2_moe_shared_expert():
+    lite = shape(V2_LITE)
+    assert lite.is_mla and lite.q_lora_rank == 0 and (lite.moe_layers, lite.dense_layers) == (26, 1)
+    assert lite.shared_expert_intermediate_size == 2 * 1408
+    assert lite.params / 1e9 == pytest.approx(15.7, rel=0.02)
+    assert lite.active_params / 1e9 == pytest.approx(2.4, rel=0.03)
+    assert lite.kv_bytes_per_token(1) == 27 * (512 + 64) * 2
+    q = shape(QWEN2_MOE)
+    assert q.qkv_bias and not q.tie_word_embeddings and q.num_shared_experts == 1
+    assert q.params / 1e9 == pytest.approx(14.3, rel=0.02)
+    assert (q.active_params + q.vocab_size * q.hidden_size) / 1e9 == pytest.approx(2.7, rel=0.03)
+    sparse = shape({**QWEN2_MOE, "decoder_sparse_step": 2, "mlp_only_layers": [1, 2]})
+    assert sparse.moe_layers == 11  # layers 3, 5, ..., 23
+    assert sparse.params < q.params
+
+
 def test_kv_cache_per_token():
     llama = CAT.model("llama-3.1-8b")
     assert llama.kv_bytes_per_token(1) == 128 * KIB
