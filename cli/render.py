@@ -100,6 +100,13 @@ def plan_report(console: Console, result) -> None:
             console.print("best single GPU type: none can serve every model alone")
 
 
+def _attention(s) -> str:
+    """MLA with its latent rank, or GQA/MHA with heads/KV heads x head dim."""
+    if s.is_mla:
+        return f"MLA {s.num_heads}h r{s.kv_lora_rank}"
+    return f"{'MHA' if s.num_kv_heads == s.num_heads else 'GQA'} {s.num_heads}/{s.num_kv_heads}x{s.head_dim}"
+
+
 def catalog(console: Console, cat, what: str) -> None:
     if what == "gpus":
         t = Table(show_edge=False, pad_edge=False)
@@ -114,12 +121,14 @@ def catalog(console: Console, cat, what: str) -> None:
                       "-" if g.spot_price_per_hour is None else f"{g.spot_price_per_hour:.3f}")
     else:
         t = Table(show_edge=False, pad_edge=False)
-        for col in ("model", "params B", "layers", "hidden", "heads", "kv heads", "head dim", "experts"):
-            t.add_column(col, justify="left" if col == "model" else "right", no_wrap=col == "model")
+        for col in ("model", "params B", "active B", "layers", "attention", "window", "experts", "KV KiB/tok"):
+            t.add_column(col, justify="left" if col in ("model", "attention") else "right",
+                         no_wrap=col in ("model", "attention"))
         for name, s in cat.models.items():
-            t.add_row(name, f"{s.params / 1e9:.2f}", str(s.num_layers), str(s.hidden_size), str(s.num_heads),
-                      str(s.num_kv_heads), str(s.head_dim),
-                      f"{s.experts_per_token}/{s.num_experts}" if s.num_experts > 1 else "-")
+            t.add_row(name, f"{s.params / 1e9:.1f}", f"{s.active_params / 1e9:.1f}", str(s.num_layers),
+                      _attention(s), f"{s.sliding_window} x{s.sliding_layers}" if s.sliding_window else "-",
+                      f"{s.experts_per_token}/{s.num_experts}" if s.is_moe else "-",
+                      f"{s.kv_bytes_per_token(1) / 1024:.0f}")  # TP 1, BF16, every layer full
     console.print(t)
 
 
