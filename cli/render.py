@@ -13,21 +13,33 @@ def _money(x: float) -> str:
     return f"${x:,.2f}"
 
 
-def _group_rows(table: Table, groups: list[dict], with_model: bool) -> None:
+def _precision(g: dict) -> str:
+    """'bf16', 'fp8', 'awq+kv:fp8': the group's weights and, when not the model's dtype, KV cache."""
+    q, kv = g.get("quantization", "none"), g.get("kv_cache_dtype", "auto")
+    return ("bf16" if q == "none" else q) + ("" if kv == "auto" else f"+kv:{kv}")
+
+
+def _quantized(groups: list[dict]) -> bool:
+    return any(_precision(g) != "bf16" for g in groups)
+
+
+def _group_rows(table: Table, groups: list[dict], with_model: bool, with_precision: bool = False) -> None:
     for g in groups:
         rps = sum(r["rps"] for r in g["routes"])
         srcs = sorted({r["source"] for r in g["routes"]})
-        row = [g["gpu"], str(g["tp"]), str(g["count"]), f"{rps:,.2f}", f"{g['utilization']:.0%}",
-               _money(g["cost_per_hour"]), "/".join(srcs)]
+        row = [g["gpu"], str(g["tp"]), *([_precision(g)] if with_precision else []), str(g["count"]),
+               f"{rps:,.2f}", f"{g['utilization']:.0%}", _money(g["cost_per_hour"]), "/".join(srcs)]
         table.add_row(*([g["model"]] if with_model else []), *row)
 
 
-def _group_table(title: str | None, with_model: bool) -> Table:
+def _group_table(title: str | None, with_model: bool, with_precision: bool = False) -> Table:
     t = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     if with_model:
         t.add_column("model", no_wrap=True)
     t.add_column("GPU")
     t.add_column("TP", justify="right")
+    if with_precision:
+        t.add_column("precision")
     t.add_column("replicas", justify="right")
     t.add_column("req/s", justify="right")
     t.add_column("util", justify="right")
@@ -41,18 +53,19 @@ def plan_report(console: Console, result) -> None:
     groups_by_model: dict[str, list[dict]] = {}
     for g in plan["replicas"]:
         groups_by_model.setdefault(g["model"], []).append(g)
+    quantized = _quantized(plan["replicas"])
     if len(plan["models"]) <= COMPACT_ABOVE:
         for m in plan["models"]:
             if m.get("shared") and not groups_by_model.get(m["name"]):
                 continue  # in the shared table below
             t = _group_table(f"{m['name']}: {m['rate_rps']:,.2f} req/s, {m['gpus']} GPUs, "
-                             f"{_money(m['cost_per_hour'])}/h", with_model=False)
-            _group_rows(t, groups_by_model.get(m["name"], []), with_model=False)
+                             f"{_money(m['cost_per_hour'])}/h", with_model=False, with_precision=quantized)
+            _group_rows(t, groups_by_model.get(m["name"], []), with_model=False, with_precision=quantized)
             console.print(t)
             console.print()
     else:
-        t = _group_table(None, with_model=True)
-        _group_rows(t, plan["replicas"], with_model=True)
+        t = _group_table(None, with_model=True, with_precision=quantized)
+        _group_rows(t, plan["replicas"], with_model=True, with_precision=quantized)
         console.print(t)
         console.print()
 
@@ -87,24 +100,35 @@ def plan_report(console: Console, result) -> None:
             console.print("best single GPU type: none can serve every model alone")
 
 
+def _attention(s) -> str:
+    """MLA with its latent rank, or GQA/MHA with heads/KV heads x head dim."""
+    if s.is_mla:
+        return f"MLA {s.num_heads}h r{s.kv_lora_rank}"
+    return f"{'MHA' if s.num_kv_heads == s.num_heads else 'GQA'} {s.num_heads}/{s.num_kv_heads}x{s.head_dim}"
+
+
 def catalog(console: Console, cat, what: str) -> None:
     if what == "gpus":
         t = Table(show_edge=False, pad_edge=False)
-        for col in ("GPU", "mem GB", "HBM GB/s", "BF16 TFLOPS", "link GB/s", "GPUs/node", "$/GPU-h", "spot $/GPU-h"):
+        for col in ("GPU", "mem GB", "HBM GB/s", "BF16 TFLOPS", "FP8 TFLOPS", "link GB/s", "GPUs/node",
+                    "$/GPU-h", "spot $/GPU-h"):
             t.add_column(col, justify="left" if col == "GPU" else "right", no_wrap=col == "GPU")
         for g in cat.gpus.values():
             t.add_row(g.name, f"{g.memory_gb:g}", f"{g.memory_bandwidth_gbps:g}", f"{g.bf16_tflops:g}",
-                      f"{g.interconnect_gbps:g}", str(g.gpus_per_node),
+                      "-" if g.fp8_tflops is None else f"{g.fp8_tflops:g}", f"{g.interconnect_gbps:g}",
+                      str(g.gpus_per_node),
                       "-" if g.price_per_hour is None else f"{g.price_per_hour:.3f}",
                       "-" if g.spot_price_per_hour is None else f"{g.spot_price_per_hour:.3f}")
     else:
         t = Table(show_edge=False, pad_edge=False)
-        for col in ("model", "params B", "layers", "hidden", "heads", "kv heads", "head dim", "experts"):
-            t.add_column(col, justify="left" if col == "model" else "right", no_wrap=col == "model")
+        for col in ("model", "params B", "active B", "layers", "attention", "window", "experts", "KV KiB/tok"):
+            t.add_column(col, justify="left" if col in ("model", "attention") else "right",
+                         no_wrap=col in ("model", "attention"))
         for name, s in cat.models.items():
-            t.add_row(name, f"{s.params / 1e9:.2f}", str(s.num_layers), str(s.hidden_size), str(s.num_heads),
-                      str(s.num_kv_heads), str(s.head_dim),
-                      f"{s.experts_per_token}/{s.num_experts}" if s.num_experts > 1 else "-")
+            t.add_row(name, f"{s.params / 1e9:.1f}", f"{s.active_params / 1e9:.1f}", str(s.num_layers),
+                      _attention(s), f"{s.sliding_window} x{s.sliding_layers}" if s.sliding_window else "-",
+                      f"{s.experts_per_token}/{s.num_experts}" if s.is_moe else "-",
+                      f"{s.kv_bytes_per_token(1) / 1024:.0f}")  # TP 1, BF16, every layer full
     console.print(t)
 
 

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 from gpumix.data import DATA_DIR
 from gpumix.planner.errors import InputError
+# The shape code lives in planner.shapes; re-exported here for the modules that import catalog.
+from gpumix.planner.shapes import ModelShape, load_config_file, shape_from_config  # noqa: F401
 
 
 def norm_name(name: str) -> str:
@@ -33,137 +34,6 @@ class GpuSpec:
     arch: str = ""  # planner/precision.ARCHS: which quantization kernels run (vLLM's table)
     fp8_tflops: float | None = None  # dense FP8 tensor rate; None: no FP8 units
     int8_tops: float | None = None  # dense INT8 tensor rate; None: no INT8 tensor cores
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """The fields of a Hugging Face config.json that size memory and compute."""
-
-    name: str
-    hidden_size: int
-    intermediate_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    vocab_size: int
-    tie_word_embeddings: bool = False
-    num_experts: int = 1  # MoE: experts per layer (1 = dense)
-    experts_per_token: int = 1
-    source: str = ""
-
-    @property
-    def attn_params_per_layer(self) -> int:
-        q_o = 2 * self.hidden_size * self.num_heads * self.head_dim
-        kv = 2 * self.hidden_size * self.num_kv_heads * self.head_dim
-        return q_o + kv
-
-    @property
-    def expert_params(self) -> int:
-        return 3 * self.hidden_size * self.intermediate_size  # gate, up, down (SwiGLU)
-
-    @property
-    def embedding_params(self) -> int:
-        return self.vocab_size * self.hidden_size * (1 if self.tie_word_embeddings else 2)
-
-    @property
-    def params(self) -> int:
-        router = self.hidden_size * self.num_experts if self.num_experts > 1 else 0
-        per_layer = self.attn_params_per_layer + self.num_experts * self.expert_params + router
-        return self.num_layers * (per_layer + 2 * self.hidden_size) + self.embedding_params
-
-    @property
-    def active_params(self) -> int:
-        """Parameters one token touches (MoE: top-k experts)."""
-        per_layer = self.attn_params_per_layer + self.experts_per_token * self.expert_params
-        return self.num_layers * per_layer + self.vocab_size * self.hidden_size
-
-    def kv_bytes_per_token(self, tp: int, dtype_bytes: int = 2) -> int:
-        """KV cache per token on one GPU of a TP group; KV heads are replicated when tp > kv heads."""
-        heads_per_gpu = math.ceil(self.num_kv_heads / tp)
-        return 2 * self.num_layers * heads_per_gpu * self.head_dim * dtype_bytes
-
-    # interim API (planner/shapes.py replaces this class): dense GQA, full attention
-    @property
-    def is_moe(self) -> bool:
-        return self.num_experts > 1
-
-    @property
-    def moe_layers(self) -> int:
-        return self.num_layers if self.is_moe else 0
-
-    @property
-    def routed_expert_params(self) -> int:
-        return self.expert_params
-
-    @property
-    def linear_params(self) -> int:
-        router = self.hidden_size * self.num_experts if self.num_experts > 1 else 0
-        return self.params - self.embedding_params - self.num_layers * (2 * self.hidden_size + router)
-
-    def kv_bytes_per_sequence(self, tp: int, tokens: float, dtype_bytes: float = 2) -> float:
-        return tokens * self.kv_bytes_per_token(tp, dtype_bytes)
-
-    def attention_flops(self, new_tokens: float, context: float) -> float:
-        return 4 * self.num_layers * new_tokens * context * self.num_heads * self.head_dim
-
-    def weight_bytes_per_gpu(self, tp: int, linear_bytes_per_param: float = 2.0,
-                             other_bytes_per_param: float = 2.0) -> float:
-        other = self.params - self.linear_params
-        return (self.linear_params * linear_bytes_per_param + other * other_bytes_per_param) / tp
-
-
-def shape_from_config(cfg: dict, name: str, source: str = "") -> ModelShape:
-    """Build a ModelShape from a parsed config.json; raises KeyError/ValueError on bad fields."""
-    text = cfg.get("text_config")
-    if isinstance(text, dict):  # multimodal wrappers keep the decoder under text_config
-        cfg = {**cfg, **text}
-    hidden = int(cfg["hidden_size"])
-    heads = int(cfg["num_attention_heads"])
-    kv_heads = int(cfg.get("num_key_value_heads") or heads)
-    head_dim = int(cfg.get("head_dim") or hidden // heads)
-    experts = int(cfg.get("num_local_experts") or cfg.get("num_experts") or 1)
-    shape = ModelShape(
-        name=name,
-        hidden_size=hidden,
-        intermediate_size=int(cfg.get("moe_intermediate_size") or cfg["intermediate_size"])
-        if experts > 1
-        else int(cfg["intermediate_size"]),
-        num_layers=int(cfg["num_hidden_layers"]),
-        num_heads=heads,
-        num_kv_heads=kv_heads,
-        head_dim=head_dim,
-        vocab_size=int(cfg["vocab_size"]),
-        # transformers' default differs by family: Gemma ties embeddings, Llama/Qwen2/Mistral do not
-        tie_word_embeddings=bool(cfg.get("tie_word_embeddings",
-                                         str(cfg.get("model_type", "")).startswith("gemma"))),
-        num_experts=experts,
-        experts_per_token=int(cfg.get("num_experts_per_tok") or 1) if experts > 1 else 1,
-        source=source,
-    )
-    for f in ("hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
-              "head_dim", "vocab_size"):
-        if getattr(shape, f) <= 0:
-            raise ValueError(f"{f} must be positive")
-    return shape
-
-
-def load_config_file(path: Path, name: str, field_path: str, referrer: str) -> ModelShape:
-    """Read a local config.json; errors name the workload file and field that pointed at it."""
-    try:
-        cfg = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise InputError(referrer, field_path, f"config file not found: {path}") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise InputError(referrer, field_path, f"cannot read config {path}: {e}") from None
-    if not isinstance(cfg, dict):
-        raise InputError(str(path), "", "config.json must be a JSON object")
-    try:
-        return shape_from_config(cfg, name, source=str(path))
-    except KeyError as e:
-        raise InputError(str(path), e.args[0], "missing key in config.json") from None
-    except (TypeError, ValueError) as e:
-        raise InputError(str(path), "", f"bad config.json: {e}") from None
 
 
 @dataclass(frozen=True)

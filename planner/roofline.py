@@ -52,9 +52,7 @@ def tp_allowed(shape: ModelShape, gpu: GpuSpec, tp: int) -> str:
     """'' if the TP degree is usable, else why not (heads must split evenly; TP stays in a node)."""
     if tp > gpu.gpus_per_node:
         return f"TP {tp} exceeds {gpu.gpus_per_node} GPUs per {gpu.name} node"
-    if shape.num_heads % tp:
-        return f"{shape.num_heads} attention heads do not split over TP {tp}"
-    return ""
+    return shape.tp_problem(tp)
 
 
 def _allreduce_s(msg_bytes: float, tp: int, gpu: GpuSpec, eff: Efficiency) -> float:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from gpumix.planner.checker.findings import ABS_TOL, REL_TOL, Finding, close, num, pos_int
 from gpumix.planner.checker.nodes import check_nodes
 from gpumix.planner.checker.shared import check_shared
+from gpumix.planner.precision import KV_CACHE_DTYPES, QUANTIZATIONS
 from gpumix.planner.problem import Config, Problem, config_of
 
 
@@ -74,6 +75,9 @@ def _check_group(w: str, g, problem: Problem, tally: _Tally, seen: set) -> list[
     if not pos_int(count):
         return [Finding("schema", f"{w}.count", f"must be a positive integer, got {count!r}")]
     errs = []
+    for key, allowed in (("quantization", QUANTIZATIONS), ("kv_cache_dtype", KV_CACHE_DTYPES)):
+        if key in g and g[key] not in allowed:
+            return [Finding("schema", f"{w}.{key}", f"must be one of {', '.join(allowed)}, got {g[key]!r}")]
     c = config_of(g)
     if (c, g.get("spot")) in seen:
         errs.append(Finding("schema", w, f"second group for {c.label}"))

@@ -310,12 +310,16 @@ def load_profiled_workload(workload: Path | None, catalog):
     from gpumix.planner.errors import InputError
     from gpumix.planner.workload import load_workload
     from gpumix.data import EXAMPLE_WORKLOAD
+    from gpumix.profiler.runtime.spec import refusal_for
 
     wl = load_workload(workload or EXAMPLE_WORKLOAD, catalog, need_shapes=False)
     for i, m in enumerate(wl.models):
         if m.shape is None:
             raise InputError(wl.path, f"models[{i}].name", f"unknown model {m.name!r}: profiling "
                              "needs its shape (add `config: path/to/config.json`)")
+        why = refusal_for(m)
+        if why:
+            raise InputError(wl.path, f"models[{i}]", why)
     return wl
 
 

@@ -34,7 +34,10 @@ class ModelArgs:
     @classmethod
     def from_shape(cls, s: ModelShape, **over) -> "ModelArgs":
         return cls(dim=s.hidden_size, n_layers=s.num_layers, n_heads=s.num_heads,
-                   n_kv_heads=s.num_kv_heads, head_dim=s.head_dim, intermediate=s.intermediate_size,
+                   n_kv_heads=s.num_kv_heads, head_dim=s.head_dim,
+                   # the runtime's MoE layers are all routed experts of one width
+                   intermediate=(s.moe_intermediate_size or s.intermediate_size) if s.is_moe
+                   else s.intermediate_size,
                    vocab=s.vocab_size, n_experts=s.num_experts, top_k=s.experts_per_token,
                    tie_embeddings=s.tie_word_embeddings, **over)
 

@@ -47,6 +47,33 @@ class RunOptions:
     scale: Scale = Scale()
 
 
+def runtime_refusal(shape: ModelShape | None, precision=None) -> str:
+    """'' if the torch runtime (runtime/model.py: Llama-style GQA, dense or Mixtral-style MoE, in the
+    run's dtype) builds this model at this precision, else why not: a run of something else would
+    measure another model, so profile, validate and serve refuse instead."""
+    if precision is not None and (precision.quantization != "none" or precision.kv_cache_dtype != "auto"):
+        return (f"the torch runtime runs unquantized weights and KV cache only, not {precision.label}; "
+                "measure it on vLLM (`gpumix profile endpoint`, `profile import-vllm`, `validate --endpoint`)")
+    if shape is None:
+        return ""
+    parts = [("MLA attention", getattr(shape, "is_mla", False)),
+             ("shared experts", getattr(shape, "num_shared_experts", 0) or getattr(shape, "shared_expert_intermediate_size", 0)),
+             ("dense layers between MoE layers", getattr(shape, "is_moe", False) and shape.moe_layers != shape.num_layers),
+             ("sliding-window attention", getattr(shape, "sliding_window", None))]
+    missing = [name for name, present in parts if present]
+    if missing:
+        return (f"the torch runtime does not build {', '.join(missing)} ({shape.name}); measure it on vLLM "
+                "(`gpumix profile endpoint`, `profile import-vllm`, `validate --endpoint`)")
+    return ""
+
+
+def refusal_for(m) -> str:
+    """runtime_refusal for a workload model: the runtime runs its unquantized precision, so a model
+    whose `quantization`/`kv_cache_dtype` leave none is refused."""
+    plain = [p for p in m.precisions if p.quantization == "none" and p.kv_cache_dtype == "auto"]
+    return runtime_refusal(m.shape, plain[0] if plain else m.precisions[0])
+
+
 def read_profiles(path: str | None) -> list[dict]:
     """The `profiles` records of a profile file (provenance per model); [] when unreadable."""
     if not path or not Path(path).is_file():
@@ -124,6 +151,9 @@ def serve_spec(model: str, workload: Path | None, profiles: Path | None, opts: R
         if m is None:
             raise InputError(str(workload), "models", f"no model named {model!r}")
         shape, name = m.shape, m.name
+        why = refusal_for(m)
+        if why:
+            raise InputError(str(workload), f"models[{wl.models.index(m)}]", why)
     prov = provenance(read_profiles(str(profiles) if profiles else None), name)
     try:
         args, _ = model_args(prov, opts, shape or catalog.model(model))

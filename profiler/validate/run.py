@@ -170,6 +170,25 @@ def drive(g: Group, opts: ValidateOptions, profiles: list[dict], here: str | Non
         report["shared"].append(entry)
 
 
+def refuse_unrunnable(plan_path: Path, plan: dict, workload: Workload) -> None:
+    """In-process validation runs the torch runtime: a group it cannot build (a quantized precision,
+    MLA, ...) is bad input here (exit 2), not a skip, since no device would run it."""
+    from gpumix.profiler.runtime.spec import runtime_refusal
+
+    shapes = {m.name: m.shape for m in workload.models}
+    members = [(f"replicas[{i}]", g) for i, g in enumerate(plan["replicas"]) if isinstance(g, dict)]
+    members += [(f"shared[{i}].models[{j}]", m) for i, g in enumerate(plan.get("shared") or [])
+                if isinstance(g, dict) for j, m in enumerate(g.get("models") or []) if isinstance(m, dict)]
+    for where, g in members:
+        try:
+            precision = config_of({**g, "gpu": "", "tp": 1}).precision
+        except ValueError as e:
+            raise InputError(str(plan_path), where, str(e)) from None
+        why = runtime_refusal(shapes.get(g.get("model")), precision)
+        if why:
+            raise InputError(str(plan_path), where, why)
+
+
 def validate(plan_path: Path, workload_arg: Path | None, opts: ValidateOptions,
              write: Callable[[dict], None] = lambda doc: None,
              progress: Callable[[str], None] = lambda msg: None) -> dict:
@@ -178,6 +197,8 @@ def validate(plan_path: Path, workload_arg: Path | None, opts: ValidateOptions,
     wl_path = workload_path(plan_path, plan, workload_arg)
     workload = load_workload(wl_path, load_catalog(), need_shapes=False)
     notes = [f"plan checker: {v}" for v in check(plan_path, plan, workload)]
+    if not opts.endpoint:
+        refuse_unrunnable(plan_path, plan, workload)
     profiles_path = opts.profiles or (plan.get("inputs") or {}).get("profiles")
     profiles = [] if opts.endpoint else read_profiles(profiles_path)
     here, served = here_and_served(opts, notes)
