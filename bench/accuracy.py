@@ -35,7 +35,8 @@ PUBLISHED_STACKS = ("vllm", "sglang", "trtllm", "nim")
 AIC = "aiconfigurator"
 MAX_LOAD = 4096  # concurrency gpumix is asked at for a max-load point: more than any KV cache here holds
 TARGET_MEDIAN, TARGET_WORST = 1.2, 1.6
-# Catalog names being added in parallel (issue 13); a point on one is listed, not compared, until it lands.
+# Catalog names added in parallel (issue 13): a point may name one before its catalog entry lands; it is
+# then listed, not compared.
 PENDING_MODELS = ("deepseek-v3", "qwen3-8b", "qwen3-32b", "qwen3-30b-a3b", "qwen3-235b-a22b", "llama-3.3-70b")
 # Models whose shape is another catalog entry's: Llama 3.3 70B is Llama 3.1 70B's architecture retrained.
 SAME_SHAPE = {"llama-3.3-70b": "llama-3.1-70b"}
