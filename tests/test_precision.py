@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gpumix.cli.app import app
+from gpumix.data import DATA_DIR
 from gpumix.planner.catalog import load_catalog
 from gpumix.planner.checker import check_plan
 from gpumix.planner.precision import Precision, compute_tflops, unsupported
@@ -188,3 +189,43 @@ def test_profile_refuses_a_quantized_model(tmp_path):
     assert r.exit_code == 2
     assert "torch runtime" in r.stderr and "fp8" in r.stderr
     assert not (tmp_path / "p.json").exists()
+
+
+def test_deepseek_v3_at_fp8_never_plans_eight_h100_and_eight_h200_or_mi300x_serve_it(tmp_path):
+    shape = CAT.model("deepseek-v3")
+    assert shape.checkpoint_quant is not None and shape.checkpoint_quant.method == "fp8"
+    args = dict(model="deepseek-v3", rate=1.0, tpot=100, tp=[8])
+    r = run("plan", workload(tmp_path, ["H100"], **args), "-q")
+    assert r.exit_code == 3 and "does not fit" in r.stderr  # 8 x 80 GB < 671 GB of FP8 weights
+    for gpu in ("H200", "MI300X"):
+        plan = plan_of(workload(tmp_path, [gpu], name=f"{gpu}.json", **args))
+        assert {(g["gpu"], g["tp"], g["quantization"]) for g in plan["replicas"]} == {(gpu, 8, "fp8")}
+    out = tmp_path / "lat.json"
+    assert run("estimate", workload(tmp_path, ["H200"], name="e.json", **args), "--concurrency", "1",
+               "--out", out).exit_code == 0
+    (entry,) = json.loads(out.read_text())["entries"]
+    assert entry["weights_gb_per_gpu"] == pytest.approx(84, rel=0.03) and entry["fits"]
+
+
+def test_an_awq_config_is_planned_at_4_bits_on_one_or_two_mid_size_gpus(tmp_path):
+    cfg = json.loads((DATA_DIR / "models" / "llama-3.1-70b.json").read_text())
+    cfg["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": True,
+                                  "version": "gemm"}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    path = workload(tmp_path, ["L40S", "A100-80GB", "H100"], model="llama-70b-awq", rate=2.0, tpot=100,
+                    config="config.json")
+    _, problem, _ = load_problem(path, None)
+    assert {c.quantization for c in problem.configs} == {"awq"}
+    lat = at_concurrency(problem_shape(path), CAT.gpu("H100"), 1, 1000, 250, 1, EFF, Precision("awq"))
+    assert 35 <= lat.weights_gb_per_gpu <= 40
+    plan = plan_of(path)
+    assert plan["replicas"] and all(g["tp"] <= 2 and g["quantization"] == "awq" for g in plan["replicas"])
+    # the workload key overrides the config: bf16 needs more GPUs per replica
+    path = workload(tmp_path, ["L40S", "A100-80GB", "H100"], "none", model="llama-70b-awq", rate=2.0,
+                    tpot=100, config="config.json", name="b.json")
+    assert plan_of(path)["cost_per_hour"] > plan["cost_per_hour"]
+
+
+def problem_shape(path):
+    wl, _, _ = load_problem(path, None)
+    return wl.models[0].shape
