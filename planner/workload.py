@@ -290,7 +290,7 @@ def _read_precisions(r: _Reader, m: dict, where: str, shape: ModelShape | None) 
     if quants is None:
         if own is not None and own.method is None:  # a method gpumix does not model, and no override
             raise InputError(shape.source or r.path, own.field or "quantization_config.quant_method",
-                             f"{own.problem}; set `quantization:` on {where} to plan another checkpoint")
+                             f"{own.problem} (at {where} of {r.path})")
         quants = (own.method,) if own is not None else ("none",)
     group = own.group_size if own is not None and own.group_size else DEFAULT_GROUP_SIZE
     return tuple(Precision(q, kv, group if q in FOUR_BIT and own is not None and own.method == q

@@ -229,3 +229,15 @@ def test_an_awq_config_is_planned_at_4_bits_on_one_or_two_mid_size_gpus(tmp_path
 def problem_shape(path):
     wl, _, _ = load_problem(path, None)
     return wl.models[0].shape
+
+
+def test_a_config_quantized_in_a_format_gpumix_does_not_model_is_refused_unless_the_workload_says(tmp_path):
+    cfg = json.loads((DATA_DIR / "models" / "llama-3.1-8b.json").read_text())
+    cfg["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    path = workload(tmp_path, ["H100"], model="l8-bnb", config="config.json")
+    r = run("plan", path, "-q")
+    assert r.exit_code == 2 and "quantization_config.quant_method" in r.stderr and "bitsandbytes" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    plan = plan_of(workload(tmp_path, ["H100"], "awq", model="l8-bnb", config="config.json", name="o.json"))
+    assert {g["quantization"] for g in plan["replicas"]} == {"awq"}
