@@ -231,8 +231,10 @@ def at_concurrency(shape: ModelShape, gpu: GpuSpec, tp: int, n_in: int, n_out: i
     Closed loop, b = min(N, b_mem) running (the rest wait in the engine's queue):
       TPOT   T_d(b) + (b - 1) T_p / (n_out - 1)    each of the other b-1 requests' prefills stalls
                                                    the batch once during a request's decode
-      TTFT   T_p + W + [b > 1] T_d(b) / 2           W = M/D/1 prefill wait at rate r (at most
-                                                   (b - 1) T_p), plus half the decode step in flight
+      TTFT   T_p + W + [b > 1] T_d(b)               W = M/D/1 prefill wait at rate r (at most
+                                                   (b - 1) T_p), plus one decode step: the one in
+                                                   flight at arrival, or the batch the prefill's step
+                                                   carries (chunked prefill); as in steady_state
              + (N - b) / r                          queued behind full KV cache (Little's law)
       r      b / D,  D = TTFT + (n_out - 1) TPOT    (solved by fixed-point iteration)
       tok/s  N n_out / (D + queue wait) = b n_out / D_running
@@ -253,7 +255,7 @@ def at_concurrency(shape: ModelShape, gpu: GpuSpec, tp: int, n_in: int, n_out: i
     t_p = prefill_s(shape, gpu, tp, n_in, eff, precision)
     t_d = decode_step_s(shape, gpu, tp, b, n_in + (n_out + 1) / 2, eff, precision)
     tpot = t_d + ((b - 1) * t_p / (n_out - 1) if n_out > 1 else 0.0)
-    in_flight = (t_d / 2) if b > 1 else 0.0
+    in_flight = t_d if b > 1 else 0.0
     ttft = t_p + in_flight
     for _ in range(50):  # D depends on TTFT through the prefill queue's rate; converges fast
         rate = b / (ttft + (n_out - 1) * tpot)
