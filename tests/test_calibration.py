@@ -258,3 +258,18 @@ def test_calibration_refuses_a_bad_file_to_merge_into(tmp_path):
     rec = {"gpu": "H100", "factors": {"decode_mbu": 0.5}}
     with pytest.raises(InputError, match="gpus.H100.decode_mbu"):
         cal.write_efficiency(bad, rec, {})
+
+
+def test_check_and_sweep_take_the_efficiency_file(workload, tmp_path):
+    slow = write(tmp_path / "slow.json", {"defaults": {"decode_mbu": 0.3}})
+    plan = tmp_path / "plan.json"
+    r = invoke("plan", workload, "--efficiency", slow, "--out", plan, "-q", "--no-baseline")
+    assert r.exit_code == 0, r.output
+    assert invoke("check", plan, workload, "--efficiency", slow).exit_code == 0
+    fast = tmp_path / "fast.json"
+    assert invoke("plan", workload, "--out", fast, "-q", "--no-baseline").exit_code == 0
+    assert invoke("check", fast, workload, "--efficiency", slow).exit_code == 1  # too few replicas at mbu 0.3
+    r = invoke("sweep", workload, "--scale", "1", "--format", "json", "-q", "--efficiency", slow)
+    assert r.exit_code == 0, r.output
+    point = json.loads(r.stdout)["points"][0]
+    assert math.isclose(point["cost_per_hour"], json.loads(plan.read_text())["cost_per_hour"])
