@@ -10,20 +10,22 @@ fit lets factors absorb the measured model's quirks and carry them to other mode
 model, an earlier version made a different model's error worse in half of the cross-tests. So:
 
   F  fitted   only the factors the samples can identify: a factor is fitted when at least
-              MIN_INFORMATIVE samples have |d log t / d log factor| >= SENSITIVITY (no TP > 1
-              samples: no all-reduce latency; no compute-bound samples: no MFU). The rest keep
-              their starting value.
+              MIN_INFORMATIVE samples have |d log t / d log factor| >= SENSITIVITY, at the starting
+              factors or at the free fit below (no TP > 1 samples: no all-reduce latency; no
+              compute-bound samples: no MFU). The rest keep their starting value.
   B  bounded  the physical ranges of FIT_BOUNDS (MBU <= 0.95, MFU <= 0.85, overhead 0.01..100 ms).
   R  ridge    in log space toward the starting factors:
-                 loss(theta) = runs * mean_i r_i^2 + lambda * sum_k ((theta_k - theta0_k) / PRIOR_SD[k])^2
-              with r_i = log(predicted_i / measured_i), theta = log(factors). The data count as
-              one unit per measured run (model x TP), not per sample: the samples of one run share
-              its systematic error. lambda is the residual variance of the unregularized fit (at
-              least NOISE_FLOOR): where the roofline fits the data exactly the factors are the data's;
-              the worse it fits, the more they stay near the defaults.
+                 loss(theta) = sum_i r_i^2 + PRIOR_SAMPLES * s^2 * sum_k ((theta_k - theta0_k) / PRIOR_SD[k])^2
+              with r_i = log(predicted_i / measured_i), theta = log(factors) and s^2 the mean r^2
+              of a free fit (no prior, same bounds; at least NOISE_FLOOR). The prior weighs as much
+              as PRIOR_SAMPLES samples that miss by the roofline's typical error s: where the
+              roofline fits the samples poorly, a few samples move a factor little and dozens move
+              it most of the way; where it fits them exactly (synthetic samples) the data's factors
+              are recovered.
 
 Minimised by coordinate descent on a shrinking grid in log space (five parameters, a few hundred
-samples: well under a second, no scipy).
+samples: well under a second, no scipy); the roofs are max()es, so the loss is not convex and the
+fits start from several points (OVERHEAD_STARTS_MS, and the ridge fit also from the free fit).
 """
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ MIN_INFORMATIVE = 3  # samples a factor must shape to be fitted
 OVERHEAD_STARTS_MS = (0.1, 10.0)  # extra starts of the free fit, beside the given factors
 SENSITIVITY = 0.1  # |d log t / d log factor| at which a sample shapes a factor
 PRIOR_SAMPLES = 4  # the prior weighs as much as this many samples (R)
-NOISE_FLOOR = 0.05 ** 2  # lambda's floor: 5% timing noise, so unidentified directions stay at the start
+NOISE_FLOOR = 0.05 ** 2  # s^2's floor, about 5% timing noise: unidentified directions stay at the start
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ class Calibration:
     worst_after: float = 0.0
     fitted: tuple[str, ...] = ()
     held: dict | None = None  # factor -> why it kept its starting value
-    ridge: float = 0.0  # lambda
+    ridge: float = 0.0  # s^2 of R: the free fit's mean squared log error (at least NOISE_FLOOR)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -138,7 +140,7 @@ def candidates(runs: Sequence[Measured]) -> list[str]:
 def calibrate(runs: Sequence[Measured], gpu: GpuSpec, start: Efficiency = Efficiency(),
               passes: int = 8) -> Calibration:
     """F, B, R of the module docstring: a free fit within FIT_BOUNDS shows where the data lead
-    and how well the roofline fits them at best (lambda); the factors the samples shape at the
+    and how well the roofline fits them at best (s^2); the factors the samples shape at the
     start or at the free fit are then refitted with the ridge."""
     if not any(m.samples for m in runs):
         raise ValueError("no measurements to calibrate from")
