@@ -92,9 +92,9 @@ def run(
     from gpumix.planner.errors import GpumixError
 
     try:
-        check_device(CMD, device, dtype)
         if calibrate_to is not None:
             refuse_package_path(calibrate_to, "--calibrate")
+        check_device(CMD, device, dtype)
         from gpumix.profiler.measure.calibrate import write_calibration_record
         from gpumix.profiler.measure.profile import (ProfileOptions, Scale, load_profiled_workload, merge,
                                                      profile_workload)
