@@ -140,6 +140,10 @@ FillOpt = Annotated[bool, typer.Option(
 CatalogOpt = Annotated[Optional[Path], typer.Option(
     "--catalog", metavar="FILE", help="SkyPilot catalog CSV (vms.csv): its GPU instances and prices replace "
                                       "the bundled instances (docs/ecosystem.md).")]
+EfficiencyOpt = Annotated[Optional[Path], typer.Option(
+    "--efficiency", metavar="FILE", help="Your efficiency file (`gpumix profile calibrate --out`): its "
+                                         "factors over the bundled ones, its specs add GPU types "
+                                         "(docs/formats.md).")]
 
 # validate, serve: how to run the in-process runtime
 ScaleLayersOpt = Annotated[Optional[int], typer.Option("--scale-layers", min=1, help="As in `gpumix profile`.")]

@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from gpumix.cli import render
-from gpumix.cli.common import cannot_write, err, fail, out, positive_floats, usage
+from gpumix.cli.common import EfficiencyOpt, cannot_write, err, fail, out, positive_floats, usage
 
 PLOT_SUFFIXES = (".png", ".svg")
 
@@ -88,6 +88,7 @@ def sweep(
     fmt: Annotated[SweepFormat, typer.Option("--format", help="table, or json (one record a point) on stdout.")]
     = SweepFormat.table,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notes.")] = False,
+    efficiency: EfficiencyOpt = None,
 ):
     """Plan a workload at several demand scales and/or TPOT SLOs; a table of cost, GPU mix and the
     best single-GPU-type cost per point, and optionally a plot."""
@@ -100,7 +101,8 @@ def sweep(
         raise usage("--scale/--tpot-ms", "give at least one list of points")
     if plot is not None:
         _check_plot(plot)
-    options = PlanOptions(time_limit=time_limit, fill_estimates=fill_estimates, catalog=catalog)
+    options = PlanOptions(time_limit=time_limit, fill_estimates=fill_estimates, catalog=catalog,
+                          efficiency=efficiency)
     try:
         results = _plan_points(workload, profiles, options, sweep_points(scales, tpots), quiet)
     except GpumixError as e:

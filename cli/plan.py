@@ -17,8 +17,8 @@ import typer
 
 from gpumix import __version__ as VERSION
 from gpumix.cli import render
-from gpumix.cli.common import (CatalogOpt, FillOpt, ProfilesOpt, WorkloadArg, cannot_write, dim, err, fail,
-                               out, positive_ints)
+from gpumix.cli.common import (CatalogOpt, EfficiencyOpt, FillOpt, ProfilesOpt, WorkloadArg, cannot_write, dim,
+                               err, fail, out, positive_ints)
 
 
 class Format(str, Enum):
@@ -61,6 +61,7 @@ def plan(
     share_gpus: Annotated[bool, typer.Option(
         "--share-gpus", help="Let several models share a GPU set (within memory and time; docs/sharing.md): "
                              "long tails of small, lightly used models cost far less.")] = False,
+    efficiency: EfficiencyOpt = None,
 ):
     """Size and route a fleet: replicas per (model, GPU type, TP), routing per request bucket."""
     from gpumix.planner.errors import GpumixError
@@ -72,7 +73,8 @@ def plan(
             time_limit=time_limit, mip_gap=mip_gap, fill_estimates=fill_estimates,
             whole_buckets=whole_buckets, baseline=not no_baseline, progress=None if quiet else dim,
             current=current, churn_cost=churn_cost, spare_nodes=spare_nodes, allow_partial=allow_partial,
-            spot_share=spot_share, catalog=catalog_csv, share_gpus=share_gpus))
+            spot_share=spot_share, catalog=catalog_csv, share_gpus=share_gpus,
+            efficiency=efficiency))
         text = dumps(result.plan)
         if out_path is not None:
             write_atomic(out_path, text)
@@ -97,6 +99,7 @@ def check(
     profiles: ProfilesOpt = None,
     fill_estimates: FillOpt = False,
     catalog_csv: CatalogOpt = None,
+    efficiency: EfficiencyOpt = None,
 ):
     """Check a plan against a workload with the independent plan checker (exit 1 on a violation)."""
     from gpumix.planner.checker import check_plan
@@ -107,8 +110,9 @@ def check(
 
     try:
         doc = read_structured(plan_file)
-        wl, problem, _ = load_problem(workload, profiles, fill_estimates, catalog_csv)
-        sharing = sharing_for(wl, problem, profiles) if isinstance(doc, dict) and doc.get("shared") else None
+        wl, problem, _ = load_problem(workload, profiles, fill_estimates, catalog_csv,
+                                      efficiency_path=efficiency)
+        sharing = sharing_for(wl, problem, profiles, efficiency) if isinstance(doc, dict) and doc.get("shared") else None
     except GpumixError as e:
         raise fail(e) from None
     findings = check_plan(doc, problem, wl.instances, sharing)
@@ -127,11 +131,13 @@ def estimate(
         help="Write TTFT, TPOT, tokens/s, weights and KV cache per model x GPU x TP x bucket x "
              "precision at each number of requests in flight (docs/formats.md, 'Latency table'), "
              "instead of the throughput table.")] = None,
+    efficiency: EfficiencyOpt = None,
 ):
     """Write the roofline estimates for a workload: the throughput table (the --profiles format), or
     with --concurrency the latency each configuration gives at N concurrent requests."""
     from gpumix.planner.catalog import load_catalog
     from gpumix.planner.errors import GpumixError
+    from gpumix.planner.efficiency import with_efficiency
     from gpumix.planner.latency import latency_table
     from gpumix.planner.plan import write_atomic
     from gpumix.planner.profiles import throughput_table
@@ -139,13 +145,13 @@ def estimate(
 
     try:
         levels = positive_ints(concurrency, "gpumix estimate", "--concurrency")
-        wl, problem, _ = load_problem(workload, None)
+        wl, problem, _ = load_problem(workload, None, efficiency_path=efficiency)
         notes: list[str] = []
         if levels is None:
             table = throughput_table(problem, f"gpumix {VERSION} roofline")
         else:
-            table, notes = latency_table(wl, load_catalog(), tuple(sorted(set(levels))),
-                                         f"gpumix {VERSION} roofline at concurrency")
+            table, notes = latency_table(wl, with_efficiency(load_catalog(), efficiency),
+                                         tuple(sorted(set(levels))), f"gpumix {VERSION} roofline at concurrency")
         text = json.dumps(table, indent=2) + "\n"
         if out_path is None:
             sys.stdout.write(text)

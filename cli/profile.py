@@ -1,7 +1,7 @@
 """`gpumix profile`: measured capacities for `gpumix plan --profiles`.
 
   gpumix profile [run] WORKLOAD --device cpu|cuda --tp 1,2 --out PROFILES.json
-  gpumix profile calibrate PROFILES.json [--efficiency FILE]
+  gpumix profile calibrate PROFILES.json [--out FILE] [--efficiency FILE]
   gpumix profile import-vllm RESULT.json ... --gpu NAME --out PROFILES.json
   gpumix profile endpoint WORKLOAD --endpoint URL --gpu-name NAME --out PROFILES.json
 
@@ -18,7 +18,7 @@ from typer.core import TyperGroup
 
 from gpumix.cli import render
 from gpumix.cli.common import cannot_write, check_device, dim, err, fail_run, one_of, positive_ints, silent, write_json
-from gpumix.data import DATA_DIR
+from gpumix.planner.efficiency import refuse_package_path
 
 CMD = "gpumix profile"
 
@@ -80,8 +80,10 @@ def run(
     threads: Annotated[Optional[int], typer.Option(
         "--threads", min=1, help="CPU threads per rank (default: cores / TP).")] = None,
     calibrate_to: Annotated[Optional[Path], typer.Option(
-        "--calibrate", help=f"Also write the fitted efficiency factors for this GPU type into this "
-                            f"efficiency file (the planner reads {DATA_DIR / 'efficiency.json'}).")] = None,
+        "--calibrate", metavar="FILE", help="Also write the fitted efficiency factors for this GPU type "
+                                            "(and a measured spec for one outside the catalog) into your "
+                                            "efficiency file, created or merged into; plan with "
+                                            "`--efficiency FILE`.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
 ):
     """Profile every workload model on the local device at each TP degree: sweep prefill and
@@ -90,6 +92,8 @@ def run(
     from gpumix.planner.errors import GpumixError
 
     try:
+        if calibrate_to is not None:
+            refuse_package_path(calibrate_to, "--calibrate")
         check_device(CMD, device, dtype)
         from gpumix.profiler.measure.calibrate import write_calibration_record
         from gpumix.profiler.measure.profile import (ProfileOptions, Scale, load_profiled_workload, merge,
@@ -110,7 +114,8 @@ def run(
             return
         write_json(out_path, merge(old, runs, calibration, CMD))
         if calibrate_to is not None and calibration is not None:
-            write_calibration_record(calibrate_to, calibration, runs[0].provenance)
+            write_calibration_record(calibrate_to, calibration, runs[0].provenance,
+                                     extra={"profiles": [str(out_path)]})
     except GpumixError as e:
         raise fail_run(e) from None
     except OSError as e:
@@ -124,26 +129,38 @@ def calibrate(
     profiles: Annotated[Path, typer.Argument(help="A throughput table written by `gpumix profile`.")],
     gpu: Annotated[Optional[str], typer.Option("--gpu", help="GPU type to calibrate (default: every "
                                                               "one the file has measurements for).")] = None,
-    efficiency: Annotated[Path, typer.Option(
-        "--efficiency", help="Efficiency file to update (its `gpus` entry for the type).")] = DATA_DIR / "efficiency.json",
+    out_path: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", metavar="FILE", help="Your efficiency file to write (merged into when it exists); "
+                                            "plan with `--efficiency FILE`. Default: --efficiency's file, "
+                                            "else efficiency.json here.")] = None,
+    efficiency: Annotated[Optional[Path], typer.Option(
+        "--efficiency", metavar="FILE", help="Efficiency file to merge from (and, without --out, to "
+                                             "update). Never the bundled data/efficiency.json.")] = None,
 ):
-    """Refit a GPU type's roofline efficiency factors from the samples a profile file stores."""
+    """Refit a GPU type's roofline efficiency factors from the samples a profile file stores and
+    write them into your efficiency file (never into the installed package)."""
     from gpumix.planner.catalog import load_catalog
     from gpumix.planner.errors import GpumixError, InputError
     from gpumix.profiler.measure.calibrate import write_calibration_record
     from gpumix.profiler.measure.profile import refit_calibration
 
+    target = out_path or efficiency or Path("efficiency.json")
     try:
+        refuse_package_path(target, "--out" if out_path or not efficiency else "--efficiency")
         doc = _read_table(profiles)
         if doc is None:
             raise InputError(str(profiles), "", "file not found")
         catalog = load_catalog()
+        base = efficiency if efficiency is not None and efficiency.exists() else None
         for name in [gpu] if gpu else sorted({p["gpu"] for p in doc.get("profiles", [])}):
             record, provenance = refit_calibration(doc, profiles, name, catalog)
-            write_calibration_record(efficiency, record, provenance)
+            write_calibration_record(target, record, provenance, base=base, option="--out",
+                                     extra={"profiles": [str(profiles)], "models": record["models"]})
+            base = None  # the next GPU type merges into what was just written
             err.print(f"calibration {name}: roofline median error {record['median_error_before']:.0%} -> "
-                      f"{record['median_error_after']:.0%}; factors {record['factors']} written to "
-                      f"{efficiency}", markup=False, soft_wrap=True)
+                      f"{record['median_error_after']:.0%} (worst {record['worst_error_before']:.0%} -> "
+                      f"{record['worst_error_after']:.0%}); fitted {', '.join(record['fitted']) or 'nothing'}; "
+                      f"written to {target}", markup=False, soft_wrap=True)
     except GpumixError as e:
         raise fail_run(e) from None
 

@@ -257,5 +257,6 @@ def profile_summary(console: Console, runs, calibration: dict | None, out_path, 
     if calibration is not None:
         console.print(f"calibration {calibration['gpu']}: roofline median error "
                       f"{calibration['median_error_before']:.0%} -> {calibration['median_error_after']:.0%}"
-                      + (f", written to {calibrate_to}" if calibrate_to else ""), markup=False)
+                      f"; fitted {', '.join(calibration.get('fitted', ())) or 'nothing'}"
+                      + (f", written to {calibrate_to}" if calibrate_to else ""), markup=False, soft_wrap=True)
     console.print(f"{sum(len(r.entries) for r in runs)} entries written to {out_path}", markup=False)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -58,6 +58,15 @@ class Catalog:
         spec = self.gpu(gpu)
         eff.update(self.efficiency.get("gpus", {}).get(spec.name if spec else gpu, {}))
         return eff
+
+    def with_factors(self, efficiency: dict) -> "Catalog":
+        """This catalog with another efficiency document (planner/efficiency.py merges them)."""
+        return replace(self, efficiency=efficiency)
+
+    def with_gpus(self, specs: dict[str, GpuSpec]) -> "Catalog":
+        """This catalog with GPU types it lacked (measured specs from an efficiency file)."""
+        keys = {**self._gpu_keys, **{norm_name(n): n for n in specs}}
+        return replace(self, gpus={**self.gpus, **specs}, _gpu_keys=keys)
 
 
 def _read_json(path: Path) -> dict:

@@ -107,13 +107,15 @@ def build_sharing(workload: Workload, catalog: Catalog, problem: Problem,
     return SharingModel(footprint, budget, why_not)
 
 
-def sharing_for(workload: Workload, problem: Problem, profiles_path=None) -> SharingModel:
-    """build_sharing with the bundled catalog and, when a throughput table is given, its measured
-    decode steps (what `plan --share-gpus` and `check` both use)."""
+def sharing_for(workload: Workload, problem: Problem, profiles_path=None, efficiency_path=None) -> SharingModel:
+    """build_sharing with the bundled catalog (under a user efficiency file, when given) and, when a
+    throughput table is given, its measured decode steps (what `plan --share-gpus` and `check` use)."""
     from gpumix.planner.catalog import load_catalog
+    from gpumix.planner.efficiency import with_efficiency
     from gpumix.planner.profiles import decode_step_fits
 
-    return build_sharing(workload, load_catalog(), problem, decode_step_fits(profiles_path) if profiles_path else None)
+    catalog = with_efficiency(load_catalog(), efficiency_path)
+    return build_sharing(workload, catalog, problem, decode_step_fits(profiles_path) if profiles_path else None)
 
 
 def time_fraction(problem: Problem, c: Config, rps: dict[BucketKey, float]) -> float:

@@ -9,6 +9,7 @@ from typing import Callable
 from gpumix.data import EXAMPLE_WORKLOAD
 from gpumix.planner.capacity import build_problem, require_servable
 from gpumix.planner.catalog import load_catalog
+from gpumix.planner.efficiency import with_efficiency
 from gpumix.planner.checker import check_plan
 from gpumix.planner.errors import GpumixError, InputError
 from gpumix.planner.instances import apply_instances
@@ -57,6 +58,7 @@ class PlanOptions:
     seed: int = 0
     catalog: Path | str | None = None  # a SkyPilot catalog CSV: instance shapes and prices (planner/skypilot.py)
     share_gpus: bool = False  # let several models share GPU sets (docs/sharing.md, solvers/sharing/)
+    efficiency: Path | str | None = None  # a user efficiency file over the bundled factors (planner/efficiency.py)
 
     @property
     def extended(self) -> bool:
@@ -65,9 +67,11 @@ class PlanOptions:
 
 def load_problem(workload_path: Path | str | None, profiles_path: Path | str | None,
                  fill_estimates: bool = False, catalog_path: Path | str | None = None,
-                 transform: Callable[[Workload], Workload] | None = None):
-    """`transform` edits the validated workload before sizing (solvers/sweep.py scales demand, SLOs)."""
-    catalog = load_catalog()
+                 transform: Callable[[Workload], Workload] | None = None,
+                 efficiency_path: Path | str | None = None):
+    """`transform` edits the validated workload before sizing (solvers/sweep.py scales demand, SLOs);
+    `efficiency_path` lays a user efficiency file over the bundled factors (and adds its specs)."""
+    catalog = with_efficiency(load_catalog(), efficiency_path)
     profiles = load_profiles(profiles_path) if profiles_path else None
     need_shapes = profiles is None or fill_estimates
     sky = None
@@ -113,7 +117,7 @@ def plan_workload(workload_path: Path | str | None = None, profiles_path: Path |
     """load -> capacity -> solve (one of three paths) -> check -> plan document."""
     t0 = time.perf_counter()
     workload, problem, report = load_problem(workload_path, profiles_path, options.fill_estimates,
-                                             options.catalog, transform)
+                                             options.catalog, transform, options.efficiency)
     require_servable(problem, report)
     deadline = Deadline(None if options.time_limit is None else t0 + options.time_limit)  # the whole command
     route = SHARED if options.share_gpus else NODES if workload.instances or options.extended else DEDICATED
@@ -144,6 +148,8 @@ def finish(draft: Draft, route: str, workload: Workload, report, workload_path, 
     inputs = {"workload": str(workload_path) if workload_path else "bundled example",
               "profiles": str(profiles_path) if profiles_path else None,
               "fill_estimates": options.fill_estimates}
+    if options.efficiency is not None:
+        inputs["efficiency"] = str(options.efficiency)
     if route == SHARED:
         inputs["share_gpus"] = True
     if route == NODES:

@@ -59,7 +59,9 @@ def test_profile_tp1_tp2_writes_the_contract_and_plans(workload, tmp_path):
     assert prov["dtype"] == "fp32" and prov["torch"] and prov["date"] and prov["device"] == "cpu"
     assert {p["tp"] for p in doc["profiles"]} == {1, 2}
     assert len(doc["profiles"][0]["samples"]) == 3 + 6
-    assert json.loads(eff.read_text())["gpus"]["testcpu"]["decode_mbu"] > 0
+    written = json.loads(eff.read_text())  # the user efficiency file: fitted factors, spec, provenance
+    assert written["gpus"]["testcpu"]["spec"]["memory_bandwidth_gbps"] > 0
+    assert written["calibrations"]["testcpu"]["fitted"] and str(out) in written["calibrations"]["testcpu"]["profiles"]
     r = invoke("plan", workload, "--profiles", out, "--format", "json", "-q")
     assert r.exit_code == 0, r.output
     plan = json.loads(r.stdout)

@@ -111,7 +111,9 @@ def measured_spec(name: str, opts: ProfileOptions) -> GpuSpec:
     from gpumix.profiler.runtime.model import DTYPES
 
     bw = copy_bandwidth_gbps(opts.device)
-    if opts.device.startswith("cuda"):
+    if opts.memory_gb is not None:  # what the device has for serving, as --memory-gb says
+        mem = opts.memory_gb
+    elif opts.device.startswith("cuda"):
         mem = torch.cuda.get_device_properties(opts.device).total_memory / GB
     else:
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB
@@ -277,9 +279,7 @@ def calibration_record(runs: list[ProfileRun], spec: GpuSpec, catalog: Catalog) 
                              tuple(r.samples)) for r in runs]
     start = Efficiency.from_dict(catalog.gpu_efficiency(spec.name))
     c = cal.calibrate(measured, spec, start)
-    return {"gpu": c.gpu, "factors": c.factors, "median_error_before": c.error_before,
-            "median_error_after": c.error_after, "samples": c.samples, "spec": asdict(spec),
-            "catalog_spec": catalog.gpu(spec.name) is not None}
+    return cal.record(c, spec, catalog.gpu(spec.name) is not None, [r.model for r in runs])
 
 
 # --- the output file -----------------------------------------------------------------------------

@@ -33,7 +33,7 @@ def plan_shared(workload, problem, profiles_path: Path | str | None, options, de
     from gpumix.solvers.pipeline import Draft
 
     full = problem
-    sharing = sharing_for(workload, problem, profiles_path)
+    sharing = sharing_for(workload, problem, profiles_path, options.efficiency)
     limit = deadline.left(SHARE_SOLVE if workload.instances else 1.0, floor=SOLVE_FLOOR_S)
     if workload.instances:
         problem = _fitting(problem, workload.instances)
