@@ -2,7 +2,7 @@
 
   gpumix profile [run] WORKLOAD --device cpu|cuda --tp 1,2 --out PROFILES.json
   gpumix profile calibrate PROFILES.json [--out FILE] [--efficiency FILE]
-  gpumix profile import-vllm RESULT.json ... --gpu NAME --out PROFILES.json
+  gpumix profile import-vllm RESULT.json ... --gpu NAME [--quantization Q] --out PROFILES.json
   gpumix profile endpoint WORKLOAD --endpoint URL --gpu-name NAME --out PROFILES.json
 
 torch is imported inside the commands only: `import gpumix.cli.app` stays torch-free.
@@ -183,10 +183,17 @@ def import_vllm(
                                                         "(default: the run's mean).")] = None,
     output_tokens: Annotated[Optional[int], typer.Option("--output-tokens", min=1, help="Bucket output "
                                                          "tokens (default: the run's mean).")] = None,
+    quantization: Annotated[str, typer.Option(
+        "--quantization", help="The server's weights: none, fp8, int8, awq or gptq (vllm serve "
+                               "--quantization, or the checkpoint's).")] = "none",
+    kv_cache_dtype: Annotated[str, typer.Option(
+        "--kv-cache-dtype", help="The server's KV cache: auto or fp8 (vllm serve --kv-cache-dtype).")] = "auto",
 ):
-    """Turn vLLM serving benchmarks into throughput-table entries (source "vllm")."""
+    """Turn vLLM serving benchmarks into throughput-table entries (source "vllm"); the entries size
+    only the precision the server ran at."""
     from gpumix.planner.catalog import load_catalog
     from gpumix.planner.errors import GpumixError, InputError
+    from gpumix.planner.precision import KV_CACHE_DTYPES, QUANTIZATIONS
     from gpumix.profiler.measure import vllm_import as vi
     from gpumix.profiler.measure.profile import merged_table
 
@@ -198,6 +205,11 @@ def import_vllm(
         runs = [vi.read_run(p, stat, model, input_tokens, output_tokens) for p in results]
         runs, slo = vi.runs_and_slos(runs, workload, ttft_ms, tpot_ms, catalog)
         new, notes = vi.entries(runs, gpu, tp, slo)
+        one_of(CMD, "--quantization", quantization, QUANTIZATIONS)
+        one_of(CMD, "--kv-cache-dtype", kv_cache_dtype, KV_CACHE_DTYPES)
+        precision = {"quantization": quantization, "kv_cache_dtype": kv_cache_dtype}
+        if precision != {"quantization": "none", "kv_cache_dtype": "auto"}:
+            new = [{**e, **precision} for e in new]
         write_json(out_path, merged_table(_read_table(out_path) or {}, new, "imports", vi.provenance(runs, stat),
                                            "gpumix profile import-vllm"))
     except GpumixError as e:

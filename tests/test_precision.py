@@ -241,3 +241,21 @@ def test_a_config_quantized_in_a_format_gpumix_does_not_model_is_refused_unless_
     assert len(r.stderr.strip().splitlines()) == 1
     plan = plan_of(workload(tmp_path, ["H100"], "awq", model="l8-bnb", config="config.json", name="o.json"))
     assert {g["quantization"] for g in plan["replicas"]} == {"awq"}
+
+
+def test_a_gpu_outside_the_catalog_runs_fp8_when_its_spec_names_the_arch(tmp_path):
+    spec = {"memory_gb": 96, "memory_bandwidth_gbps": 4000, "bf16_tflops": 900, "fp8_tflops": 1800,
+            "gpus_per_node": 8}
+    wl = tmp_path / "w.json"
+    wl.write_text(json.dumps({"models": [{"name": "llama-3.1-70b", "rate_rps": 4, "slo": {"ttft_ms": 2000, "tpot_ms": 60},
+                                          "buckets": [{"input_tokens": 1000, "output_tokens": 250, "share": 1}],
+                                          "quantization": ["none", "fp8"]}],
+                              "gpus": [{"name": "mine", "price_per_hour": 3.0}]}))
+    for arch, want in ((None, {"none"}), ("hopper", {"fp8"})):
+        eff = tmp_path / f"e-{arch}.json"
+        eff.write_text(json.dumps({"gpus": {"mine": {"spec": {**spec, **({"arch": arch} if arch else {})}}}}))
+        plan = plan_of(wl, "--efficiency", eff)
+        assert {g["quantization"] for g in plan["replicas"]} == want
+    eff.write_text(json.dumps({"gpus": {"mine": {"spec": {**spec, "arch": "pascal"}}}}))
+    r = run("plan", wl, "--efficiency", eff, "-q")
+    assert r.exit_code == 2 and "gpus.mine.spec.arch" in r.stderr

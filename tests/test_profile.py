@@ -181,6 +181,18 @@ def test_import_vllm_picks_the_best_rate_within_the_slo(tmp_path):
     assert r.exit_code == 0, r.output
 
 
+def test_import_vllm_records_the_servers_precision(tmp_path):
+    files = [vllm_result(tmp_path / "a.json", 8, 7.6, 700, 55)]
+    out = tmp_path / "p.json"
+    r = invoke("profile", "import-vllm", *files, "--gpu", "H100", "--ttft-ms", 1000, "--tpot-ms", 60,
+               "--model", "llama-3.1-8b", "--quantization", "fp8", "--out", out)
+    assert r.exit_code == 0, r.output
+    (e,) = load_profiles(out)
+    assert (e.quantization, e.kv_cache_dtype, e.max_rps) == ("fp8", "auto", 7.6)
+    r = invoke("profile", "import-vllm", *files, "--gpu", "H100", "--quantization", "nf4", "--out", tmp_path / "q.json")
+    assert r.exit_code == 2 and "--quantization" in r.output and not (tmp_path / "q.json").exists()
+
+
 def test_import_vllm_bad_file_names_the_field(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"model_id": "x", "completed": 10}))
