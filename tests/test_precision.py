@@ -259,3 +259,15 @@ def test_a_gpu_outside_the_catalog_runs_fp8_when_its_spec_names_the_arch(tmp_pat
     eff.write_text(json.dumps({"gpus": {"mine": {"spec": {**spec, "arch": "pascal"}}}}))
     r = run("plan", wl, "--efficiency", eff, "-q")
     assert r.exit_code == 2 and "gpus.mine.spec.arch" in r.stderr
+
+
+def test_validate_and_serve_refuse_a_precision_the_torch_runtime_cannot_run(tmp_path):
+    path = workload(tmp_path, ["H100"], "fp8", model="llama-3.2-1b", rate=1.0, tpot=200)
+    plan_path = tmp_path / "plan.json"
+    assert run("plan", path, "--out", plan_path, "-q").exit_code == 0
+    report = tmp_path / "report.json"
+    r = run("validate", plan_path, path, "--gpu-name", "H100", "--report", report)
+    assert r.exit_code == 2 and "replicas[0]" in r.stderr and "torch runtime" in r.stderr
+    assert not report.exists()
+    r = run("serve", "--model", "llama-3.2-1b", "--workload", path)
+    assert r.exit_code == 2 and "models[0]" in r.stderr and "fp8" in r.stderr
