@@ -167,7 +167,8 @@ def calibrate(
 
 @app.command("import-vllm")
 def import_vllm(
-    results: Annotated[list[Path], typer.Argument(help="`vllm bench serve --save-result` JSON files.")],
+    results: Annotated[list[Path], typer.Argument(help="`vllm bench serve --save-result` JSON files "
+                                                  "(one run each, or one run a line from --append-result).")],
     gpu: Annotated[str, typer.Option("--gpu", help="GPU type the server ran on (e.g. H100).")],
     out_path: OutOpt = Path("profiles.json"),
     tp: Annotated[int, typer.Option("--tp", min=1, help="The server's tensor-parallel size.")] = 1,
@@ -202,9 +203,14 @@ def import_vllm(
             raise InputError(CMD, "--ttft-ms" if ttft_ms is None else "--tpot-ms",
                              "give both --ttft-ms and --tpot-ms")
         catalog = load_catalog()
-        runs = [vi.read_run(p, stat, model, input_tokens, output_tokens) for p in results]
+        skipped: list[str] = []
+        runs = [r for p in results for r in vi.read_runs(p, stat, model, input_tokens, output_tokens, skipped)]
+        if not runs:
+            raise InputError(str(results[0]) if len(results) == 1 else CMD, "failed",
+                             "no run without failed requests to import" + (f" ({skipped[0]})" if skipped else ""))
         runs, slo = vi.runs_and_slos(runs, workload, ttft_ms, tpot_ms, catalog)
         new, notes = vi.entries(runs, gpu, tp, slo)
+        notes = skipped + notes
         one_of(CMD, "--quantization", quantization, QUANTIZATIONS)
         one_of(CMD, "--kv-cache-dtype", kv_cache_dtype, KV_CACHE_DTYPES)
         precision = {"quantization": quantization, "kv_cache_dtype": kv_cache_dtype}

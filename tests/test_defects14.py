@@ -41,3 +41,97 @@ def test_gpu_type_cap_with_instances_is_honoured(tmp_path, rate):
     rented = sum(nd["gpus"] if "gpus" in nd else 0 for nd in plan["nodes"] if nd["gpu"] == "L4")
     assert rented <= 12
     assert plan["cost_per_hour"] >= plan["lower_bound_per_hour"] - 1e-9
+
+
+# ---- throughput-table entries that size nothing are named; Hugging Face ids match through aliases
+
+ONE_MODEL = """
+models:
+  - name: llama-3.1-8b
+    rate_rps: 5
+    slo: {ttft_ms: 1000, tpot_ms: 60}
+    buckets: [{input_tokens: 512, output_tokens: 256, share: 1.0}]
+gpus: [{name: A10G, price_per_hour: 1.006}, {name: L40S, price_per_hour: 1.861}]
+"""
+
+
+def _entries(*rows):
+    return {"entries": [{"model": m, "gpu": g, "tp": 1, "input_tokens": i, "output_tokens": 256, "max_rps": r}
+                        for m, g, i, r in rows]}
+
+
+def test_unused_profile_entries_are_named(tmp_path):
+    w, p = tmp_path / "w.yaml", tmp_path / "p.json"
+    w.write_text(ONE_MODEL)
+    p.write_text(json.dumps(_entries(("llama-3.1-8b", "A10G", 512, 2.0), ("llama-3.1-8b", "A10G", 999, 2.0),
+                                     ("other", "L40S", 512, 4.2))))
+    r = runner.invoke(app, ["plan", str(w), "--profiles", str(p), "--fill-estimates", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    assert "2 throughput-table entries" in r.output and "went unused" in r.output
+    assert "other on L40S" in r.output and "999/256" in r.output
+
+
+def test_hugging_face_id_entries_size_the_catalog_model(tmp_path):
+    from gpumix.planner.capacity import build_problem
+    from gpumix.planner.catalog import load_catalog
+    from gpumix.planner.profiles import ProfileEntry
+    from gpumix.planner.workload import load_workload
+
+    cat = load_catalog()
+    (tmp_path / "w.yaml").write_text(ONE_MODEL)
+    wl = load_workload(tmp_path / "w.yaml", cat)
+    e = ProfileEntry("meta-llama/Llama-3.1-8B-Instruct", "A10G", 1, 512, 256, 2.0)
+    problem, report = build_problem(wl, cat, (e,))
+    assert [c.gpu for c in problem.configs] == ["A10G"]
+    assert not report.notes
+
+
+# ---- profile import-vllm: failed requests, --append-result files, Hugging Face ids, bad numbers
+
+def _vllm(rate, rps, failed=0, completed=100, model_id="meta-llama/Llama-3.1-8B-Instruct"):
+    return {"model_id": model_id, "request_rate": rate, "completed": completed, "failed": failed,
+            "total_input_tokens": 100 * 512, "total_output_tokens": 100 * 128, "request_throughput": rps,
+            "p99_ttft_ms": 300, "p99_tpot_ms": 30}
+
+
+def test_import_vllm_reads_append_result_files_and_maps_hf_ids(tmp_path):
+    runs = tmp_path / "runs.jsonl"
+    runs.write_text("".join(json.dumps(_vllm(r, r * 0.95)) + "\n" for r in (1, 2, 4)))
+    out = tmp_path / "p.json"
+    r = runner.invoke(app, ["profile", "import-vllm", str(runs), "--gpu", "H100", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    (e,) = json.loads(out.read_text())["entries"]
+    assert (e["model"], e["runs"], e["max_rps"]) == ("llama-3.1-8b", 3, 3.8)  # a catalog name: it plans
+
+
+def test_import_vllm_leaves_out_runs_with_failed_requests(tmp_path):
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps(_vllm(2, 1.9)))
+    bad.write_text(json.dumps(_vllm(8, 7.0, failed=5)))
+    out = tmp_path / "p.json"
+    r = runner.invoke(app, ["profile", "import-vllm", str(good), str(bad), "--gpu", "H100", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "5 of 105 requests failed" in r.output
+    assert json.loads(out.read_text())["entries"][0]["max_rps"] == 1.9
+    r = runner.invoke(app, ["profile", "import-vllm", str(bad), "--gpu", "H100", "--out", str(tmp_path / "q.json")])
+    assert r.exit_code == 2 and "failed" in r.output and not (tmp_path / "q.json").exists()
+
+
+@pytest.mark.parametrize("field, value", [("completed", 0.5), ("completed", -3), ("failed", 1.5),
+                                          ("total_input_tokens", 10**30), ("request_throughput", -1.0)])
+def test_import_vllm_bad_numbers_name_file_and_field(tmp_path, field, value):
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps({**_vllm(2, 1.9), field: value}))
+    out = tmp_path / "p.json"
+    out.write_text('{"entries": []}\n')
+    r = runner.invoke(app, ["profile", "import-vllm", str(f), "--gpu", "H100", "--out", str(out)])
+    assert r.exit_code == 2, r.output
+    assert "r.json" in r.output and field in r.output and len(r.output.strip().splitlines()) == 1
+    assert out.read_text() == '{"entries": []}\n'
+
+
+def test_import_vllm_non_finite_field(tmp_path):
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps(_vllm(2, 1.9)).replace('"p99_ttft_ms": 300', '"p99_ttft_ms": Infinity'))
+    r = runner.invoke(app, ["profile", "import-vllm", str(f), "--gpu", "H100", "--out", str(tmp_path / "p.json")])
+    assert r.exit_code == 2 and "p99_ttft_ms" in r.output
