@@ -135,3 +135,36 @@ def test_import_vllm_non_finite_field(tmp_path):
     f.write_text(json.dumps(_vllm(2, 1.9)).replace('"p99_ttft_ms": 300', '"p99_ttft_ms": Infinity'))
     r = runner.invoke(app, ["profile", "import-vllm", str(f), "--gpu", "H100", "--out", str(tmp_path / "p.json")])
     assert r.exit_code == 2 and "p99_ttft_ms" in r.output
+
+
+# ---- profile endpoint against a server that is not there
+
+def test_profile_endpoint_unreachable_names_it_and_keeps_the_table(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    w = tmp_path / "w.yaml"
+    w.write_text(ONE_MODEL)
+    out = tmp_path / "p.json"
+    good = json.dumps(_entries(("llama-3.1-8b", "A10G", 512, 2.0))) + "\n"
+    out.write_text(good)
+    r = runner.invoke(app, ["profile", "endpoint", str(w), "--endpoint", f"http://127.0.0.1:{port}",
+                            "--gpu-name", "A10G", "--out", str(out), "--duration", "0.5", "-q"])
+    assert r.exit_code == 2, r.output
+    assert f"127.0.0.1:{port}" in r.output and "refused" in r.output.lower()
+    assert len(r.output.strip().splitlines()) == 1
+    assert out.read_text() == good
+
+
+def test_rate_search_with_no_answer_is_an_error():
+    from gpumix.planner.errors import InputError
+    from gpumix.profiler.measure import endpoint
+
+    class Down:
+        async def send(self, arrival, record):
+            raise ConnectionRefusedError(111, "Connection refused")
+
+    with pytest.raises(InputError, match="no request answered"):
+        endpoint.search_bucket(Down(), 16, 4, 1000, 100, endpoint.SearchOptions(duration_s=0.5, drain_s=0.1))
