@@ -168,3 +168,25 @@ def test_rate_search_with_no_answer_is_an_error():
 
     with pytest.raises(InputError, match="no request answered"):
         endpoint.search_bucket(Down(), 16, 4, 1000, 100, endpoint.SearchOptions(duration_s=0.5, drain_s=0.1))
+
+
+# ---- the runtime keeps the config's RoPE base and norm epsilon
+
+def test_model_args_from_a_shape_keep_rope_theta_and_rms_norm_eps(tmp_path):
+    pytest.importorskip("torch")
+    from gpumix.planner.catalog import load_catalog
+    from gpumix.planner.shapes import load_config_file
+    from gpumix.profiler.runtime.model import ModelArgs
+
+    qwen = ModelArgs.from_shape(load_catalog().model("qwen2.5-7b"))
+    assert (qwen.rope_theta, qwen.norm_eps) == (1e6, 1e-6)
+    cfg = {"hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128,
+           "num_hidden_layers": 2, "vocab_size": 128, "rope_theta": 250000.0, "rms_norm_eps": 1e-6}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    args = ModelArgs.from_shape(load_config_file(path, "tiny", "config", "w.yaml")).scaled(layers=1)
+    assert (args.rope_theta, args.norm_eps) == (250000.0, 1e-6)
+    assert ModelArgs.from_config(cfg).rope_theta == 250000.0
+    path.write_text(json.dumps({**cfg, "rope_theta": None, "rms_norm_eps": -1}))  # unusable: the defaults
+    args = ModelArgs.from_shape(load_config_file(path, "tiny", "config", "w.yaml"))
+    assert (args.rope_theta, args.norm_eps) == (10000.0, 1e-5)
