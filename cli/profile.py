@@ -68,6 +68,10 @@ def run(
     memory_gb: Annotated[Optional[float], typer.Option(
         "--memory-gb", min=0.01, help="Memory per rank for weights + KV cache; limits the batch. "
                                       "Default: 90% of GPU memory; on CPU half the RAM / TP.")] = None,
+    memory_budget: Annotated[Optional[float], typer.Option(
+        "--memory-budget", min=0.01, metavar="GB", help="Refuse, before building anything, a model whose "
+        "weights + KV cache (estimated from its shape) exceed this many GB. Default: 80% of the memory "
+        "free now (CUDA: the device's).")] = None,
     prefill_lens: Annotated[Optional[str], typer.Option(
         "--prefill-lens", help="Prompt lengths to time (default: powers of two to the longest).")] = None,
     batches: Annotated[Optional[str], typer.Option("--batches", help="Decode batch sizes to time.")] = None,
@@ -104,7 +108,7 @@ def run(
             scale=Scale(scale_layers, scale_hidden, scale_vocab), memory_gb=memory_gb,
             prefill_lens=positive_ints(prefill_lens, CMD, "--prefill-lens"),
             batches=positive_ints(batches, CMD, "--batches"), contexts=positive_ints(contexts, CMD, "--contexts"),
-            max_batch=max_batch, iters=iters, rounds=rounds, threads=threads)
+            max_batch=max_batch, iters=iters, rounds=rounds, threads=threads, memory_budget_gb=memory_budget)
         catalog = load_catalog()
         wl = load_profiled_workload(workload, catalog)
         old = _read_table(out_path)

@@ -190,3 +190,58 @@ def test_model_args_from_a_shape_keep_rope_theta_and_rms_norm_eps(tmp_path):
     path.write_text(json.dumps({**cfg, "rope_theta": None, "rms_norm_eps": -1}))  # unusable: the defaults
     args = ModelArgs.from_shape(load_config_file(path, "tiny", "config", "w.yaml"))
     assert (args.rope_theta, args.norm_eps) == (10000.0, 1e-5)
+
+
+# ---- memory is checked before a model is built (--memory-budget)
+
+BIG = """
+models:
+  - name: llama-3.1-70b
+    rate_rps: 1
+    slo: {ttft_ms: 2000, tpot_ms: 100}
+    buckets: [{input_tokens: 512, output_tokens: 128, share: 1.0}]
+"""
+
+
+def test_footprint_counts_what_build_allocates():
+    pytest.importorskip("torch")
+    import torch
+
+    from gpumix.profiler.runtime.memory import footprint
+    from gpumix.profiler.runtime.model import ModelArgs, build, weight_bytes
+
+    for a in (ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, intermediate=128, vocab=128),
+              ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, intermediate=128, vocab=128,
+                        n_experts=4, top_k=2, tie_embeddings=True)):
+        m = build(a, dtype=torch.bfloat16)
+        assert {p.dtype for p in m.parameters()} == {torch.bfloat16}
+        m.setup_cache(3, 40)
+        kv = sum(layer.attention.cache.k.nbytes + layer.attention.cache.v.nbytes for layer in m.layers)
+        fp = footprint(a.to_dict(), "bf16", 3, 40)
+        assert fp.weights == weight_bytes(m) and fp.kv == kv
+
+
+def test_profile_refuses_a_model_larger_than_the_budget(tmp_path):
+    w, out = tmp_path / "w.yaml", tmp_path / "p.json"
+    w.write_text(BIG)
+    r = runner.invoke(app, ["profile", str(w), "--out", str(out), "--memory-budget", "4", "-q"])
+    assert r.exit_code == 2, r.output
+    assert "--memory-budget" in r.output and "llama-3.1-70b" in r.output and "141.1 GB" in r.output
+    assert len(r.output.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_validate_refuses_replicas_larger_than_the_budget(tmp_path):
+    w, plan, report = tmp_path / "w.yaml", tmp_path / "plan.json", tmp_path / "report.json"
+    w.write_text(ONE_MODEL.replace("gpus: [{name: A10G, price_per_hour: 1.006}, ", "gpus: ["))
+    assert runner.invoke(app, ["plan", str(w), "-q", "-o", str(plan)]).exit_code == 0
+    r = runner.invoke(app, ["validate", str(plan), "--gpu-name", "L40S", "--memory-budget", "2",
+                            "--report", str(report), "-q"])
+    assert r.exit_code == 2, r.output
+    assert "--memory-budget" in r.output and "llama-3.1-8b on L40S TP1" in r.output
+    assert not report.exists()
+
+
+def test_serve_refuses_a_model_larger_than_the_budget():
+    r = runner.invoke(app, ["serve", "--model", "llama-3.1-8b", "--memory-budget", "1", "--port", "0"])
+    assert r.exit_code == 2, r.output
+    assert "--memory-budget" in r.output and "16.1 GB at bf16" in r.output

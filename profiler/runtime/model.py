@@ -277,7 +277,9 @@ def build(args: ModelArgs, device: str | torch.device = "cpu", dtype: torch.dtyp
     same weights on every rank, so TP ranks can each build the full model and keep their shard."""
     with torch.device("meta"):
         model = Transformer(args)
-    model = model.to_empty(device=device).to(dtype)
+    # cast on the meta device, then allocate: the weights never exist in fp32 first (an 8B model
+    # in bf16 would need 32 GB for a moment; runtime/memory.py counts them at the run dtype)
+    model = model.to(dtype).to_empty(device=device)
     gen = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
