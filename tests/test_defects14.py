@@ -43,6 +43,18 @@ def test_gpu_type_cap_with_instances_is_honoured(tmp_path, rate):
     assert plan["cost_per_hour"] >= plan["lower_bound_per_hour"] - 1e-9
 
 
+def test_gpu_type_cap_counts_the_gpus_of_rented_nodes(tmp_path):
+    """3 L4 allowed and only 4-GPU L4 nodes: no node can be rented (exit 3, the cap named)."""
+    w = tmp_path / "w.yaml"
+    w.write_text(CAPPED.format(config=DATA_DIR / "models" / "llama-3.1-8b.json", rate=2)
+                 .replace("available: 12}, {name: A100-80GB}]", "available: 3}]")
+                 .replace("  - {name: l4x1-a, gpu: L4, gpus: 1, price_per_hour: 0.80, region: r1}\n", "")
+                 .replace("  - {name: l4x1-b, gpu: L4, gpus: 1, price_per_hour: 0.70, region: r2}\n", ""))
+    r = runner.invoke(app, ["plan", str(w), "-q"])
+    assert r.exit_code == 3, r.output
+    assert "3 L4" in r.output
+
+
 # ---- throughput-table entries that size nothing are named; Hugging Face ids match through aliases
 
 ONE_MODEL = """

@@ -192,7 +192,7 @@ def _kinds(need: dict[Item, int], by_item: bool) -> _Kinds:
     return _Kinds(kinds, kind_of, False)
 
 
-def _slots(kinds: _Kinds, instances, current, spare: int, churn_cost: float) -> list[_Slot]:
+def _slots(kinds: _Kinds, instances, current, spare: int, churn_cost: float, cap: int | None = None) -> list[_Slot]:
     """Current nodes first, then fresh slots of each offer: no more than fit, than are available,
     and (plain packing) than an optimal plan opens, which leaves at most one node half empty."""
     nmax = {q: k * (spare + 1) for q, k in kinds.need.items()}
@@ -217,6 +217,8 @@ def _slots(kinds: _Kinds, instances, current, spare: int, churn_cost: float) -> 
                 ub = min(ub, 2 * math.ceil(mass[v] / inst.gpus) + 1)  # optimal: at most one node half-empty
             if inst.available is not None:
                 ub = min(ub, inst.available - used_now.get(inst.key, 0))
+            if cap is not None:
+                ub = min(ub, cap // inst.gpus)  # C3_gpus holds no more of them open
             slots += [_Slot(inst, v, None, {})] * max(ub, 0)
     return slots
 
@@ -285,7 +287,7 @@ def _pack_gpu(g, need: dict[Item, int], instances, current, spare: int, churn_co
               params: CpParams, cap: int | None = None) -> GpuPacking:
     """One GPU type: kinds, slots, model, solve, extract."""
     kinds = _kinds(need, spare > 0 or bool(current))
-    slots = _slots(kinds, instances, current, spare, churn_cost)
+    slots = _slots(kinds, instances, current, spare, churn_cost, cap)
     mdl = _model(kinds, slots, spare, churn_cost, cap)
     if mdl is None:
         return GpuPacking(Status.INFEASIBLE, [], math.inf)

@@ -242,5 +242,8 @@ def explain(problem: Problem, instances) -> str:
             sizes = ", ".join(f"TP{c.tp} on {c.gpu}" for c in cs[:3])
             return (f"model {m!r} needs TP groups larger than any available instance of their GPU type "
                     f"({sizes}; a TP group must sit inside one node)")
+    caps = ", ".join(f"{a} {g}" for g, a in sorted(problem.available.items()) if a is not None)
+    capped = f"; the workload's `gpus` cap the GPUs of the nodes rented at {caps}" if caps else ""
     return ("the models together need more instances than available (availability counts nodes of each "
-            "instance type and region); raise `available`, add instance types, or plan with --allow-partial")
+            f"instance type and region{capped}); raise `available`, add instance types, or plan with "
+            "--allow-partial")
