@@ -257,3 +257,18 @@ def test_serve_refuses_a_model_larger_than_the_budget():
     r = runner.invoke(app, ["serve", "--model", "llama-3.1-8b", "--memory-budget", "1", "--port", "0"])
     assert r.exit_code == 2, r.output
     assert "--memory-budget" in r.output and "16.1 GB at bf16" in r.output
+
+
+def test_memory_budget_per_device_on_cuda_and_shared_on_cpu():
+    from gpumix.planner.errors import InputError
+    from gpumix.profiler.runtime.memory import GB, OVERHEAD, Footprint, refuse_if_too_large
+
+    ten = Footprint(weights=10 * GB / (1 + OVERHEAD), kv=0.0, tp=1, n_slots=1, max_seq=1, dtype="bf16")
+    refuse_if_too_large("cmd", "m", [ten, ten], "cuda", 15)  # two replicas, two devices
+    with pytest.raises(InputError, match="--memory-budget"):
+        refuse_if_too_large("cmd", "m", [ten, ten], "cuda", 15, same_device=True)
+    with pytest.raises(InputError, match="2 replicas of m needs about 20.0 GB"):
+        refuse_if_too_large("cmd", "m", [ten, ten], "cpu", 15)
+    tp2 = Footprint(weights=10 * GB / (1 + OVERHEAD), kv=0.0, tp=2, n_slots=1, max_seq=1, dtype="bf16")
+    with pytest.raises(InputError, match="20.0 GB"):  # CPU ranks each build the full model
+        refuse_if_too_large("cmd", "m", [tp2], "cpu", 15)
