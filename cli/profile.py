@@ -68,6 +68,10 @@ def run(
     memory_gb: Annotated[Optional[float], typer.Option(
         "--memory-gb", min=0.01, help="Memory per rank for weights + KV cache; limits the batch. "
                                       "Default: 90% of GPU memory; on CPU half the RAM / TP.")] = None,
+    memory_budget: Annotated[Optional[float], typer.Option(
+        "--memory-budget", min=0.01, metavar="GB", help="Refuse, before building anything, a model whose "
+        "weights + KV cache (estimated from its shape) exceed this many GB. Default: 80% of the memory "
+        "free now (CUDA: the device's).")] = None,
     prefill_lens: Annotated[Optional[str], typer.Option(
         "--prefill-lens", help="Prompt lengths to time (default: powers of two to the longest).")] = None,
     batches: Annotated[Optional[str], typer.Option("--batches", help="Decode batch sizes to time.")] = None,
@@ -104,7 +108,7 @@ def run(
             scale=Scale(scale_layers, scale_hidden, scale_vocab), memory_gb=memory_gb,
             prefill_lens=positive_ints(prefill_lens, CMD, "--prefill-lens"),
             batches=positive_ints(batches, CMD, "--batches"), contexts=positive_ints(contexts, CMD, "--contexts"),
-            max_batch=max_batch, iters=iters, rounds=rounds, threads=threads)
+            max_batch=max_batch, iters=iters, rounds=rounds, threads=threads, memory_budget_gb=memory_budget)
         catalog = load_catalog()
         wl = load_profiled_workload(workload, catalog)
         old = _read_table(out_path)
@@ -167,7 +171,8 @@ def calibrate(
 
 @app.command("import-vllm")
 def import_vllm(
-    results: Annotated[list[Path], typer.Argument(help="`vllm bench serve --save-result` JSON files.")],
+    results: Annotated[list[Path], typer.Argument(help="`vllm bench serve --save-result` JSON files "
+                                                  "(one run each, or one run a line from --append-result).")],
     gpu: Annotated[str, typer.Option("--gpu", help="GPU type the server ran on (e.g. H100).")],
     out_path: OutOpt = Path("profiles.json"),
     tp: Annotated[int, typer.Option("--tp", min=1, help="The server's tensor-parallel size.")] = 1,
@@ -202,9 +207,14 @@ def import_vllm(
             raise InputError(CMD, "--ttft-ms" if ttft_ms is None else "--tpot-ms",
                              "give both --ttft-ms and --tpot-ms")
         catalog = load_catalog()
-        runs = [vi.read_run(p, stat, model, input_tokens, output_tokens) for p in results]
+        skipped: list[str] = []
+        runs = [r for p in results for r in vi.read_runs(p, stat, model, input_tokens, output_tokens, skipped)]
+        if not runs:
+            raise InputError(str(results[0]) if len(results) == 1 else CMD, "failed",
+                             "no run without failed requests to import" + (f" ({skipped[0]})" if skipped else ""))
         runs, slo = vi.runs_and_slos(runs, workload, ttft_ms, tpot_ms, catalog)
         new, notes = vi.entries(runs, gpu, tp, slo)
+        notes = skipped + notes
         one_of(CMD, "--quantization", quantization, QUANTIZATIONS)
         one_of(CMD, "--kv-cache-dtype", kv_cache_dtype, KV_CACHE_DTYPES)
         precision = {"quantization": quantization, "kv_cache_dtype": kv_cache_dtype}

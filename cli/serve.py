@@ -42,6 +42,10 @@ def serve(
     max_seq: Annotated[int, typer.Option("--max-seq", min=2, help="Tokens per request (prompt + output).")] = 2048,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads (default: the profile's).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Weight seed.")] = 0,
+    memory_budget: Annotated[Optional[float], typer.Option(
+        "--memory-budget", min=0.01, metavar="GB", help="Refuse, before building anything, a model whose "
+        "weights + KV cache (estimated from its shape) exceed this many GB. Default: 80% of the memory "
+        "free now (CUDA: the device's).")] = None,
 ):
     """Serve the runtime behind an OpenAI-compatible /v1/completions endpoint (streaming via
     server-sent events) on localhost; several --model share the device, the request's `model`
@@ -55,7 +59,7 @@ def serve(
                              f"{len(models)} --model; give it once per --model, in the same order, or not at all")
         check_device(CMD, device)
         specs = replica_specs(models, served_names, workload, profiles, device, dtype, scale_layers, scale_hidden,
-                              scale_vocab, max_batch, max_seq, threads, seed, tp)
+                              scale_vocab, max_batch, max_seq, threads, seed, tp, memory_budget)
         loop, doors = _serve_loops(specs)
         httpd = _listen(host, port, doors, max_seq, loop)
     except GpumixError as e:
@@ -97,7 +101,7 @@ def _banner(specs: dict, url: str, max_seq: int, tp: int) -> str:
 
 
 def replica_specs(models: list[str], served_names: Optional[list[str]], workload, profiles, device, dtype,
-                  layers, hidden, vocab, max_batch, max_seq, threads, seed, tp) -> dict:
+                  layers, hidden, vocab, max_batch, max_seq, threads, seed, tp, memory_budget=None) -> dict:
     """{served name: ReplicaSpec} for each --model (profiler/runtime/spec.py builds them), each
     checked against --tp and the GPUs."""
     from gpumix.planner.errors import InputError
@@ -116,6 +120,11 @@ def replica_specs(models: list[str], served_names: Optional[list[str]], workload
         if why:
             raise InputError(CMD, "--tp", why)
         specs[name] = spec
+    from gpumix.profiler.runtime.memory import refuse_if_too_large, spec_footprint
+
+    what = next(iter(specs)) if len(specs) == 1 else f"{len(specs)} models ({', '.join(specs)})"
+    refuse_if_too_large(CMD, what, [spec_footprint(s) for s in specs.values()], device, memory_budget,
+                        same_device=True)
     return specs
 
 

@@ -59,6 +59,10 @@ def validate(
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads per replica "
                                                    "(default: the profile's).")] = None,
     prompt: Annotated[str, typer.Option("--prompt", help="Endpoint prompts: text (repeated word) or tokens (id lists).")] = "text",
+    memory_budget: Annotated[Optional[float], typer.Option(
+        "--memory-budget", min=0.01, metavar="GB", help="Refuse, before building anything, a model whose "
+        "weights + KV cache (estimated from its shape) exceed this many GB. Default: 80% of the memory "
+        "free now (CUDA: the device's).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ):
     """Run the plan's replica groups under their planned load (seeded Poisson or gamma arrivals,
@@ -77,7 +81,7 @@ def validate(
             gamma_shape=gamma_shape, seed=seed, replicas=replicas, model=model, endpoint=endpoint,
             endpoint_model=endpoint_model, prompt=prompt, profiles=str(profiles) if profiles else None,
             scale_layers=scale_layers, scale_hidden=scale_hidden, scale_vocab=scale_vocab, dtype=dtype,
-            max_batch=max_batch, threads=threads)
+            max_batch=max_batch, threads=threads, memory_budget_gb=memory_budget)
 
         def write(doc: dict) -> None:  # after every group, so a cut-short run keeps its results
             if report_path is not None:

@@ -3,6 +3,10 @@
 With a throughput table (`--profiles`) only the configurations it lists are used, unless
 fill_estimates asks for roofline estimates where it has no entry. Every capacity keeps its
 source ("measured" or what the table says, "estimated" for the roofline).
+
+An entry's model matches a workload model by name, or else through the catalog's aliases (a Hugging
+Face id as vLLM reports it, `meta-llama/Llama-3.1-8B-Instruct`, sizes `llama-3.1-8b`). Entries that
+size nothing of the workload are named in a note, not dropped in silence.
 """
 from __future__ import annotations
 
@@ -43,12 +47,7 @@ def build_problem(workload: Workload, catalog: Catalog, profiles: tuple[ProfileE
                   fill_estimates: bool = False) -> tuple[Problem, CapacityReport]:
     report = CapacityReport()
     offers = gpu_offers(workload, catalog, profiles, report)
-    table: dict[tuple, ProfileEntry] = {}  # an entry sizes only the precision it was measured at
-    for e in profiles or ():
-        spec = catalog.gpu(e.gpu)
-        gkey = norm_name(spec.name if spec else e.gpu)
-        table[(norm_name(e.model), gkey, e.tp, e.input_tokens, e.output_tokens, e.quantization,
-               e.kv_cache_dtype)] = e
+    table = _Table(catalog, profiles or ())
     use_estimates = profiles is None or fill_estimates
 
     capacity: dict[Config, dict[BucketKey, float]] = {}
@@ -79,16 +78,56 @@ def build_problem(workload: Workload, catalog: Catalog, profiles: tuple[ProfileE
         max_utilization=workload.max_utilization,
         source=source,
     )
+    unused = [e for e in profiles or () if id(e) not in table.used]
+    if unused:
+        report.notes.append(unused_note(unused))
     return problem, report
 
 
-def _add_config(cfg: Config, m, offer: GpuOffer, prec, eff: Efficiency, table: dict, use_estimates: bool,
+class _Table:
+    """The throughput table keyed by (model, GPU, TP, bucket, precision); an entry sizes only the
+    precision it was measured at. `used` holds the ids of the entries a lookup returned."""
+
+    def __init__(self, catalog: Catalog, profiles):
+        self.catalog = catalog
+        self.exact: dict[tuple, ProfileEntry] = {}  # by the entry's own model name
+        self.alias: dict[tuple, ProfileEntry] = {}  # by the catalog model its name is an alias of
+        self.used: set[int] = set()
+        for e in profiles:
+            spec = catalog.gpu(e.gpu)
+            rest = (norm_name(spec.name if spec else e.gpu), e.tp, e.input_tokens, e.output_tokens,
+                    e.quantization, e.kv_cache_dtype)
+            self.exact[(norm_name(e.model), *rest)] = e
+            self.alias.setdefault((self._model_key(e.model), *rest), e)
+
+    def _model_key(self, name: str) -> str:
+        shape = self.catalog.model(name)
+        return norm_name(shape.name if shape else name)
+
+    def get(self, model: str, *rest) -> ProfileEntry | None:
+        hit = self.exact.get((norm_name(model), *rest)) or self.alias.get((self._model_key(model), *rest))
+        if hit is not None:
+            self.used.add(id(hit))
+        return hit
+
+
+def unused_note(unused: list) -> str:
+    """One note naming the throughput-table entries that size nothing of the workload."""
+    def label(e):
+        prec = "" if (e.quantization, e.kv_cache_dtype) == (DEFAULT.quantization, DEFAULT.kv_cache_dtype) \
+            else f" {e.quantization}/{e.kv_cache_dtype}"
+        return f"{e.model} on {e.gpu} TP{e.tp}{prec} {e.input_tokens}/{e.output_tokens}"
+    shown = ", ".join(label(e) for e in unused[:5]) + (f" and {len(unused) - 5} more" if len(unused) > 5 else "")
+    return (f"{len(unused)} throughput-table entr{'y' if len(unused) == 1 else 'ies'} matched no model, "
+            f"GPU, TP, precision and bucket of the workload and went unused: {shown}")
+
+
+def _add_config(cfg: Config, m, offer: GpuOffer, prec, eff: Efficiency, table: "_Table", use_estimates: bool,
                 capacity: dict, source: dict, report: CapacityReport) -> None:
     """mu of one config on each of its model's buckets: the throughput table's entry (which must be
     for the same precision), else the roofline's estimate."""
     for b in m.buckets:
-        hit = table.get((norm_name(m.name), norm_name(offer.name), cfg.tp, *b.key, cfg.quantization,
-                         cfg.kv_cache_dtype))
+        hit = table.get(m.name, norm_name(offer.name), cfg.tp, *b.key, cfg.quantization, cfg.kv_cache_dtype)
         if hit is not None:
             mu, src, why = hit.max_rps, hit.source, "throughput table: max_rps 0"
         elif use_estimates and m.shape is not None and offer.spec is not None:

@@ -7,6 +7,10 @@ of requests within the model's SLO), halve while it fails, then bisect (geometri
 the best passing and the lowest failing rate until `max_steps` runs are spent. max_rps is the
 best achieved rate of a passing run (0 with a reason when none passed). Entries have source
 "endpoint".
+
+A server that cannot be reached, or that answers no request of the first rate, is an error
+naming the endpoint (InputError on --endpoint, exit 2), not a table of max_rps 0: the command
+writes nothing then, so the measurements already in --out stay.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gpumix.planner.errors import InputError
 from gpumix.planner.workload import ModelDemand
 from gpumix.profiler.load import generator as loadgen
 from gpumix.profiler.load.verdict import Criteria
@@ -28,9 +33,17 @@ class SearchOptions:
     seed: int = 0
 
 
+CMD = "gpumix profile endpoint"
+
+
+def unreachable(where: str, why: str) -> InputError:
+    return InputError(CMD, "--endpoint", f"{where}: {why}")
+
+
 def search_bucket(backend, n_in: int, n_out: int, ttft_ms: float, tpot_ms: float,
                   opts: SearchOptions, progress: Callable[[str], None] = lambda m: None) -> dict:
     steps, best, lo, hi = [], None, None, None  # lo: highest passing rate, hi: lowest failing
+    answered = 0  # requests completed over all rates tried
     rate = opts.start_rps
     for k in range(opts.max_steps):
         sched = loadgen.arrivals([(n_in, n_out, rate)], opts.duration_s, opts.seed + k)
@@ -41,8 +54,12 @@ def search_bucket(backend, n_in: int, n_out: int, ttft_ms: float, tpot_ms: float
                       "slo_attainment": m["slo_attainment"], "ttft_ms": m["ttft_ms"],
                       "tpot_ms": m["tpot_ms"], "passed": ok, "errors": m["errors"]})
         progress(f"{n_in}/{n_out} at {rate:.3g} req/s: {'pass' if ok else 'fail'}")
+        answered += m["completed"]
+        if not answered and m["errors"]:  # not one answer so far: down, or not serving this model
+            where = getattr(getattr(backend, "ep", None), "base", "the endpoint")
+            raise unreachable(where, f"no request answered ({m['errors'][0]['error']})")
         if res.aborted and m["completed"] == 0:
-            break  # the server is not answering: more rates will not help
+            break  # the server stopped answering: more rates will not help
         if ok:
             lo = rate
             best = max(best or 0.0, m["achieved_rps"])
@@ -80,9 +97,14 @@ def profile_model(backend, m: ModelDemand, gpu: str, tp: int, opts: SearchOption
 def profile_endpoint_models(ep, models: list, endpoint_model: str | None, prompt: str, gpu: str, tp: int,
                      opts, progress) -> tuple[list, list]:
     """(entries, rate searches) for each model against a running server."""
-    from gpumix.profiler.load.client import EndpointBackend
-    from gpumix.profiler.measure.endpoint import profile_model
+    from gpumix.profiler.load.client import EndpointBackend, list_models
 
+    try:
+        list_models(ep)
+    except OSError as e:  # refused, unresolvable, timed out: nothing to measure
+        raise unreachable(ep.base, f"cannot connect ({e.strerror or e})") from None
+    except ValueError:
+        pass  # it answers, without a model list (not every server has GET /v1/models)
     entries, searches = [], []
     for m in models:
         e, s = profile_model(EndpointBackend(ep, endpoint_model or m.name, prompt), m, gpu, tp, opts, progress)

@@ -24,10 +24,12 @@ from gpumix.planner.workload import ModelDemand, Workload
 from gpumix.profiler.measure import calibrate as cal
 from gpumix.profiler.measure import fit as fitting
 from gpumix.profiler.measure.timing import SweepPlan, sweep_plan
+from gpumix.profiler.runtime.memory import footprint, refuse_if_too_large
 from gpumix.profiler.runtime.spec import Scale  # noqa: F401  (ProfileOptions.scale; cli imports it from here)
 from gpumix.planner.roofline import Efficiency, slo_capacity
 
 GB = 1e9
+CMD = "gpumix profile"
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
 
@@ -47,6 +49,7 @@ class ProfileOptions:
     rounds: int = 2
     seed: int = 0
     threads: int | None = None  # CPU threads per rank; default: cores / TP
+    memory_budget_gb: float | None = None  # refuse a sweep needing more (runtime/memory.py); default: free memory
 
 
 @dataclass
@@ -184,6 +187,13 @@ def _agree(device: str) -> Callable[[int], int]:
     return agree
 
 
+def sweep_footprint(args, dtype: str, plan: SweepPlan, tp: int):
+    """What the sweep holds at its largest: the model and its biggest KV cache (timing.run_sweep
+    allocates batch x (context + 1) tokens per decode batch, one prompt's worth for prefill)."""
+    tokens = max([max(plan.prefill_lens, default=1)] + [b * (max(c) + 1) for b, c in plan.decode])
+    return footprint(args.to_dict(), dtype, 1, tokens, tp)
+
+
 def measure(args, tp: int, plan: SweepPlan, opts: ProfileOptions, progress: Callable) -> list | None:
     """Samples from rank 0 (None on other torchrun ranks)."""
     from gpumix.profiler.runtime import tp as tpmod
@@ -246,6 +256,7 @@ def profile_workload(workload: Workload, catalog: Catalog, opts: ProfileOptions,
     gpu = opts.gpu_name or label
     dtype_bytes = DTYPE_BYTES[opts.dtype]
     runs: list[ProfileRun] = []
+    todo = []  # every (model, TP) sweep, each checked against the memory budget before any is built
     for i, m in enumerate(workload.models):
         args = run_args(m.shape, opts.scale)
         shape = args.shape(m.name)
@@ -257,17 +268,21 @@ def profile_workload(workload: Workload, catalog: Catalog, opts: ProfileOptions,
             memory = memory_bytes_per_rank(opts, tp)
             kv_budget = memory - shape.params * dtype_bytes / tp
             plan = sweep_plan(shape, tp, dtype_bytes, kv_budget, prefill, batches, contexts)
-            tick = progress(f"{m.name} TP{tp}", plan.points * opts.rounds)
-            raw = measure(args, tp, plan, opts, tick)
-            if raw is None:
-                continue
-            samples = [fitting.Sample.from_dict(d) for d in raw]
-            latency = fitting.fit(samples)
-            cap = max(b for b, _ in plan.decode) if plan.decode else 1
-            runs.append(ProfileRun(
-                m.name, gpu, tp, shape, samples, latency, fitting.holdout_error(samples),
-                entries(m, gpu, tp, latency, shape, dtype_bytes, memory, cap),
-                provenance(opts, label, args, plan, memory, tp)))
+            refuse_if_too_large(CMD, f"{m.name} TP{tp}" + (" (scaled)" if opts.scale.active else ""),
+                                [sweep_footprint(args, opts.dtype, plan, tp)], opts.device, opts.memory_budget_gb)
+            todo.append((m, args, shape, tp, memory, plan))
+    for m, args, shape, tp, memory, plan in todo:
+        tick = progress(f"{m.name} TP{tp}", plan.points * opts.rounds)
+        raw = measure(args, tp, plan, opts, tick)
+        if raw is None:
+            continue
+        samples = [fitting.Sample.from_dict(d) for d in raw]
+        latency = fitting.fit(samples)
+        cap = max(b for b, _ in plan.decode) if plan.decode else 1
+        runs.append(ProfileRun(
+            m.name, gpu, tp, shape, samples, latency, fitting.holdout_error(samples),
+            entries(m, gpu, tp, latency, shape, dtype_bytes, memory, cap),
+            provenance(opts, label, args, plan, memory, tp)))
     if not runs:
         return runs, None
     spec = catalog.gpu(gpu) or measured_spec(gpu, opts)

@@ -6,8 +6,11 @@ measured request throughput among the runs whose TTFT and TPOT statistic (p99 by
 the SLO. Without an SLO the highest throughput of any run is used, which is what the server
 sustains flat out, not under a latency target.
 
-Keys read: model_id, completed, request_throughput, total_input_tokens, total_output_tokens,
+Keys read: model_id, completed, failed, request_throughput, total_input_tokens, total_output_tokens,
 request_rate, and `{stat}_ttft_ms` / `{stat}_tpot_ms` for stat in mean, median, p50, p90, p99...
+A file is one JSON object, or one per line (`--append-result`). Runs with failed requests are left
+out with a note. A model_id the catalog lists as an alias (a Hugging Face id) becomes its catalog
+name, so the entries plan without --model or --workload.
 """
 from __future__ import annotations
 
@@ -33,39 +36,101 @@ class VllmRun:
     completed: int
 
 
-def _number(doc: dict, key: str, path: str, positive: bool = False) -> float:
+MAX_BYTES = 64 << 20  # a result file is a few kB; --append-result files grow by one line a run
+MAX_COUNT = 10**12  # requests and tokens of one run: far above any benchmark, far below float range
+
+
+def _number(doc: dict, key: str, where: str, positive: bool = False) -> float:
     v = doc.get(key)
     if isinstance(v, str) and v.strip().lower() == "inf" and key == "request_rate":
         return math.inf
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_COUNT:
+        raise InputError(where, key, f"must be at most {MAX_COUNT:g}, got a {len(str(abs(v)))}-digit integer")
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 \
             or (positive and v <= 0):
-        raise InputError(path, key, f"must be a {'positive ' if positive else ''}number, got {v!r}"
+        raise InputError(where, key, f"must be a finite {'positive' if positive else 'non-negative'} number, "
+                                     f"got {_show(v)}"
                          if key in doc else "missing (is this a `vllm bench serve --save-result` file?)")
     return float(v)
 
 
-def read_run(path: Path | str, stat: str = "p99", model: str | None = None,
-             input_tokens: int | None = None, output_tokens: int | None = None) -> VllmRun:
-    path = str(path)
+def _count(doc: dict, key: str, where: str, positive: bool = False) -> int:
+    """A request or token count: an integer (vLLM writes ints; 3.0 is taken as 3)."""
+    v = _number(doc, key, where, positive)
+    if not float(v).is_integer() or v > MAX_COUNT:
+        raise InputError(where, key, f"must be a whole number of at most {MAX_COUNT:g}, got {_show(doc.get(key))}")
+    return int(v)
+
+
+def _show(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+def _documents(path: str) -> list[tuple[str, object]]:
+    """(where, JSON value) of one result file: one JSON document, or one per line (vLLM's
+    --append-result writes a JSON object per run on its own line)."""
+    p = Path(path)
     try:
-        doc = json.loads(Path(path).read_text())
+        if p.stat().st_size > MAX_BYTES:
+            raise InputError(path, "", f"larger than {MAX_BYTES >> 20} MiB: not a vLLM result")
+        text = p.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise InputError(path, "", "file not found") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise InputError(path, "", f"cannot read JSON: {e}") from None
+    except UnicodeDecodeError:
+        raise InputError(path, "", "not UTF-8 text: not a vLLM result") from None
+    except OSError as e:
+        raise InputError(path, "", f"cannot read: {e.strerror}") from None
+    try:
+        return [(path, json.loads(text))]
+    except (json.JSONDecodeError, RecursionError, ValueError) as whole:
+        lines = [(i, ln) for i, ln in enumerate(text.splitlines(), 1) if ln.strip()]
+        if len(lines) < 2:
+            raise InputError(path, "", f"cannot read JSON: {_show(str(whole))}") from None
+    out = []
+    for i, ln in lines:
+        try:
+            out.append((f"{path}: line {i}", json.loads(ln)))
+        except (json.JSONDecodeError, RecursionError, ValueError) as e:
+            raise InputError(f"{path}: line {i}", "", f"cannot read JSON: {_show(str(e))}") from None
+    return out
+
+
+def read_runs(path: Path | str, stat: str = "p99", model: str | None = None,
+              input_tokens: int | None = None, output_tokens: int | None = None,
+              notes: list[str] | None = None) -> list[VllmRun]:
+    """Every run of one result file (a JSON object, or JSONL from --append-result). Runs with
+    failed requests are left out with a note: their throughput is not what the server sustains."""
+    runs = []
+    for where, doc in _documents(str(path)):
+        run = _run(where, doc, stat, model, input_tokens, output_tokens)
+        failed = _count(doc, "failed", where) if doc.get("failed") is not None else 0
+        if failed:
+            if notes is not None:
+                notes.append(f"{where}: {failed} of {failed + run.completed} requests failed; run left out "
+                             "(fix the server or the load and run it again)")
+            continue
+        runs.append(run)
+    return runs
+
+
+def _run(where: str, doc, stat: str, model: str | None, input_tokens: int | None,
+         output_tokens: int | None) -> VllmRun:
     if not isinstance(doc, dict):
-        raise InputError(path, "", "a vLLM result must be a JSON object")
+        raise InputError(where, "", "a vLLM result must be a JSON object")
     name = model or doc.get("model_id")
     if not isinstance(name, str) or not name.strip():
-        raise InputError(path, "model_id", "missing: pass --model")
-    completed = int(_number(doc, "completed", path, positive=True))
-    n_in = input_tokens or round(_number(doc, "total_input_tokens", path, positive=True) / completed)
-    n_out = output_tokens or round(_number(doc, "total_output_tokens", path, positive=True) / completed)
+        raise InputError(where, "model_id", "missing: pass --model")
+    if len(name) > 200 or not name.isprintable():
+        raise InputError(where, "model_id", f"not a model name: {_show(name)} (pass --model)")
+    completed = _count(doc, "completed", where, positive=True)
+    n_in = input_tokens or round(_count(doc, "total_input_tokens", where, positive=True) / completed)
+    n_out = output_tokens or round(_count(doc, "total_output_tokens", where, positive=True) / completed)
     return VllmRun(
-        path=path, model=name.strip(),
-        request_rate=_number(doc, "request_rate", path) if "request_rate" in doc else math.inf,
-        throughput_rps=_number(doc, "request_throughput", path, positive=True),
-        ttft_ms=_number(doc, f"{stat}_ttft_ms", path), tpot_ms=_number(doc, f"{stat}_tpot_ms", path),
+        path=where, model=name.strip(),
+        request_rate=_number(doc, "request_rate", where) if "request_rate" in doc else math.inf,
+        throughput_rps=_number(doc, "request_throughput", where, positive=True),
+        ttft_ms=_number(doc, f"{stat}_ttft_ms", where), tpot_ms=_number(doc, f"{stat}_tpot_ms", where),
         input_tokens=max(1, n_in), output_tokens=max(1, n_out), completed=completed)
 
 
@@ -115,6 +180,14 @@ def runs_and_slos(runs: list, workload: Path | None, ttft_ms, tpot_ms, catalog) 
             return m.name if m else name
         runs = [replace(r, model=canonical(r.model)) for r in runs]
         return runs, {m.name: (m.slo.ttft_ms, m.slo.tpot_ms) for m in wl.models}
+    runs = [replace(r, model=catalog_name(r.model, catalog)) for r in runs]
     if ttft_ms is not None:
         return runs, {r.model: (ttft_ms, tpot_ms) for r in runs}
     return runs, None
+
+
+def catalog_name(name: str, catalog) -> str:
+    """The catalog's name for a model id it lists as an alias (vLLM's model_id is the Hugging Face
+    id, `meta-llama/Llama-3.1-8B-Instruct`; the planner names it `llama-3.1-8b`), else the id."""
+    shape = catalog.model(name)
+    return shape.name if shape else name

@@ -7,7 +7,10 @@ applied to a built model by profiler.runtime.tp, not written into it.
 """
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +36,9 @@ class ModelArgs:
 
     @classmethod
     def from_shape(cls, s: ModelShape, **over) -> "ModelArgs":
+        """The planner's shape carries no RoPE base nor norm epsilon: they come from the config.json
+        the shape was read from (`s.source`) when it is there, else the Llama defaults."""
+        over = {**_rope_and_norm(s.source), **over}
         return cls(dim=s.hidden_size, n_layers=s.num_layers, n_heads=s.num_heads,
                    n_kv_heads=s.num_kv_heads, head_dim=s.head_dim,
                    # the runtime's MoE layers are all routed experts of one width
@@ -45,9 +51,7 @@ class ModelArgs:
     def from_config(cls, cfg: dict) -> "ModelArgs":
         text = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else {}
         cfg = {**cfg, **text}
-        return cls.from_shape(shape_from_config(cfg, "config"),
-                              rope_theta=float(cfg.get("rope_theta", 10000.0)),
-                              norm_eps=float(cfg.get("rms_norm_eps", 1e-5)))
+        return cls.from_shape(shape_from_config(cfg, "config"), **_rope_and_norm_of(cfg))
 
     def scaled(self, layers: int | None = None, hidden: float | None = None,
                vocab: int | None = None) -> "ModelArgs":
@@ -78,6 +82,35 @@ class ModelArgs:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+CONFIG_MAX_BYTES = 4 << 20  # a config.json is a few kB; the shape reader already took it
+
+
+def _rope_and_norm(source: str) -> dict:
+    """{rope_theta, norm_eps} of the config.json at `source`, as far as it says; {} if unreadable."""
+    if not source or not source.endswith(".json"):
+        return {}
+    try:
+        path = Path(source)
+        if not path.is_file() or path.stat().st_size > CONFIG_MAX_BYTES:
+            return {}
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return {}
+    return _rope_and_norm_of(cfg) if isinstance(cfg, dict) else {}
+
+
+def _rope_and_norm_of(cfg: dict) -> dict:
+    """rope_theta and rms_norm_eps (or a multimodal config's text_config's) when finite and > 0."""
+    text = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else {}
+    cfg = {**cfg, **text}
+    out = {}
+    for key, field in (("rope_theta", "rope_theta"), ("rms_norm_eps", "norm_eps")):
+        v = cfg.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0:
+            out[field] = float(v)
+    return out
 
 
 LENGTH_STEP = 64  # attention key lengths are multiples of this (Transformer.forward)
@@ -244,7 +277,9 @@ def build(args: ModelArgs, device: str | torch.device = "cpu", dtype: torch.dtyp
     same weights on every rank, so TP ranks can each build the full model and keep their shard."""
     with torch.device("meta"):
         model = Transformer(args)
-    model = model.to_empty(device=device).to(dtype)
+    # cast on the meta device, then allocate: the weights never exist in fp32 first (an 8B model
+    # in bf16 would need 32 GB for a moment; runtime/memory.py counts them at the run dtype)
+    model = model.to(dtype).to_empty(device=device)
     gen = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():

@@ -28,6 +28,7 @@ class ValidateOptions:
     dtype: str | None = None
     max_batch: int | None = None
     threads: int | None = None
+    memory_budget_gb: float | None = None  # refuse replicas needing more (runtime/memory.py); default: free memory
     min_rate_fraction: float = MIN_RATE_FRACTION
     min_slo_attainment: float = MIN_SLO_ATTAINMENT
     kill_replica_after_s: float | None = None  # fault injection (tests): the replica dies mid-run

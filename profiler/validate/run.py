@@ -26,7 +26,7 @@ from gpumix.planner.workload import Workload, load_workload, read_structured
 from gpumix.profiler.load.verdict import MIN_RATE_FRACTION, MIN_SLO_ATTAINMENT, Status
 from gpumix.profiler.runtime.spec import read_profiles
 from gpumix.profiler.validate.groups import (Group, announce, failure_line, group_row, member_rows, plan_groups,
-                                             run_group, skip_reason)
+                                             member_spec, run_group, skip_reason)
 from gpumix.profiler.validate.options import ValidateOptions
 
 __all__ = ["ValidateOptions", "validate", "check", "read_plan", "read_profiles", "MIN_RATE_FRACTION", "MIN_SLO_ATTAINMENT"]
@@ -189,6 +189,27 @@ def refuse_unrunnable(plan_path: Path, plan: dict, workload: Workload) -> None:
             raise InputError(str(plan_path), where, why)
 
 
+def refuse_too_large(groups: list[Group], opts: ValidateOptions, profiles: list[dict], here: str | None,
+                     served: list[str] | None) -> None:
+    """Before any group runs: a group whose replicas, as they would be built, need more memory than
+    --memory-budget allows is bad input (exit 2), not a process the kernel kills at its limit."""
+    from gpumix.profiler.runtime.memory import refuse_if_too_large, spec_footprint
+
+    for g in groups:
+        if skip_reason(g, opts, here, served):
+            continue
+        try:
+            fps = [spec_footprint(member_spec(t, opts, profiles)[0]) for t in g.members]
+        except (LookupError, AttributeError):
+            continue  # no shape or no workload model: the group reports it when it runs
+        n = max(1, min(opts.replicas, g.count))
+        cuda = opts.device.startswith("cuda")
+        what = " + ".join(t.label for t in g.members)
+        # CUDA: set j on its own GPUs, a set's members on one device; CPU: everything in one RAM
+        refuse_if_too_large("gpumix validate", what, fps if cuda else fps * n, opts.device,
+                            opts.memory_budget_gb, same_device=True)
+
+
 def validate(plan_path: Path, workload_arg: Path | None, opts: ValidateOptions,
              write: Callable[[dict], None] = lambda doc: None,
              progress: Callable[[str], None] = lambda msg: None) -> dict:
@@ -216,7 +237,10 @@ def validate(plan_path: Path, workload_arg: Path | None, opts: ValidateOptions,
     }
     if plan.get("shared"):
         report["shared"] = []
-    for g in plan_groups(plan, workload):
+    groups = list(plan_groups(plan, workload))
+    if not opts.endpoint:
+        refuse_too_large(groups, opts, profiles, here, served)
+    for g in groups:
         drive(g, opts, profiles, here, served, report, progress)
         write(report)
     report["passed"] = report["validated"] > 0 and not report["failures"]

@@ -10,6 +10,7 @@ Objective   min sum_s P[s] open[s]                                   (P = price 
 C1_demand   sum_c y[c,k] = S
 C2_capacity sum_k a[c,k] y[c,k] <= floor(U W) sum_s r[s,c],  a[c,k] = ceil(W d[m,k] / (S mu[c,k]))
 C3_avail    open slots per instance type <= available
+C3_gpus     GPUs of the open slots of GPU type g <= A[g] (a cap in the workload's `gpus`)
 C4_fill     sum_c tp r[s,c] <= G[s] open[s]
 Scaling is conservative (load rounded up, capacity down: W = 1e6, S = 1000 by default), so every
 solution is a valid plan; the model is a restriction (routing in steps of 1/S), so its optimum can
@@ -86,6 +87,10 @@ def solve(problem: Problem, instances, params: CpParams = CpParams(), shares: in
             m.add(sum(opened[s] for s in ss) <= slots[ss[0]].available)  # C3
         for a, b in zip(ss, ss[1:]):
             m.add(opened[a] >= opened[b])
+    for g, a in sorted(problem.available.items()):
+        on_g = [s for s, i in enumerate(slots) if i.gpu == g]
+        if a is not None and on_g:
+            m.add(sum(slots[s].gpus * opened[s] for s in on_g) <= a)  # C3_gpus
     exact = all(scaled(i.price_per_hour).exact for i in slots)
     m.minimize(sum(scaled(i.price_per_hour).value * opened[s] for s, i in enumerate(slots)))
     if hint is not None:  # a known packing: open its nodes in slot order

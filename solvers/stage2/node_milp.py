@@ -9,6 +9,8 @@ Objective   min sum_o P[o] z[o] + h * sum_{c,v} s[c,v]          (h: churn $ per 
 C1_demand   sum_{c,v} x[c,v,k] = f[m] * d[m,k]                 (f = 1 unless partial)
 C2_capacity sum_k x[c,v,k] / mu[c,k] <= U * n[c,v]
 C3_avail    without shapes: sum_{c on g} t * n[c,v] <= A[g];  with shapes: sum_v z[(i,v)] <= A[i]
+C3_gpus     with shapes and a cap A[g] on GPU type g (the workload's `gpus`): sum_{o on g} G[o] z[o] <= A[g]
+            (the GPUs of the nodes rented hold the GPUs used, so this is no looser than the checker's C3)
 C5_open     x[c,v,k] <= d[m,k] * n[c,v]
 C6_nodes    for each GPU type g, variant v and TP degree t used on g:
               sum_{o on (g,v)} t * floor(G[o] / t) * z[o] >= sum_{c on g, tp >= t} tp * n[c,v]
@@ -154,6 +156,10 @@ class NodeModel:
             a = os_[0][0].available
             if a is not None and len(os_) > 1:
                 p += pulp.lpSum(self.z[o] for o in os_) <= a, _name("C3_avail", j)
+        for g, a in sorted(self.problem.available.items()):
+            on_g = [o for o in self.offers if o[0].gpu == g]
+            if a is not None and on_g:
+                p += pulp.lpSum(o[0].gpus * self.z[o] for o in on_g) <= a, _name("C3_gpus", g)
         for g in sorted({c.gpu for c in self.problem.configs} | {g for g, _ in background}):
             for v in self.variants:
                 on = [it for it in self.items if it[0].gpu == g and it[1] == v]

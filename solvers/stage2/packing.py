@@ -13,6 +13,7 @@ C2_count    sum_s r[s,q] = need[q]; with N spare nodes instead
             n[q] = sum_s r[s,q] and n[q] - (largest N of r[., q]) >= need[q]   (N theta + sum pi <= n - need,
             pi[s] >= r[s,q] - theta: the LP dual of "sum of the N largest")
 C3_avail    sum of open slots of one instance type and region <= available
+C3_gpus     sum_s G[s] open[s] <= A[g] when the workload caps GPU type g (`gpus: [{name, available}]`)
 C4_keep     kept[s,q] <= r[s,q], kept[s,q] <= replicas of q on current node s
 C5_order    open[s] >= open[s+1] among fresh slots of one offer (symmetry)
 
@@ -110,7 +111,8 @@ def scaled(price: float) -> Scaled:
 
 
 def pack(need: dict[Item, int], instances, *, spare_nodes: int = 0, current: tuple[CurrentNode, ...] = (),
-         churn_cost: float = 0.0, params: CpParams = CpParams()) -> Packing:
+         churn_cost: float = 0.0, params: CpParams = CpParams(), gpu_caps: dict | None = None) -> Packing:
+    """gpu_caps: GPU type -> GPUs available (None = unlimited), the problem's `available` (C3_gpus)."""
     t0 = time.perf_counter()
     deadline = Deadline.start(params.time_limit)
     need = {it: k for it, k in need.items() if k > 0}
@@ -123,7 +125,8 @@ def pack(need: dict[Item, int], instances, *, spare_nodes: int = 0, current: tup
         res = _pack_gpu(g, {it: k for it, k in need.items() if it[0].gpu == g},
                         [i for i in instances if i.gpu == g],
                         [(ci, c) for ci, c in enumerate(current) if c.instance and c.instance.gpu == g],
-                        spare_nodes, churn_cost, CpParams(limit, params.workers, params.seed, params.interleave))
+                        spare_nodes, churn_cost, CpParams(limit, params.workers, params.seed, params.interleave),
+                        (gpu_caps or {}).get(g))
         statuses.append(res.status)
         if not res.status.has_plan:
             return Packing(res.status, math.inf, res.bound, wall_s=time.perf_counter() - t0)
@@ -189,7 +192,7 @@ def _kinds(need: dict[Item, int], by_item: bool) -> _Kinds:
     return _Kinds(kinds, kind_of, False)
 
 
-def _slots(kinds: _Kinds, instances, current, spare: int, churn_cost: float) -> list[_Slot]:
+def _slots(kinds: _Kinds, instances, current, spare: int, churn_cost: float, cap: int | None = None) -> list[_Slot]:
     """Current nodes first, then fresh slots of each offer: no more than fit, than are available,
     and (plain packing) than an optimal plan opens, which leaves at most one node half empty."""
     nmax = {q: k * (spare + 1) for q, k in kinds.need.items()}
@@ -214,11 +217,13 @@ def _slots(kinds: _Kinds, instances, current, spare: int, churn_cost: float) -> 
                 ub = min(ub, 2 * math.ceil(mass[v] / inst.gpus) + 1)  # optimal: at most one node half-empty
             if inst.available is not None:
                 ub = min(ub, inst.available - used_now.get(inst.key, 0))
+            if cap is not None:
+                ub = min(ub, cap // inst.gpus)  # C3_gpus holds no more of them open
             slots += [_Slot(inst, v, None, {})] * max(ub, 0)
     return slots
 
 
-def _model(kinds: _Kinds, slots: list[_Slot], spare: int, churn_cost: float) -> _Model | None:
+def _model(kinds: _Kinds, slots: list[_Slot], spare: int, churn_cost: float, cap: int | None = None) -> _Model | None:
     """The CP-SAT model of the module docstring; None when some kind fits no slot."""
     nmax = {q: k * (spare + 1) for q, k in kinds.need.items()}
     m = cp_model.CpModel()
@@ -266,6 +271,8 @@ def _model(kinds: _Kinds, slots: list[_Slot], spare: int, churn_cost: float) -> 
         a = slots[ss[0]].instance.available
         if a is not None:
             m.add(sum(opened[s] for s in ss) <= a)  # C3_avail
+    if cap is not None:
+        m.add(sum(slot.instance.gpus * opened[s] for s, slot in enumerate(slots)) <= cap)  # C3_gpus
     for s in range(1, len(slots)):
         if slots[s].origin is None and slots[s - 1].origin is None and slots[s][:2] == slots[s - 1][:2]:
             m.add(opened[s - 1] >= opened[s])  # C5_order
@@ -277,11 +284,11 @@ def _model(kinds: _Kinds, slots: list[_Slot], spare: int, churn_cost: float) -> 
 
 
 def _pack_gpu(g, need: dict[Item, int], instances, current, spare: int, churn_cost: float,
-              params: CpParams) -> GpuPacking:
+              params: CpParams, cap: int | None = None) -> GpuPacking:
     """One GPU type: kinds, slots, model, solve, extract."""
     kinds = _kinds(need, spare > 0 or bool(current))
-    slots = _slots(kinds, instances, current, spare, churn_cost)
-    mdl = _model(kinds, slots, spare, churn_cost)
+    slots = _slots(kinds, instances, current, spare, churn_cost, cap)
+    mdl = _model(kinds, slots, spare, churn_cost, cap)
     if mdl is None:
         return GpuPacking(Status.INFEASIBLE, [], math.inf)
     solver = params.solver()

@@ -159,7 +159,7 @@ def _stage1_then_pack(run: _Search) -> None:
     run.bound = s1.bound
     run.model_bounds = s1.model_bounds
     reps = {(c, False): k for c, k in s1.replicas.items()}
-    pk = pack(reps, instances, spare_nodes=opts.spare_nodes, params=run.cp(PACK_SHARE))
+    pk = pack(reps, instances, spare_nodes=opts.spare_nodes, params=run.cp(PACK_SHARE), gpu_caps=problem.available)
     if not pk.status.has_plan:  # e.g. a TP group larger than every instance of its GPU type
         run.iterations.append({"step": "stage 1 at $/GPU, stage 2", "status": pk.status.value,
                                "bound": round(run.bound, 9)})
@@ -171,7 +171,7 @@ def _stage1_then_pack(run: _Search) -> None:
     found = node_search.improve(problem, instances, reps, routes, run.deadline.sub(LNS_SHARE, floor=FLOOR_S),
                                 run.model_bounds, opts.seed, run.say)
     if found.steps:
-        pk = pack(found.replicas, instances, params=run.cp(PACK_SHARE))
+        pk = pack(found.replicas, instances, params=run.cp(PACK_SHARE), gpu_caps=problem.available)
         if pk.status.has_plan:
             run.consider("node search, stage 2", pk, found.routes, None)
 
@@ -194,7 +194,7 @@ def _node_milp_then_pack(run: _Search) -> None:
             run.bound = max(run.bound, res.bound)
         need = _needed(problem, res.replicas, res.routes) if opts.spare_nodes else res.replicas
         pk = pack(need, instances, spare_nodes=opts.spare_nodes, current=opts.current_nodes,
-                  churn_cost=h, params=run.cp(NODE_PACK_SHARE))
+                  churn_cost=h, params=run.cp(NODE_PACK_SHARE), gpu_caps=problem.available)
         if pk.status.has_plan:
             run.consider("stage 1 at node prices, stage 2", pk, res.routes, res.fractions)
         elif run.best is None:
@@ -242,5 +242,8 @@ def explain(problem: Problem, instances) -> str:
             sizes = ", ".join(f"TP{c.tp} on {c.gpu}" for c in cs[:3])
             return (f"model {m!r} needs TP groups larger than any available instance of their GPU type "
                     f"({sizes}; a TP group must sit inside one node)")
+    caps = ", ".join(f"{a} {g}" for g, a in sorted(problem.available.items()) if a is not None)
+    capped = f"; the workload's `gpus` cap the GPUs of the nodes rented at {caps}" if caps else ""
     return ("the models together need more instances than available (availability counts nodes of each "
-            "instance type and region); raise `available`, add instance types, or plan with --allow-partial")
+            f"instance type and region{capped}); raise `available`, add instance types, or plan with "
+            "--allow-partial")
