@@ -43,6 +43,15 @@ def test_gpu_type_cap_with_instances_is_honoured(tmp_path, rate):
     assert plan["cost_per_hour"] >= plan["lower_bound_per_hour"] - 1e-9
 
 
+def test_gpu_type_cap_with_instances_holds_when_sharing(tmp_path):
+    w = tmp_path / "w.yaml"
+    w.write_text(CAPPED.format(config=DATA_DIR / "models" / "llama-3.1-8b.json", rate=40))
+    r = runner.invoke(app, ["plan", str(w), "--format", "json", "-q", "--share-gpus"])
+    assert r.exit_code == 0, r.output
+    plan = json.loads(r.stdout)
+    assert sum(nd["gpus"] for nd in plan["nodes"] if nd["gpu"] == "L4") <= 12
+
+
 def test_gpu_type_cap_counts_the_gpus_of_rented_nodes(tmp_path):
     """3 L4 allowed and only 4-GPU L4 nodes: no node can be rented (exit 3, the cap named)."""
     w = tmp_path / "w.yaml"

@@ -75,7 +75,7 @@ def _on_instances(problem, sol, shared, instances, options, deadline: Deadline, 
 
     say = options.progress or (lambda _m: None)
     pk = pack(need, instances, params=CpParams(deadline.left(PACK_SHARE, floor=FLOOR_S), options.workers,
-                                               options.seed))
+                                               options.seed), gpu_caps=problem.available)
     say(f"stage 2: {len(pk.nodes)} nodes ${pk.cost:,.2f}/h ({pk.status})")
     dedicated = None
     try:

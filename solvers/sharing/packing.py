@@ -265,7 +265,8 @@ def plan_cost(problem: Problem, replicas: dict[Config, int], sets: list[SharedSe
         for i, st in enumerate(sets):
             need[(SetItem(i, st.gpu, st.tp), False)] = st.count
         limit = deadline.left(cap=PACK_TIME_S, floor=FLOOR_S)
-        pk = stage2.pack(need, params.instances, params=CpParams(limit, params.workers, params.seed))
+        pk = stage2.pack(need, params.instances, params=CpParams(limit, params.workers, params.seed),
+                         gpu_caps=problem.available)
         return pk.cost if pk.status.has_plan else math.inf
     return (sum(problem.config_cost(c) * k for c, k in replicas.items())
             + sum(problem.price[s.gpu] * s.tp * s.count for s in sets))
