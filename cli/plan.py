@@ -17,8 +17,8 @@ import typer
 
 from gpumix import __version__ as VERSION
 from gpumix.cli import render
-from gpumix.cli.common import (CatalogOpt, EfficiencyOpt, FillOpt, ProfilesOpt, WorkloadArg, cannot_write, dim,
-                               err, fail, out, positive_ints)
+from gpumix.cli.common import (CatalogOpt, EfficiencyOpt, FillOpt, ProfilesOpt, WorkloadArg, cannot_write, clean,
+                               dim, err, fail, one_line, out, positive_ints)
 
 
 class Format(str, Enum):
@@ -84,13 +84,13 @@ def plan(
         raise fail(cannot_write(out_path, "--out", e)) from None
     if not quiet:
         for note in result.notes:
-            err.print(f"note: {note}", markup=False)
+            err.print(f"note: {one_line(note)}", markup=False, soft_wrap=True)
     if fmt is Format.json:
         sys.stdout.write(text)
     else:
         render.plan_report(out, result)
         if out_path is not None:
-            out.print(f"plan written to {out_path}")
+            out.print(f"plan written to {clean(out_path)}", markup=False)
 
 
 def check(
@@ -117,10 +117,10 @@ def check(
         raise fail(e) from None
     findings = check_plan(doc, problem, wl.instances, sharing)
     for v in findings:
-        err.print(f"{plan_file}: {v!s}", markup=False, soft_wrap=True)
+        err.print(one_line(f"{plan_file}: {v!s}"), markup=False, soft_wrap=True)
     if findings:
         raise typer.Exit(1)
-    out.print(f"{plan_file}: ok (cost ${doc['cost_per_hour']:,.2f}/h)")
+    out.print(f"{clean(plan_file)}: ok (cost ${doc['cost_per_hour']:,.2f}/h)", markup=False)
 
 
 def estimate(
@@ -157,9 +157,9 @@ def estimate(
             sys.stdout.write(text)
         else:
             write_atomic(out_path, text)
-            err.print(f"{len(table['entries'])} entries written to {out_path}", markup=False)
+            err.print(f"{len(table['entries'])} entries written to {clean(out_path)}", markup=False)
         if notes:
-            err.print(f"note: {len(notes)} configurations cannot run and have no entry, e.g. {notes[0]}",
+            err.print(one_line(f"note: {len(notes)} configurations cannot run and have no entry, e.g. {notes[0]}"),
                       markup=False, soft_wrap=True)
     except GpumixError as e:
         raise fail(e) from None
@@ -174,7 +174,7 @@ def catalog(
     from gpumix.planner.catalog import load_catalog
 
     if what not in ("gpus", "models"):
-        err.print(f"gpumix: error: catalog: expected 'gpus' or 'models', got {what!r}")
+        err.print(f"gpumix: error: catalog: expected 'gpus' or 'models', got {one_line(repr(what))}", markup=False)
         raise typer.Exit(2)
     render.catalog(out, load_catalog(), what)
 
