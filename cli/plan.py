@@ -95,13 +95,16 @@ def plan(
 
 def check(
     plan_file: Annotated[Path, typer.Argument(help="Plan JSON to check.", metavar="PLAN")],
-    workload: WorkloadArg = None,
+    workload: Annotated[Optional[Path], typer.Argument(
+        help="Workload the plan must serve. Default: the plan's inputs.workload (as written, else next to "
+             "the plan), else the bundled example.", show_default=False, metavar="WORKLOAD")] = None,
     profiles: ProfilesOpt = None,
     fill_estimates: FillOpt = False,
     catalog_csv: CatalogOpt = None,
     efficiency: EfficiencyOpt = None,
 ):
-    """Check a plan against a workload with the independent plan checker (exit 1 on a violation)."""
+    """Check a plan against a workload with the independent plan checker (exit 1 on a violation).
+    Without WORKLOAD, the plan's own inputs.workload (else the bundled example, with a note)."""
     from gpumix.planner.checker import check_plan
     from gpumix.planner.errors import GpumixError
     from gpumix.planner.sharing import sharing_for
@@ -110,6 +113,10 @@ def check(
 
     try:
         doc = read_structured(plan_file)
+        if workload is None:
+            workload, note = plan_workload_file(plan_file, doc)
+            if note:
+                err.print(one_line(f"note: {note}"), markup=False, soft_wrap=True)
         wl, problem, _ = load_problem(workload, profiles, fill_estimates, catalog_csv,
                                       efficiency_path=efficiency)
         sharing = sharing_for(wl, problem, profiles, efficiency) if isinstance(doc, dict) and doc.get("shared") else None
@@ -121,6 +128,29 @@ def check(
     if findings:
         raise typer.Exit(1)
     out.print(f"{clean(plan_file)}: ok (cost ${doc['cost_per_hour']:,.2f}/h)", markup=False)
+
+
+BUNDLED = "bundled example"  # what a plan's inputs.workload says when it planned the bundled example
+
+
+def plan_workload_file(plan_file: Path, doc) -> tuple[Optional[Path], Optional[str]]:
+    """The workload `check PLAN` checks against when none is given: the plan's inputs.workload, as
+    written or relative to the plan's folder, when that is a readable file; else the bundled example
+    (None) and a note saying so, unless the plan itself was planned from the bundled example."""
+    w = ((doc.get("inputs") if isinstance(doc, dict) else None) or {})
+    w = w.get("workload") if isinstance(w, dict) else None
+    if w == BUNDLED:
+        return None, None
+    if isinstance(w, str) and w:
+        for cand in (Path(w), plan_file.parent / w):
+            try:
+                if cand.is_file():
+                    return cand, None
+            except (OSError, ValueError):
+                pass
+        return None, (f"{plan_file}: inputs.workload {w[:100]!r} is not a readable file; checking against "
+                      f"the bundled example (pass WORKLOAD)")
+    return None, f"{plan_file}: no inputs.workload; checking against the bundled example (pass WORKLOAD)"
 
 
 def estimate(

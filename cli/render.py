@@ -87,7 +87,8 @@ def plan_report(console: Console, result) -> None:
         for m in plan["models"]:
             if m.get("shared") and not groups_by_model.get(m["name"]):
                 continue  # in the shared table below
-            t = _group_table(_heading(m), with_model=False, with_precision=quantized)
+            _say(console, _heading(m), style="table.title")  # a line, not a title: never wrapped to the table
+            t = _group_table(None, with_model=False, with_precision=quantized)
             _group_rows(t, groups_by_model.get(m["name"], []), with_model=False, with_precision=quantized)
             console.print(t)
             console.print()
@@ -154,12 +155,13 @@ def _node_gpus(console: Console, plan: dict) -> None:
         avail = "unlimited" if g["available"] is None else str(g["available"])
         _row(gt, name, str(g["used"]), str(n), avail, _money(cost / n) if n else "-", _money(cost))
     total = sum(c for _, c in rented.values())
-    _row(gt, "total", "", str(sum(n for n, _ in rented.values())), "", "", _money(total), end_section=True)
+    gt.add_section()
+    _row(gt, "total", "", str(sum(n for n, _ in rented.values())), "", "", _money(total))
     console.print(gt)
     at_cheapest = sum(g["cost_per_hour"] for g in plan["gpus"])
     if abs(at_cheapest - total) > 0.005:
-        _say(console, f"the cost is the node prices, {_money(total)}/h; group and model costs above are at "
-                      f"the cheapest $/GPU-hour ({_money(at_cheapest)}/h for the GPUs used)", style="dim")
+        _say(console, f"the cost is the node prices ({_money(total)}/h); the group and model costs above price "
+                      f"the GPUs used at the cheapest $/GPU-h ({_money(at_cheapest)}/h)", style="dim")
     console.print()
 
 
@@ -175,11 +177,11 @@ def _status(console: Console, plan: dict) -> None:
         return
     gap = max(0.0, (obj - obj_bound) / obj) if obj > 0 else 0.0
     tol = float((plan.get("solver") or {}).get("mip_gap") or 1e-4)
-    verdict = "proven optimal" if gap <= tol + 1e-9 else f"feasible, gap {gap:.3%}"
-    _say(console, f"cost + churn {_money(obj)}/h (the objective minimized), {verdict}: lower bound "
-                  f"{_money(obj_bound)}/h")
-    _say(console, f"cost alone {_money(plan['cost_per_hour'])}/h: lower bound {_money(plan['lower_bound_per_hour'])}/h"
-                  f" without churn, gap {plan['gap']:.3%} (what avoiding churn costs, at most)")
+    verdict = "optimal" if gap <= tol + 1e-9 else "feasible"
+    _say(console, f"cost {_money(plan['cost_per_hour'])}/h; cost + churn {_money(obj)}/h (the objective), "
+                  f"{verdict}: lower bound {_money(obj_bound)}/h, gap {gap:.3%}")
+    _say(console, f"without churn no plan costs less than {_money(plan['lower_bound_per_hour'])}/h "
+                  f"(gap of the cost alone {plan['gap']:.3%})", style="dim")
 
 
 def _attention(s) -> str:
@@ -214,10 +216,20 @@ def catalog(console: Console, cat, what: str) -> None:
     console.print(t)
 
 
+def _ids(ids) -> str:
+    """[0, 1, 2, 3, 6] -> '0-3,6'."""
+    runs: list[list[int]] = []
+    for i in sorted(ids):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
+
+
 def _layout(nd: dict) -> str:
-    return "; ".join([f"{r['model']} TP{r['tp']}: {','.join(map(str, r['gpu_ids']))}" for r in nd["replicas"]]
-                     + [f"shared set #{r['group']} TP{r['tp']}: {','.join(map(str, r['gpu_ids']))}"
-                        for r in nd.get("shared") or ()])
+    return "; ".join([f"{r['model']} TP{r['tp']}: {_ids(r['gpu_ids'])}" for r in nd["replicas"]]
+                     + [f"shared set #{r['group']} TP{r['tp']}: {_ids(r['gpu_ids'])}" for r in nd.get("shared") or ()])
 
 
 def nodes(console: Console, plan: dict) -> None:
@@ -230,7 +242,7 @@ def nodes(console: Console, plan: dict) -> None:
         kinds.setdefault(key, [0])[0] += 1
     t = Table(title=f"Nodes ({len(plan['nodes'])})", title_justify="left", show_edge=False, pad_edge=False)
     for col, just in (("nodes", "right"), ("instance", "left"), ("region", "left"), ("GPUs", "right"),
-                      ("$/h each", "right"), ("replicas (model TP: GPU ids)", "left")):
+                      ("$/h each", "right"), ("replicas (TP: GPU ids)", "left")):
         t.add_column(col, justify=just)
     for (instance, region, spot, gpus, gpu, price, layout), (n,) in kinds.items():
         _row(t, str(n), instance + (" (spot)" if spot else ""), region, f"{gpus} x {gpu}", _money(price), layout)
@@ -245,7 +257,8 @@ def changes(console: Console, plan: dict) -> None:
         n = sum(r.get("count", 1) for r in rows)
         _say(console, f"{verb} {n} replica{'s' if n != 1 else ''}", style="bold")
         for r in rows:
-            where = f" on node {r['node']} {r['instance']}" if r.get("instance") else ""
+            node = "" if r.get("node") is None else f" {r['node']}"
+            where = f" on node{node} {r['instance']}" if r.get("instance") else ""
             count = f"{r['count']} x " if "count" in r else ""
             _say(console, f"  {count}{r['model']} {r['gpu']} TP{r['tp']}{' spot' if r.get('spot') else ''}{where}")
     churn = plan.get("churn") or {}
@@ -301,7 +314,7 @@ def sweep_table(console: Console, results) -> None:
 
 def _ms(p: Optional[dict], key: str) -> str:
     v = (p or {}).get(key)
-    return "-" if v is None else f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
+    return "-" if v is None else f"{v:.0f}" if v >= 10 else f"{v:.1f}"
 
 
 _RESULT = {"passed": ("passed", "green"), "failed": ("FAILED", "red"), "error": ("ERROR", "red"),
@@ -309,21 +322,23 @@ _RESULT = {"passed": ("passed", "green"), "failed": ("FAILED", "red"), "error": 
 
 
 def validate_report(console: Console, report: dict) -> None:
-    """`gpumix validate`: one row a replica group, then skips, shared sets and the verdict. Nine
-    short columns (GPU and TP in one, p50/p99 in one cell each) so it reads at 80 columns."""
+    """`gpumix validate`: one row a replica group, then skips, shared sets and the verdict. The
+    group (model over GPU, TP and replicas run) takes two lines, so seven columns fit 80."""
     t = Table(title=_t(f"validate {report['plan']} ({report['mode']}, {report['load']['arrivals']} arrivals, "
                        f"{report['load']['duration_s']:g} s)"), title_justify="left", show_edge=False, pad_edge=False,
-              caption=_t("req/s: planned, achieved; TTFT, TPOT: p50/p99 ms"), caption_justify="left")
-    for col, just in (("model", "left"), ("GPU TP", "left"), ("run", "right"), ("req/s", "right"),
-                      ("got", "right"), ("TTFT", "right"), ("TPOT", "right"), ("in SLO", "right"),
-                      ("result", "left")):
-        t.add_column(col, justify=just, overflow="fold", no_wrap=col not in ("model",))
+              caption=_t("xR/N: replicas run of the N planned; req/s planned, got: achieved; "
+                         "TTFT, TPOT: p50/p99 ms"), caption_justify="left")
+    t.add_column("group", overflow="fold", min_width=14, ratio=1)
+    for col in ("req/s", "got", "TTFT", "TPOT", "in SLO"):
+        t.add_column(col, justify="right", no_wrap=True)
+    t.add_column("result", no_wrap=True)
     for g in report["groups"]:
         word, style = _RESULT[g["status"]]
         measured = g["status"] != "skipped" and "achieved_rps" in g
         name = g["model"] + (f" (shared[{g['shared']}])" if "shared" in g else "")
-        _row(t, name, f"{g['gpu']} TP{g['tp']}", f"{g.get('replicas_run', 0)}/{g['count']}",
-             f"{g['planned_rps']:,.2f}",
+        group = Text.assemble(_t(name), "\n", _t(f"{g['gpu']} TP{g['tp']} x{g.get('replicas_run', 0)}/{g['count']}",
+                                                  style="dim"))
+        _row(t, group, f"{g['planned_rps']:,.2f}",
              f"{g['achieved_rps']:,.2f}" if measured else "-",
              f"{_ms(g.get('ttft_ms'), 'p50')}/{_ms(g.get('ttft_ms'), 'p99')}" if measured else "-",
              f"{_ms(g.get('tpot_ms'), 'p50')}/{_ms(g.get('tpot_ms'), 'p99')}" if measured else "-",

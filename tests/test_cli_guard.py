@@ -148,3 +148,154 @@ def test_sweep_help_shows_the_plot_extra():
     r = run("sweep", "-h")
     assert r.exit_code == 0
     assert "gpumix[plot]" in r.output.replace("\n", " ").replace("│", " ").replace(" ", "")
+
+
+# ---- 3. reports a reader does not trip on
+
+ONE_MODEL = """models:
+  - name: llama-3.1-8b
+    rate_rps: {rate}
+    slo: {{ttft_ms: 1000, tpot_ms: 60}}
+    buckets: [{{input_tokens: 256, output_tokens: 128, share: 1.0}}]
+"""
+
+
+def _wl(tmp_path, rate, tail, name="w.yaml"):
+    p = tmp_path / name
+    p.write_text(ONE_MODEL.format(rate=rate) + tail)
+    return p
+
+
+def _section(text: str, title: str) -> list[str]:
+    """The lines of the table titled `title`, up to the next blank line."""
+    lines = text.splitlines()
+    i = next(i for i, ln in enumerate(lines) if ln.startswith(title))
+    return lines[i:lines.index("", i)]
+
+
+def test_a_partial_plan_heading_shows_what_is_served(tmp_path):
+    w = _wl(tmp_path, 40, "gpus:\n  - {name: L4, price_per_hour: 0.8, available: 4}\n")
+    r = run("plan", w, "-q", "--allow-partial", "--format", "json")
+    assert r.exit_code == 0, r.output
+    frac = json.loads(r.stdout)["models"][0]["served_fraction"]
+    assert 0 < frac < 1
+    r = run("plan", w, "-q", "--allow-partial")
+    assert f"llama-3.1-8b: {40 * frac:,.2f} of 40.00 req/s served ({frac:.1%})" in r.stdout
+
+
+def test_identical_nodes_are_one_row_with_a_count(tmp_path):
+    w = _wl(tmp_path, 160, "instances: [g6e.xlarge]\n")
+    r = run("plan", w, "-q", "--format", "json")
+    assert r.exit_code == 0, r.output
+    n = len(json.loads(r.stdout)["nodes"])
+    assert n >= 10
+    nodes = _section(run("plan", w, "-q").stdout, "Nodes")
+    assert nodes[0].startswith(f"Nodes ({n})")
+    rows = [ln for ln in nodes if "g6e.xlarge" in ln]
+    assert len(rows) == 1 and rows[0].split()[0] == str(n)
+
+
+def test_the_gpus_table_of_an_instance_plan_adds_up_to_its_cost(tmp_path):
+    """One 4-GPU node bought for a TP2 replica: the cost is the node's price, $2.00/h, while the
+    cheapest $/GPU-hour prices the two GPUs used at $1.00/h. The table shows the node cost."""
+    w = _wl(tmp_path, 2, "instances:\n  - {name: x4, gpu: L4, gpus: 4, price_per_hour: 2.0, region: r1}\n"
+                         "  - {name: x1, gpu: L4, gpus: 1, price_per_hour: 0.9, region: r1}\n")
+    r = run("plan", w, "-q", "--format", "json")
+    assert r.exit_code == 0, r.output
+    plan = json.loads(r.stdout)
+    assert plan["cost_per_hour"] == pytest.approx(2.0) and [nd["instance"] for nd in plan["nodes"]] == ["x4"]
+    assert sum(g["cost_per_hour"] for g in plan["gpus"]) == pytest.approx(1.0)  # why the old table misled
+    text = run("plan", w, "-q").stdout
+    gpus = _section(text, "GPUs")
+    total = next(ln for ln in gpus if ln.startswith("total"))
+    assert total.split()[-1] == "$2.00" and "4" in total.split()
+    assert "the cost is the node prices ($2.00/h)" in text and "($1.00/h)" in text
+
+
+def _render(fn, *args, width=120) -> str:
+    from rich.console import Console
+
+    c = Console(width=width, record=True, file=open(os.devnull, "w"))
+    fn(c, *args)
+    return c.export_text()
+
+
+def test_a_current_plan_states_the_churn_objective_status():
+    """The plan's status and gap are the cost's against a bound that ignores churn; what --current
+    minimizes, and proves, is cost + churn: the last line says that one's status."""
+    from gpumix.cli import render
+
+    plan = {"status": "feasible", "gap": 0.023, "cost_per_hour": 100.0, "lower_bound_per_hour": 97.7,
+            "solver": {"mip_gap": 1e-4},
+            "churn": {"objective_per_hour": 103.0, "objective_lower_bound": 103.0}}
+    text = _render(render._status, plan)
+    assert "cost + churn $103.00/h (the objective), optimal: lower bound $103.00/h, gap 0.000%" in text
+    assert "feasible" not in text.splitlines()[0]
+    assert "without churn no plan costs less than $97.70/h" in text
+    plan["churn"]["objective_lower_bound"] = 90.0
+    assert "(the objective), feasible: lower bound $90.00/h, gap 12.621%" in _render(render._status, plan)
+    del plan["churn"]
+    assert "cost $100.00/h, feasible: lower bound $97.70/h, gap 2.300%" in _render(render._status, plan)
+
+
+def test_a_current_plan_end_to_end(tmp_path):
+    w = _wl(tmp_path, 6, "instances: [g6e.xlarge, g5.xlarge]\n")
+    assert run("plan", w, "-o", tmp_path / "p.json", "-q").exit_code == 0
+    w2 = _wl(tmp_path, 9, "instances: [g6e.xlarge, g5.xlarge]\n", "w2.yaml")
+    r = run("plan", w2, "--current", tmp_path / "p.json", "-q")
+    assert r.exit_code == 0, r.output
+    assert "(the objective), optimal" in r.stdout and "node None" not in r.stdout
+
+
+def _validate_report(model="llama-3.1-70b-instruct"):
+    g = lambda m, gpu, tp, st: {  # noqa: E731
+        "model": m, "gpu": gpu, "tp": tp, "count": 3, "replicas_run": 2, "planned_rps": 12.345,
+        "achieved_rps": 12.1, "ttft_ms": {"p50": 123.4, "p99": 1834.2}, "tpot_ms": {"p50": 45.2, "p99": 78.9},
+        "slo_attainment": 0.987, "status": st, "reasons": ["no GPU"]}
+    return {"plan": "plans/production.json", "mode": "runtime", "load": {"arrivals": "poisson", "duration_s": 60},
+            "groups": [g(model, "A100-80GB", 4, "passed"), g("qwen2.5-14b", "H100-PCIe", 1, "failed"),
+                       g("phi-3-mini", "L4", 1, "skipped")], "passed": False, "validated": 2, "skipped": 1}
+
+
+def test_the_validate_table_reads_at_80_columns():
+    from gpumix.cli import render
+
+    text = _render(render.validate_report, _validate_report(), width=80)
+    lines = text.splitlines()
+    assert max(len(ln) for ln in lines) <= 80
+    for word in ("llama-3.1-70b-instruct", "A100-80GB TP4 x2/3", "123/1834", "45/79", "98.7%", "passed",
+                 "FAILED", "skipped", "in SLO", "TTFT", "TPOT", "req/s"):
+        assert sum(word in ln for ln in lines) >= 1, word  # whole, on one line
+    assert "FAILED: 2 group(s) validated, 1 skipped" in text
+    text = _render(render.validate_report, _validate_report("[/]" + "m" * 60), width=80)
+    assert max(len(ln) for ln in text.splitlines()) <= 80 and "[/]" in text
+
+
+# ---- 4. check without a workload checks the plan's own
+
+def test_check_uses_the_plans_workload_relative_to_the_plan(tmp_path, monkeypatch):
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    _wl(sub, 20, "gpus:\n  - {name: L4, price_per_hour: 0.8}\n")
+    monkeypatch.chdir(sub)
+    assert run("plan", "w.yaml", "-o", "p.json", "-q").exit_code == 0
+    assert json.loads((sub / "p.json").read_text())["inputs"]["workload"] == "w.yaml"
+    monkeypatch.chdir(tmp_path)  # inputs.workload is now found next to the plan, not in the cwd
+    r = run("check", "sub/p.json")
+    assert r.exit_code == 0, r.output
+    assert "ok" in r.stdout and "note" not in r.stderr
+    # the bundled example would reject this plan: it serves none of the example's models
+    assert run("check", "sub/p.json", DATA_DIR / "examples" / "workload.yaml").exit_code == 1
+
+
+def test_check_falls_back_to_the_bundled_example_with_a_note(tmp_path):
+    p = tmp_path / "p.json"
+    assert run("plan", "-o", p, "-q").exit_code == 0  # planned from the bundled example: no note
+    r = run("check", p)
+    assert r.exit_code == 0 and "note" not in r.stderr
+    doc = json.loads(p.read_text())
+    doc["inputs"]["workload"] = "gone.yaml"
+    p.write_text(json.dumps(doc))
+    r = run("check", p)
+    assert r.exit_code == 0, r.output
+    assert "inputs.workload 'gone.yaml' is not a readable file; checking against the bundled example" in r.stderr
