@@ -228,8 +228,13 @@ def _ids(ids) -> str:
 
 
 def _layout(nd: dict) -> str:
-    return "; ".join([f"{r['model']} TP{r['tp']}: {_ids(r['gpu_ids'])}" for r in nd["replicas"]]
-                     + [f"shared set #{r['group']} TP{r['tp']}: {_ids(r['gpu_ids'])}" for r in nd.get("shared") or ()])
+    """'llama-3.1-70b TP4: 0-3 4-7; shared set #0 TP1: 0': each (model, TP) once, its groups' GPU ids."""
+    parts: dict[str, list[str]] = {}  # 'model TPn' -> GPU ids of each of its groups, in node order
+    for r in nd["replicas"]:
+        parts.setdefault(f"{r['model']} TP{r['tp']}", []).append(_ids(r["gpu_ids"]))
+    for r in nd.get("shared") or ():
+        parts.setdefault(f"shared set #{r['group']} TP{r['tp']}", []).append(_ids(r["gpu_ids"]))
+    return "; ".join(f"{k}: {' '.join(v)}" for k, v in parts.items())
 
 
 def nodes(console: Console, plan: dict) -> None:
@@ -242,7 +247,7 @@ def nodes(console: Console, plan: dict) -> None:
         kinds.setdefault(key, [0])[0] += 1
     t = Table(title=f"Nodes ({len(plan['nodes'])})", title_justify="left", show_edge=False, pad_edge=False)
     for col, just in (("nodes", "right"), ("instance", "left"), ("region", "left"), ("GPUs", "right"),
-                      ("$/h each", "right"), ("replicas (TP: GPU ids)", "left")):
+                      ("$/h each", "right"), ("replicas: GPU ids", "left")):
         t.add_column(col, justify=just)
     for (instance, region, spot, gpus, gpu, price, layout), (n,) in kinds.items():
         _row(t, str(n), instance + (" (spot)" if spot else ""), region, f"{gpus} x {gpu}", _money(price), layout)
