@@ -299,3 +299,19 @@ def test_check_falls_back_to_the_bundled_example_with_a_note(tmp_path):
     r = run("check", p)
     assert r.exit_code == 0, r.output
     assert "inputs.workload 'gone.yaml' is not a readable file; checking against the bundled example" in r.stderr
+
+
+def test_progress_bars_and_sweep_rows_print_names_literally():
+    from types import SimpleNamespace
+
+    from gpumix.cli import profile, render
+    from gpumix.cli.common import err
+
+    with err.capture() as cap:
+        profile._with_progress(lambda progress: progress("[/] [bold]m\x1b", 1)("step"), quiet=False)
+    assert "[/] [bold]m?" in cap.get()
+    point = SimpleNamespace(scale=1.0, tpot_ms=None)
+    bad = SimpleNamespace(point=point, cost=None, status="error", error="[/]models[0]: bad")
+    ok = SimpleNamespace(point=point, cost=2.0, status="optimal", gpus=[("[red]G", 2)], best_single=("[/]", 3.0))
+    text = _render(render.sweep_table, [bad, ok])
+    assert "[/]models[0]: bad" in text and "2x[red]G" in text and "[/] $3.00" in text
