@@ -42,6 +42,13 @@ def _debugging() -> bool:
     return _Debug.on or os.environ.get("GPUMIX_DEBUG", "") not in ("", "0")
 
 
+def _text(e: BaseException) -> str:
+    try:
+        return str(e)
+    except Exception:  # noqa: BLE001 (a broken __str__ must not escape the guard)
+        return "(no message)"
+
+
 def _command(ctx) -> str:
     """'profile run: ' for an error in `gpumix profile run`; '' at the root."""
     names = []
@@ -74,7 +81,7 @@ class GuardedGroup(TyperGroup):
         except Exception as e:  # noqa: BLE001 (the last guard)
             if _debugging():
                 traceback.print_exc()
-            err.print(f"gpumix: internal error: {one_line(f'{type(e).__name__}: {e}')}"
+            err.print(f"gpumix: internal error: {one_line(f'{type(e).__name__}: {_text(e)}')}"
                       + ("" if _debugging() else " (run with --debug or GPUMIX_DEBUG=1 for the traceback)"),
                       markup=False, soft_wrap=True)
             sys.exit(1)

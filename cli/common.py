@@ -39,8 +39,9 @@ def clean(text: object) -> str:
 
 def one_line(text: object) -> str:
     """`clean`, with newlines and tabs folded to spaces and at most ONE_LINE_MAX characters."""
-    s = clean(re.sub(r"\s*[\r\n\t]+\s*", " ", str(text)).strip())
-    return s if len(s) <= ONE_LINE_MAX else s[:ONE_LINE_MAX] + "..."
+    raw = str(text)
+    s = clean(re.sub(r"\s*[\r\n\t]+\s*", " ", raw[:2 * ONE_LINE_MAX]).strip())  # cut first: messages can be huge
+    return s if len(s) <= ONE_LINE_MAX and len(raw) <= 2 * ONE_LINE_MAX else s[:ONE_LINE_MAX] + "..."
 
 
 def _exit(e: Exception, labels: dict[int, str], other: str) -> typer.Exit:
