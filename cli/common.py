@@ -9,6 +9,7 @@ Torch-free: torch is imported only inside check_device, which commands call at r
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -26,9 +27,26 @@ _PLANNING_LABELS = {2: "error", 3: "infeasible", 4: "no plan"}
 _RUNNING_LABELS = {2: "error"}
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # C0, DEL, C1 (ESC, CSI), line separators
+ONE_LINE_MAX = 1000  # characters of a message on the terminal; the rest is cut
+
+
+def clean(text: object) -> str:
+    """User text (names, paths, messages) safe on a terminal: every control character (newline,
+    ESC, ...) becomes `?`. Printed with markup=False or as rich Text, so `[bold]` stays literal."""
+    return _CONTROL.sub("?", str(text))
+
+
+def one_line(text: object) -> str:
+    """`clean`, with newlines and tabs folded to spaces and at most ONE_LINE_MAX characters."""
+    raw = str(text)
+    s = clean(re.sub(r"\s*[\r\n\t]+\s*", " ", raw[:2 * ONE_LINE_MAX]).strip())  # cut first: messages can be huge
+    return s if len(s) <= ONE_LINE_MAX and len(raw) <= 2 * ONE_LINE_MAX else s[:ONE_LINE_MAX] + "..."
+
+
 def _exit(e: Exception, labels: dict[int, str], other: str) -> typer.Exit:
     code = getattr(e, "exit_code", 1)
-    err.print(f"gpumix: {labels.get(code, other)}: {e}", markup=False, soft_wrap=True)
+    err.print(f"gpumix: {labels.get(code, other)}: {one_line(e)}", markup=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -44,7 +62,7 @@ def fail_run(e: Exception) -> typer.Exit:
 
 def usage(field: str, message: str) -> typer.Exit:
     """A bad option value found before any file is read: one line, exit 2."""
-    err.print(f"gpumix: error: {field}: {message}", markup=False, soft_wrap=True)
+    err.print(f"gpumix: error: {one_line(f'{field}: {message}')}", markup=False, soft_wrap=True)
     return typer.Exit(2)
 
 
@@ -59,8 +77,8 @@ def write_json(path: Path, doc: dict) -> None:
 
 
 def dim(msg: str) -> None:
-    """Progress line on stderr."""
-    err.print(f"[dim]{msg}[/dim]")
+    """Progress line on stderr (user text in it stays literal: no markup)."""
+    err.print(one_line(msg), style="dim", markup=False)
 
 
 def silent(msg: str) -> None:

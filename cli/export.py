@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from gpumix.cli import render
-from gpumix.cli.common import EfficiencyOpt, cannot_write, err, fail, out, positive_floats, usage
+from gpumix.cli.common import EfficiencyOpt, cannot_write, clean, err, fail, out, positive_floats, usage
 
 PLOT_SUFFIXES = (".png", ".svg")
 
@@ -63,7 +63,7 @@ def export(
     for rel in sorted(files):
         if rel.endswith(".sh"):
             (out_dir / rel).chmod(0o755)
-    out.print(f"{len(files)} files written to {out_dir} ({', '.join(formats)} and router-weights.json)")
+    out.print(f"{len(files)} files written to {clean(out_dir)} ({', '.join(formats)} and router-weights.json)", markup=False)
 
 
 def sweep(
@@ -84,7 +84,7 @@ def sweep(
                                               help="Solver time limit per point, seconds.")] = 120.0,
     plot: Annotated[Optional[Path], typer.Option(
         "--plot", metavar="FILE", help="Draw cost vs demand/SLO to FILE.png or FILE.svg (needs matplotlib: "
-                                       "pip install 'gpumix[plot]').")] = None,
+                                       "pip install 'gpumix\\[plot]').")] = None,
     fmt: Annotated[SweepFormat, typer.Option("--format", help="table, or json (one record a point) on stdout.")]
     = SweepFormat.table,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notes.")] = False,
@@ -117,9 +117,9 @@ def sweep(
         try:
             plot_sweep(results, plot)
         except OSError as e:
-            err.print(f"gpumix: error: --plot: cannot write {plot}: {e.strerror}", markup=False)
+            err.print(f"gpumix: error: --plot: cannot write {clean(plot)}: {e.strerror}", markup=False)
             raise typer.Exit(2) from None
-        (err if fmt is SweepFormat.json else out).print(f"plot written to {plot}")
+        (err if fmt is SweepFormat.json else out).print(f"plot written to {clean(plot)}", markup=False)
 
 
 def _check_plot(plot: Path) -> None:

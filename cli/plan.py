@@ -17,8 +17,8 @@ import typer
 
 from gpumix import __version__ as VERSION
 from gpumix.cli import render
-from gpumix.cli.common import (CatalogOpt, EfficiencyOpt, FillOpt, ProfilesOpt, WorkloadArg, cannot_write, dim,
-                               err, fail, out, positive_ints)
+from gpumix.cli.common import (CatalogOpt, EfficiencyOpt, FillOpt, ProfilesOpt, WorkloadArg, cannot_write, clean,
+                               dim, err, fail, one_line, out, positive_ints)
 
 
 class Format(str, Enum):
@@ -84,24 +84,27 @@ def plan(
         raise fail(cannot_write(out_path, "--out", e)) from None
     if not quiet:
         for note in result.notes:
-            err.print(f"note: {note}", markup=False)
+            err.print(f"note: {one_line(note)}", markup=False, soft_wrap=True)
     if fmt is Format.json:
         sys.stdout.write(text)
     else:
         render.plan_report(out, result)
         if out_path is not None:
-            out.print(f"plan written to {out_path}")
+            out.print(f"plan written to {clean(out_path)}", markup=False)
 
 
 def check(
     plan_file: Annotated[Path, typer.Argument(help="Plan JSON to check.", metavar="PLAN")],
-    workload: WorkloadArg = None,
+    workload: Annotated[Optional[Path], typer.Argument(
+        help="Workload the plan must serve. Default: the plan's inputs.workload (as written, else next to "
+             "the plan), else the bundled example.", show_default=False, metavar="WORKLOAD")] = None,
     profiles: ProfilesOpt = None,
     fill_estimates: FillOpt = False,
     catalog_csv: CatalogOpt = None,
     efficiency: EfficiencyOpt = None,
 ):
-    """Check a plan against a workload with the independent plan checker (exit 1 on a violation)."""
+    """Check a plan against a workload with the independent plan checker (exit 1 on a violation).
+    Without WORKLOAD, the plan's own inputs.workload (else the bundled example, with a note)."""
     from gpumix.planner.checker import check_plan
     from gpumix.planner.errors import GpumixError
     from gpumix.planner.sharing import sharing_for
@@ -110,6 +113,10 @@ def check(
 
     try:
         doc = read_structured(plan_file)
+        if workload is None:
+            workload, note = plan_workload_file(plan_file, doc)
+            if note:
+                err.print(one_line(f"note: {note}"), markup=False, soft_wrap=True)
         wl, problem, _ = load_problem(workload, profiles, fill_estimates, catalog_csv,
                                       efficiency_path=efficiency)
         sharing = sharing_for(wl, problem, profiles, efficiency) if isinstance(doc, dict) and doc.get("shared") else None
@@ -117,10 +124,33 @@ def check(
         raise fail(e) from None
     findings = check_plan(doc, problem, wl.instances, sharing)
     for v in findings:
-        err.print(f"{plan_file}: {v!s}", markup=False, soft_wrap=True)
+        err.print(one_line(f"{plan_file}: {v!s}"), markup=False, soft_wrap=True)
     if findings:
         raise typer.Exit(1)
-    out.print(f"{plan_file}: ok (cost ${doc['cost_per_hour']:,.2f}/h)")
+    out.print(f"{clean(plan_file)}: ok (cost ${doc['cost_per_hour']:,.2f}/h)", markup=False)
+
+
+BUNDLED = "bundled example"  # what a plan's inputs.workload says when it planned the bundled example
+
+
+def plan_workload_file(plan_file: Path, doc) -> tuple[Optional[Path], Optional[str]]:
+    """The workload `check PLAN` checks against when none is given: the plan's inputs.workload, as
+    written or relative to the plan's folder, when that is a readable file; else the bundled example
+    (None) and a note saying so, unless the plan itself was planned from the bundled example."""
+    w = ((doc.get("inputs") if isinstance(doc, dict) else None) or {})
+    w = w.get("workload") if isinstance(w, dict) else None
+    if w == BUNDLED:
+        return None, None
+    if isinstance(w, str) and w:
+        for cand in (Path(w), plan_file.parent / w):
+            try:
+                if cand.is_file():
+                    return cand, None
+            except (OSError, ValueError):
+                pass
+        return None, (f"{plan_file}: inputs.workload {w[:100]!r} is not a readable file; checking against "
+                      f"the bundled example (pass WORKLOAD)")
+    return None, f"{plan_file}: no inputs.workload; checking against the bundled example (pass WORKLOAD)"
 
 
 def estimate(
@@ -157,9 +187,9 @@ def estimate(
             sys.stdout.write(text)
         else:
             write_atomic(out_path, text)
-            err.print(f"{len(table['entries'])} entries written to {out_path}", markup=False)
+            err.print(f"{len(table['entries'])} entries written to {clean(out_path)}", markup=False)
         if notes:
-            err.print(f"note: {len(notes)} configurations cannot run and have no entry, e.g. {notes[0]}",
+            err.print(one_line(f"note: {len(notes)} configurations cannot run and have no entry, e.g. {notes[0]}"),
                       markup=False, soft_wrap=True)
     except GpumixError as e:
         raise fail(e) from None
@@ -174,7 +204,7 @@ def catalog(
     from gpumix.planner.catalog import load_catalog
 
     if what not in ("gpus", "models"):
-        err.print(f"gpumix: error: catalog: expected 'gpus' or 'models', got {what!r}")
+        err.print(f"gpumix: error: catalog: expected 'gpus' or 'models', got {one_line(repr(what))}", markup=False)
         raise typer.Exit(2)
     render.catalog(out, load_catalog(), what)
 

@@ -17,7 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from gpumix.cli import render
-from gpumix.cli.common import cannot_write, check_device, dim, err, fail_run, one_of, positive_ints, silent, write_json
+from gpumix.cli.common import cannot_write, check_device, clean, dim, err, fail_run, one_of, positive_ints, silent, write_json
 from gpumix.planner.efficiency import refuse_package_path
 
 CMD = "gpumix profile"
@@ -164,7 +164,7 @@ def calibrate(
             err.print(f"calibration {name}: roofline median error {record['median_error_before']:.0%} -> "
                       f"{record['median_error_after']:.0%} (worst {record['worst_error_before']:.0%} -> "
                       f"{record['worst_error_after']:.0%}); fitted {', '.join(record['fitted']) or 'nothing'}; "
-                      f"written to {target}", markup=False, soft_wrap=True)
+                      f"written to {clean(target)}", markup=False, soft_wrap=True)
     except GpumixError as e:
         raise fail_run(e) from None
 
@@ -227,8 +227,8 @@ def import_vllm(
     except OSError as e:
         raise fail_run(cannot_write(out_path, "--out", e)) from None
     for n in notes:
-        err.print(f"note: {n}", markup=False, soft_wrap=True)
-    err.print(f"{len(new)} entries from {len(runs)} run(s) written to {out_path}", markup=False)
+        err.print(clean(f"note: {n}"), markup=False, soft_wrap=True)
+    err.print(f"{len(new)} entries from {len(runs)} run(s) written to {clean(out_path)}", markup=False)
 
 
 @app.command("endpoint")
@@ -275,7 +275,7 @@ def profile_endpoint(
     except OSError as e:
         raise fail_run(cannot_write(out_path, "--out", e)) from None
     served = sum(1 for e in new if e["max_rps"] > 0)
-    err.print(f"{len(new)} entries ({served} meet the SLO) written to {out_path}", markup=False)
+    err.print(f"{len(new)} entries ({served} meet the SLO) written to {clean(out_path)}", markup=False)
     if served == 0:
         raise typer.Exit(1)
 
@@ -286,10 +286,10 @@ def _with_progress(work, quiet: bool):
         return work(lambda label, total: (lambda msg: None))
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err, transient=False) as bar:
         def progress(label: str, total: int):
-            task = bar.add_task(label, total=total)
+            task = bar.add_task(clean(label), total=total)
             return lambda msg: bar.advance(task)
         return work(progress)
 

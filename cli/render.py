@@ -1,12 +1,32 @@
-"""Rich tables and report lines for people. Machine output (JSON) never goes through here."""
+"""Rich tables and report lines for people. Machine output (JSON) never goes through here.
+
+Every name here comes from a user's file, so nothing is parsed as rich markup: cells and titles are
+Text objects (`_row`, `_t`), lines are printed through `_say` (markup off), and control characters
+are replaced (common.clean): a model named `[/]` or `[bold]x` prints as itself.
+"""
 from __future__ import annotations
 
 from typing import Optional
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from gpumix.cli.common import clean
 
 COMPACT_ABOVE = 12  # models: one table per model up to this, one table in all beyond
+
+
+def _t(x, style: str = "") -> Text:
+    return x if isinstance(x, Text) else Text(clean(x), style=style)
+
+
+def _row(table: Table, *cells, **kw) -> None:
+    table.add_row(*(_t(c) for c in cells), **kw)
+
+
+def _say(console: Console, text: str, **kw) -> None:
+    console.print(clean(text), markup=False, **kw)
 
 
 def _money(x: float) -> str:
@@ -29,11 +49,11 @@ def _group_rows(table: Table, groups: list[dict], with_model: bool, with_precisi
         srcs = sorted({r["source"] for r in g["routes"]})
         row = [g["gpu"], str(g["tp"]), *([_precision(g)] if with_precision else []), str(g["count"]),
                f"{rps:,.2f}", f"{g['utilization']:.0%}", _money(g["cost_per_hour"]), "/".join(srcs)]
-        table.add_row(*([g["model"]] if with_model else []), *row)
+        _row(table, *([g["model"]] if with_model else []), *row)
 
 
 def _group_table(title: str | None, with_model: bool, with_precision: bool = False) -> Table:
-    t = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    t = Table(title=None if title is None else _t(title), title_justify="left", show_edge=False, pad_edge=False)
     if with_model:
         t.add_column("model", no_wrap=True)
     t.add_column("GPU")
@@ -48,6 +68,15 @@ def _group_table(title: str | None, with_model: bool, with_precision: bool = Fal
     return t
 
 
+def _heading(m: dict) -> str:
+    """'m: 12.00 req/s, 3 GPUs, $9.00/h'; a partial plan's model says what is served of its demand."""
+    frac = m.get("served_fraction")
+    rate = f"{m['rate_rps']:,.2f} req/s"
+    if frac is not None and frac < 1 - 1e-9:
+        rate = f"{m['rate_rps'] * frac:,.2f} of {m['rate_rps']:,.2f} req/s served ({frac:.1%})"
+    return f"{m['name']}: {rate}, {m['gpus']} GPUs, {_money(m['cost_per_hour'])}/h"
+
+
 def plan_report(console: Console, result) -> None:
     plan = result.plan
     groups_by_model: dict[str, list[dict]] = {}
@@ -58,8 +87,8 @@ def plan_report(console: Console, result) -> None:
         for m in plan["models"]:
             if m.get("shared") and not groups_by_model.get(m["name"]):
                 continue  # in the shared table below
-            t = _group_table(f"{m['name']}: {m['rate_rps']:,.2f} req/s, {m['gpus']} GPUs, "
-                             f"{_money(m['cost_per_hour'])}/h", with_model=False, with_precision=quantized)
+            _say(console, _heading(m), style="table.title")  # a line, not a title: never wrapped to the table
+            t = _group_table(None, with_model=False, with_precision=quantized)
             _group_rows(t, groups_by_model.get(m["name"], []), with_model=False, with_precision=quantized)
             console.print(t)
             console.print()
@@ -71,33 +100,88 @@ def plan_report(console: Console, result) -> None:
 
     if plan.get("shared"):
         shared(console, plan)
+    if plan.get("nodes") is not None:
+        _node_gpus(console, plan)
+        nodes(console, plan)
+    else:
+        _gpus(console, plan)
+    if plan.get("partial"):
+        _say(console, "partial plan: " + ", ".join(f"{m['name']} {m.get('served_fraction', 1.0):.1%}"
+                                                   for m in plan["models"]) + " of demand served")
+    if plan.get("changes") is not None:
+        changes(console, plan)
+    _status(console, plan)
+    _say(console, f"solved in {result.wall_s:.2f}s ({result.solution.method})", style="dim")
+    if plan.get("baseline") is not None:
+        base = plan["baseline"]["best_single_gpu"]
+        if base:
+            _say(console, f"best single GPU type: {base['gpu']} at {_money(base['cost_per_hour'])}/h; "
+                          f"this plan saves {base['savings']:.1%}")
+        else:
+            _say(console, "best single GPU type: none can serve every model alone")
+
+
+def _gpus(console: Console, plan: dict) -> None:
+    """Loose GPUs: each type's count at its $/GPU-hour; the rows add up to the plan's cost."""
     gt = Table(title="GPUs", title_justify="left", show_edge=False, pad_edge=False)
     for col, just in (("GPU", "left"), ("used", "right"), ("available", "right"),
                       ("$/GPU-h", "right"), ("$/h", "right")):
         gt.add_column(col, justify=just)
     for g in plan["gpus"]:
         avail = "unlimited" if g["available"] is None else str(g["available"])
-        gt.add_row(g["name"], str(g["used"]), avail, _money(g["price_per_gpu_hour"]), _money(g["cost_per_hour"]))
+        _row(gt, g["name"], str(g["used"]), avail, _money(g["price_per_gpu_hour"]), _money(g["cost_per_hour"]))
     console.print(gt)
     console.print()
 
-    if plan.get("nodes") is not None:
-        nodes(console, plan)
-    if plan.get("partial"):
-        console.print("partial plan: " + ", ".join(f"{m['name']} {m['served_fraction']:.1%}"
-                                                   for m in plan["models"]) + " of demand served")
-    if plan.get("changes") is not None:
-        changes(console, plan)
-    console.print(f"cost {_money(plan['cost_per_hour'])}/h, {plan['status']}: lower bound "
-                  f"{_money(plan['lower_bound_per_hour'])}/h, gap {plan['gap']:.3%}")
-    console.print(f"solved in {result.wall_s:.2f}s ({result.solution.method})", style="dim")
-    if plan.get("baseline") is not None:
-        base = plan["baseline"]["best_single_gpu"]
-        if base:
-            console.print(f"best single GPU type: {base['gpu']} at {_money(base['cost_per_hour'])}/h; "
-                          f"this plan saves {base['savings']:.1%}")
-        else:
-            console.print("best single GPU type: none can serve every model alone")
+
+def _node_gpus(console: Console, plan: dict) -> None:
+    """Instance plans: the cost is the sum of node prices, so each GPU type's row shows the GPUs its
+    nodes rent and what those nodes cost; the rows add up to the plan's cost. Group and model costs
+    above are at the cheapest $/GPU-hour (the plan's price_basis), which a node can exceed."""
+    rented: dict[str, list[float]] = {}  # gpu -> [GPUs on nodes, node $/h]
+    for nd in plan["nodes"]:
+        acc = rented.setdefault(nd["gpu"], [0, 0.0])
+        acc[0] += nd["gpus"]
+        acc[1] += nd["price_per_hour"]
+    gt = Table(title="GPUs (on nodes)", title_justify="left", show_edge=False, pad_edge=False)
+    for col, just in (("GPU", "left"), ("used", "right"), ("rented", "right"), ("available", "right"),
+                      ("$/GPU-h", "right"), ("nodes $/h", "right")):
+        gt.add_column(col, justify=just)
+    names = [g["name"] for g in plan["gpus"]] + sorted(set(rented) - {g["name"] for g in plan["gpus"]})
+    by_name = {g["name"]: g for g in plan["gpus"]}
+    for name in names:
+        g = by_name.get(name, {"used": 0, "available": None})
+        n, cost = rented.get(name, (0, 0.0))
+        avail = "unlimited" if g["available"] is None else str(g["available"])
+        _row(gt, name, str(g["used"]), str(n), avail, _money(cost / n) if n else "-", _money(cost))
+    total = sum(c for _, c in rented.values())
+    gt.add_section()
+    _row(gt, "total", "", str(sum(n for n, _ in rented.values())), "", "", _money(total))
+    console.print(gt)
+    at_cheapest = sum(g["cost_per_hour"] for g in plan["gpus"])
+    if abs(at_cheapest - total) > 0.005:
+        _say(console, f"the cost is the node prices ({_money(total)}/h); the group and model costs above price "
+                      f"the GPUs used at the cheapest $/GPU-h ({_money(at_cheapest)}/h)", style="dim")
+    console.print()
+
+
+def _status(console: Console, plan: dict) -> None:
+    """The last line: cost, status, bound and gap. A --current plan minimizes cost + churn, so its
+    status and gap are those of that objective; the cost's own bound follows."""
+    line = (f"cost {_money(plan['cost_per_hour'])}/h, {plan['status']}: lower bound "
+            f"{_money(plan['lower_bound_per_hour'])}/h, gap {plan['gap']:.3%}")
+    churn = plan.get("churn") or {}
+    obj, obj_bound = churn.get("objective_per_hour"), churn.get("objective_lower_bound")
+    if obj is None or obj_bound is None:
+        _say(console, line)
+        return
+    gap = max(0.0, (obj - obj_bound) / obj) if obj > 0 else 0.0
+    tol = float((plan.get("solver") or {}).get("mip_gap") or 1e-4)
+    verdict = "optimal" if gap <= tol + 1e-9 else "feasible"
+    _say(console, f"cost {_money(plan['cost_per_hour'])}/h; cost + churn {_money(obj)}/h (the objective), "
+                  f"{verdict}: lower bound {_money(obj_bound)}/h, gap {gap:.3%}")
+    _say(console, f"without churn no plan costs less than {_money(plan['lower_bound_per_hour'])}/h "
+                  f"(gap of the cost alone {plan['gap']:.3%})", style="dim")
 
 
 def _attention(s) -> str:
@@ -114,7 +198,7 @@ def catalog(console: Console, cat, what: str) -> None:
                     "$/GPU-h", "spot $/GPU-h"):
             t.add_column(col, justify="left" if col == "GPU" else "right", no_wrap=col == "GPU")
         for g in cat.gpus.values():
-            t.add_row(g.name, f"{g.memory_gb:g}", f"{g.memory_bandwidth_gbps:g}", f"{g.bf16_tflops:g}",
+            _row(t, g.name, f"{g.memory_gb:g}", f"{g.memory_bandwidth_gbps:g}", f"{g.bf16_tflops:g}",
                       "-" if g.fp8_tflops is None else f"{g.fp8_tflops:g}", f"{g.interconnect_gbps:g}",
                       str(g.gpus_per_node),
                       "-" if g.price_per_hour is None else f"{g.price_per_hour:.3f}",
@@ -125,24 +209,48 @@ def catalog(console: Console, cat, what: str) -> None:
             t.add_column(col, justify="left" if col in ("model", "attention") else "right",
                          no_wrap=col in ("model", "attention"))
         for name, s in cat.models.items():
-            t.add_row(name, f"{s.params / 1e9:.1f}", f"{s.active_params / 1e9:.1f}", str(s.num_layers),
+            _row(t, name, f"{s.params / 1e9:.1f}", f"{s.active_params / 1e9:.1f}", str(s.num_layers),
                       _attention(s), f"{s.sliding_window} x{s.sliding_layers}" if s.sliding_window else "-",
                       f"{s.experts_per_token}/{s.num_experts}" if s.is_moe else "-",
                       f"{s.kv_bytes_per_token(1) / 1024:.0f}")  # TP 1, BF16, every layer full
     console.print(t)
 
 
+def _ids(ids) -> str:
+    """[0, 1, 2, 3, 6] -> '0-3,6'."""
+    runs: list[list[int]] = []
+    for i in sorted(ids):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def _layout(nd: dict) -> str:
+    """'llama-3.1-70b TP4: 0-3 4-7; shared set #0 TP1: 0': each (model, TP) once, its groups' GPU ids."""
+    parts: dict[str, list[str]] = {}  # 'model TPn' -> GPU ids of each of its groups, in node order
+    for r in nd["replicas"]:
+        parts.setdefault(f"{r['model']} TP{r['tp']}", []).append(_ids(r["gpu_ids"]))
+    for r in nd.get("shared") or ():
+        parts.setdefault(f"shared set #{r['group']} TP{r['tp']}", []).append(_ids(r["gpu_ids"]))
+    return "; ".join(f"{k}: {' '.join(v)}" for k, v in parts.items())
+
+
 def nodes(console: Console, plan: dict) -> None:
-    t = Table(title=f"Nodes ({len(plan['nodes'])})", title_justify="left", show_edge=False, pad_edge=False)
-    for col, just in (("instance", "left"), ("region", "left"), ("GPUs", "right"), ("$/h", "right"),
-                      ("replicas (model TP: GPU ids)", "left")):
-        t.add_column(col, justify=just)
+    """One row per kind of node: identical nodes (instance, region, spot, price, same replicas on
+    the same GPU ids) are one row with their count, in the plan's order of first appearance."""
+    kinds: dict[tuple, list] = {}  # (instance, region, spot, gpus, gpu, price, layout) -> [count]
     for nd in plan["nodes"]:
-        reps = "; ".join([f"{r['model']} TP{r['tp']}: {','.join(map(str, r['gpu_ids']))}" for r in nd["replicas"]]
-                         + [f"shared set #{r['group']} TP{r['tp']}: {','.join(map(str, r['gpu_ids']))}"
-                            for r in nd.get("shared") or ()])
-        t.add_row(nd["instance"] + (" (spot)" if nd.get("spot") else ""), nd["region"],
-                  f"{nd['gpus']} x {nd['gpu']}", _money(nd["price_per_hour"]), reps)
+        key = (nd["instance"], nd["region"], bool(nd.get("spot")), nd["gpus"], nd["gpu"], nd["price_per_hour"],
+               _layout(nd))
+        kinds.setdefault(key, [0])[0] += 1
+    t = Table(title=f"Nodes ({len(plan['nodes'])})", title_justify="left", show_edge=False, pad_edge=False)
+    for col, just in (("nodes", "right"), ("instance", "left"), ("region", "left"), ("GPUs", "right"),
+                      ("$/h each", "right"), ("replicas: GPU ids", "left")):
+        t.add_column(col, justify=just)
+    for (instance, region, spot, gpus, gpu, price, layout), (n,) in kinds.items():
+        _row(t, str(n), instance + (" (spot)" if spot else ""), region, f"{gpus} x {gpu}", _money(price), layout)
     console.print(t)
     console.print()
 
@@ -152,15 +260,15 @@ def changes(console: Console, plan: dict) -> None:
     for verb in ("start", "stop", "keep"):
         rows = ch.get(verb, [])
         n = sum(r.get("count", 1) for r in rows)
-        console.print(f"{verb} {n} replica{'s' if n != 1 else ''}", style="bold")
+        _say(console, f"{verb} {n} replica{'s' if n != 1 else ''}", style="bold")
         for r in rows:
-            where = f" on node {r['node']} {r['instance']}" if r.get("instance") else ""
+            node = "" if r.get("node") is None else f" {r['node']}"
+            where = f" on node{node} {r['instance']}" if r.get("instance") else ""
             count = f"{r['count']} x " if "count" in r else ""
-            console.print(f"  {count}{r['model']} {r['gpu']} TP{r['tp']}{' spot' if r.get('spot') else ''}{where}",
-                          markup=False)
+            _say(console, f"  {count}{r['model']} {r['gpu']} TP{r['tp']}{' spot' if r.get('spot') else ''}{where}")
     churn = plan.get("churn") or {}
     if churn:
-        console.print(f"churn: {churn['replicas_started']} started at {_money(churn['cost_per_replica_started'])}"
+        _say(console, f"churn: {churn['replicas_started']} started at {_money(churn['cost_per_replica_started'])}"
                       f" each; cost + churn {_money(churn['objective_per_hour'])}/h")
     console.print()
 
@@ -175,14 +283,14 @@ def shared(console: Console, plan: dict) -> None:
     for i, g in enumerate(plan["shared"]):
         for j, e in enumerate(g["models"]):
             head = [str(i), g["gpu"], str(g["tp"]), str(g["count"]), _money(g["cost_per_hour"])] if j == 0 else [""] * 5
-            t.add_row(*head, e["model"], f"{sum(r['rps'] for r in e['routes']):,.2f}", f"{e['time_fraction']:.0%}",
-                      f"{e['memory_gb_per_gpu']:.1f}")
-        t.add_row("", "", "", "", "", "(set total)", "", f"{g['utilization']:.0%}",
-                  f"{g['memory_gb_per_gpu']:.1f}/{g['memory_budget_gb_per_gpu']:.1f}", end_section=True)
+            _row(t, *head, e["model"], f"{sum(r['rps'] for r in e['routes']):,.2f}", f"{e['time_fraction']:.0%}",
+                 f"{e['memory_gb_per_gpu']:.1f}")
+        _row(t, "", "", "", "", "", "(set total)", "", f"{g['utilization']:.0%}",
+             f"{g['memory_gb_per_gpu']:.1f}/{g['memory_budget_gb_per_gpu']:.1f}", end_section=True)
     console.print(t)
     ded = (plan.get("solver") or {}).get("dedicated_only_cost_per_hour")
     if ded:
-        console.print(f"dedicated-only plan: {_money(ded)}/h; sharing saves {1 - plan['cost_per_hour'] / ded:.1%}")
+        _say(console, f"dedicated-only plan: {_money(ded)}/h; sharing saves {1 - plan['cost_per_hour'] / ded:.1%}")
     console.print()
 
 
@@ -199,51 +307,57 @@ def sweep_table(console: Console, results) -> None:
     for r in results:
         tpot = "-" if r.point.tpot_ms is None else f"{r.point.tpot_ms:g}"
         if r.cost is None:
-            t.add_row(f"{r.point.scale:g}", tpot, r.status, "-", r.error, "-", "-")
+            _row(t, f"{r.point.scale:g}", tpot, r.status, "-", r.error, "-", "-")
             continue
         best, saves = "none serves all", "-"
         if r.best_single is not None:
             best = f"{r.best_single[0]} ${r.best_single[1]:,.2f}"
             saves = f"{1 - r.cost / r.best_single[1]:.0%}" if r.best_single[1] > 0 else "-"
-        t.add_row(f"{r.point.scale:g}", tpot, r.status, f"${r.cost:,.2f}", _mix(r.gpus), best, saves)
+        _row(t, f"{r.point.scale:g}", tpot, r.status, f"${r.cost:,.2f}", _mix(r.gpus), best, saves)
     console.print(t)
 
 
 def _ms(p: Optional[dict], key: str) -> str:
     v = (p or {}).get(key)
-    return "-" if v is None else f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
+    return "-" if v is None else f"{v:.0f}" if v >= 10 else f"{v:.1f}"
+
+
+_RESULT = {"passed": ("passed", "green"), "failed": ("FAILED", "red"), "error": ("ERROR", "red"),
+           "skipped": ("skipped", "dim")}
 
 
 def validate_report(console: Console, report: dict) -> None:
-    """`gpumix validate`: one row a replica group, then skips, shared sets and the verdict."""
-    t = Table(title=f"validate {report['plan']} ({report['mode']}, {report['load']['arrivals']} arrivals, "
-                    f"{report['load']['duration_s']:g} s)", title_justify="left", show_edge=False, pad_edge=False)
-    for col, just in (("model", "left"), ("GPU", "left"), ("TP", "right"), ("run/count", "right"),
-                      ("planned req/s", "right"), ("achieved", "right"), ("TTFT p50/p99 ms", "right"),
-                      ("TPOT p50/p99 ms", "right"), ("in SLO", "right"), ("result", "left")):
-        t.add_column(col, justify=just)
+    """`gpumix validate`: one row a replica group, then skips, shared sets and the verdict. The
+    group (model over GPU, TP and replicas run) takes two lines, so seven columns fit 80."""
+    t = Table(title=_t(f"validate {report['plan']} ({report['mode']}, {report['load']['arrivals']} arrivals, "
+                       f"{report['load']['duration_s']:g} s)"), title_justify="left", show_edge=False, pad_edge=False,
+              caption=_t("xR/N: replicas run of the N planned; req/s planned, got: achieved; "
+                         "TTFT, TPOT: p50/p99 ms"), caption_justify="left")
+    t.add_column("group", overflow="fold", min_width=14, ratio=1)
+    for col in ("req/s", "got", "TTFT", "TPOT", "in SLO"):
+        t.add_column(col, justify="right", no_wrap=True)
+    t.add_column("result", no_wrap=True)
     for g in report["groups"]:
-        result = {"passed": "[green]passed[/green]", "failed": "[red]FAILED[/red]",
-                  "error": "[red]ERROR[/red]", "skipped": "[dim]skipped[/dim]"}[g["status"]]
+        word, style = _RESULT[g["status"]]
         measured = g["status"] != "skipped" and "achieved_rps" in g
         name = g["model"] + (f" (shared[{g['shared']}])" if "shared" in g else "")
-        t.add_row(name, g["gpu"], str(g["tp"]), f"{g.get('replicas_run', 0)}/{g['count']}",
-                  f"{g['planned_rps']:,.2f}",
-                  f"{g['achieved_rps']:,.2f}" if measured else "-",
-                  f"{_ms(g.get('ttft_ms'), 'p50')} / {_ms(g.get('ttft_ms'), 'p99')}" if measured else "-",
-                  f"{_ms(g.get('tpot_ms'), 'p50')} / {_ms(g.get('tpot_ms'), 'p99')}" if measured else "-",
-                  f"{g['slo_attainment']:.1%}" if measured else "-", result)
+        group = Text.assemble(_t(name), "\n", _t(f"{g['gpu']} TP{g['tp']} x{g.get('replicas_run', 0)}/{g['count']}",
+                                                  style="dim"))
+        _row(t, group, f"{g['planned_rps']:,.2f}",
+             f"{g['achieved_rps']:,.2f}" if measured else "-",
+             f"{_ms(g.get('ttft_ms'), 'p50')}/{_ms(g.get('ttft_ms'), 'p99')}" if measured else "-",
+             f"{_ms(g.get('tpot_ms'), 'p50')}/{_ms(g.get('tpot_ms'), 'p99')}" if measured else "-",
+             f"{g['slo_attainment']:.1%}" if measured else "-", Text(word, style=style))
     console.print(t)
     for g in report["groups"]:
         if g["status"] == "skipped":
-            console.print(f"skipped {g['model']} on {g['gpu']} TP{g['tp']}: {g['reasons'][0]}", markup=False)
+            _say(console, f"skipped {g['model']} on {g['gpu']} TP{g['tp']}: {g['reasons'][0]}")
     for s in report.get("shared", []):
-        console.print(f"shared[{s['index']}] ({' + '.join(s['models'])}) on {s['gpu']} TP{s['tp']}: "
+        _say(console, f"shared[{s['index']}] ({' + '.join(s['models'])}) on {s['gpu']} TP{s['tp']}: "
                       f"{s['status']}, planned time use {s['planned_utilization']} per set"
-                      + (f", plan memory {s['memory_gb_per_gpu']} GB per GPU" if s.get("memory_gb_per_gpu") else ""),
-                      markup=False)
-    verdict = "[green]PASSED[/green]" if report["passed"] else "[red]FAILED[/red]"
-    console.print(f"{verdict}: {report['validated']} group(s) validated, {report['skipped']} skipped")
+                      + (f", plan memory {s['memory_gb_per_gpu']} GB per GPU" if s.get("memory_gb_per_gpu") else ""))
+    verdict = Text("PASSED", style="green") if report["passed"] else Text("FAILED", style="red")
+    console.print(Text.assemble(verdict, f": {report['validated']} group(s) validated, {report['skipped']} skipped"))
 
 
 def profile_summary(console: Console, runs, calibration: dict | None, out_path, calibrate_to) -> None:
@@ -252,11 +366,11 @@ def profile_summary(console: Console, runs, calibration: dict | None, out_path, 
         h = r.heldout
         err_txt = f"held-out error median {h['median']:.1%} p90 {h['p90']:.1%}" if h["points"] else ""
         served = sum(1 for e in r.entries if e["max_rps"] > 0)
-        console.print(f"{r.model} TP{r.tp} on {r.gpu}: {len(r.samples)} points, {err_txt}; "
-                      f"{served}/{len(r.entries)} buckets meet the SLO", markup=False)
+        _say(console, f"{r.model} TP{r.tp} on {r.gpu}: {len(r.samples)} points, {err_txt}; "
+                      f"{served}/{len(r.entries)} buckets meet the SLO")
     if calibration is not None:
-        console.print(f"calibration {calibration['gpu']}: roofline median error "
+        _say(console, f"calibration {calibration['gpu']}: roofline median error "
                       f"{calibration['median_error_before']:.0%} -> {calibration['median_error_after']:.0%}"
                       f"; fitted {', '.join(calibration.get('fitted', ())) or 'nothing'}"
-                      + (f", written to {calibrate_to}" if calibrate_to else ""), markup=False, soft_wrap=True)
-    console.print(f"{sum(len(r.entries) for r in runs)} entries written to {out_path}", markup=False)
+                      + (f", written to {calibrate_to}" if calibrate_to else ""), soft_wrap=True)
+    _say(console, f"{sum(len(r.entries) for r in runs)} entries written to {out_path}")

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from gpumix.cli.common import (DTYPES, RunDtypeOpt, ScaleHiddenOpt, ScaleLayersOpt, ScaleVocabOpt, check_device,
-                               fail_run, one_of)
+                               clean, fail_run, one_of)
 
 CMD = "gpumix serve"
 
@@ -64,7 +64,7 @@ def serve(
         httpd = _listen(host, port, doors, max_seq, loop)
     except GpumixError as e:
         raise fail_run(e) from None
-    print(_banner(specs, httpd.url, max_seq, tp), flush=True)
+    print(clean(_banner(specs, httpd.url, max_seq, tp)), flush=True)
     try:
         httpd.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
