@@ -117,6 +117,8 @@ def check(
             workload, note = plan_workload_file(plan_file, doc)
             if note:
                 err.print(one_line(f"note: {note}"), markup=False, soft_wrap=True)
+            if profiles is None and workload is not None:  # the capacities the plan was made from, too
+                profiles, fill_estimates = plan_profiles_file(plan_file, doc, fill_estimates)
         wl, problem, _ = load_problem(workload, profiles, fill_estimates, catalog_csv,
                                       efficiency_path=efficiency)
         sharing = sharing_for(wl, problem, profiles, efficiency) if isinstance(doc, dict) and doc.get("shared") else None
@@ -151,6 +153,21 @@ def plan_workload_file(plan_file: Path, doc) -> tuple[Optional[Path], Optional[s
         return None, (f"{plan_file}: inputs.workload {w[:100]!r} is not a readable file; checking against "
                       f"the bundled example (pass WORKLOAD)")
     return None, f"{plan_file}: no inputs.workload; checking against the bundled example (pass WORKLOAD)"
+
+
+def plan_profiles_file(plan_file: Path, doc, fill: bool) -> tuple[Optional[Path], bool]:
+    """(throughput table, fill_estimates) of the plan's `inputs` when its profiles file is readable,
+    as written or next to the plan; else (None, fill) and the roofline stands in."""
+    inputs = (doc.get("inputs") if isinstance(doc, dict) else None) or {}
+    given = inputs.get("profiles") if isinstance(inputs, dict) else None
+    if isinstance(given, str) and given:
+        for cand in (Path(given), plan_file.parent / given):
+            try:
+                if cand.is_file():
+                    return cand, fill or bool(inputs.get("fill_estimates"))
+            except (OSError, ValueError):
+                pass
+    return None, fill
 
 
 def estimate(

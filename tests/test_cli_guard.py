@@ -315,3 +315,14 @@ def test_progress_bars_and_sweep_rows_print_names_literally():
     ok = SimpleNamespace(point=point, cost=2.0, status="optimal", gpus=[("[red]G", 2)], best_single=("[/]", 3.0))
     text = _render(render.sweep_table, [bad, ok])
     assert "[/]models[0]: bad" in text and "2x[red]G" in text and "[/] $3.00" in text
+
+
+def test_check_reads_the_plans_throughput_table_too(tmp_path):
+    from gpumix.data import DATA_DIR
+    ex = DATA_DIR / "examples"
+    plan = tmp_path / "plan.json"
+    r = runner.invoke(app, ["plan", str(ex / "split.yaml"), "--profiles", str(ex / "split-profiles.json"),
+                            "--out", str(plan), "-q"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["check", str(plan)])
+    assert r.exit_code == 0, r.output  # checked against the measured capacities it was planned from
