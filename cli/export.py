@@ -65,9 +65,10 @@ def export(
     label = _label(spot_label)
     try:
         files = build(read_structured(plan_file), formats, str(plan_file), image, rocm_image, label)
-        result = write_tree(out_dir, files)
     except GpumixError as e:
         raise fail(e) from None
+    try:  # nothing is written before the whole plan exported
+        result = write_tree(out_dir, files)
     except OSError as e:
         raise fail(cannot_write(out_dir, "--out", e)) from None
     removed = f"; {len(result.removed)} stale files of the last export removed" if result.removed else ""

@@ -131,3 +131,24 @@ def test_churn_stop_entries_name_the_current_node():
     buf = io.StringIO()
     render.changes(Console(file=buf, width=200), {"changes": changes})
     assert "on node None" not in buf.getvalue() and "on node 0 g6.xlarge" in buf.getvalue()
+
+
+def test_skypilot_itself_accepts_the_shared_set_task(tmp_path):
+    """Where SkyPilot is installed (not a gpumix dependency): its own parser and validate_service_task."""
+    sky = pytest.importorskip("sky")
+    import inspect
+
+    from sky.serve import serve_utils
+    plan = {"replicas": [], "shared": [{"gpu": "L4", "tp": 1, "count": 2, "models": [
+        {"model": "llama-3.1-8b", "memory_gb_per_gpu": 8.0, "routes": ROUTES},
+        {"model": "phi-3-mini", "memory_gb_per_gpu": 6.0, "routes": ROUTES}]}]}
+    for path, text in export(plan, ["skypilot"]).items():
+        if not path.endswith(".yaml"):
+            continue
+        f = tmp_path / path.replace("/", "_")
+        f.write_text(text)
+        task = sky.Task.from_yaml(str(f))
+        if "pool" in inspect.signature(serve_utils.validate_service_task).parameters:
+            serve_utils.validate_service_task(task, pool=False)
+        else:
+            serve_utils.validate_service_task(task)

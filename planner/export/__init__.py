@@ -10,7 +10,8 @@ import json
 
 from gpumix.planner.errors import InputError
 from gpumix.planner.export.groups import Group, groups_of, hf_id, max_model_len, router_weights, shared_of
-from gpumix.planner.export.k8s import DEFAULT_IMAGE, K8S_GPU_PRODUCT, ROCM_IMAGE, SPOT_LABEL, k8s_files, k8s_shared_files
+from gpumix.planner.export.k8s import (DEFAULT_IMAGE, K8S_GPU_PRODUCT, ROCM_IMAGE, SPOT_LABEL, k8s_files,
+                                       k8s_shared_files)
 from gpumix.planner.export.skypilot import skypilot_files, skypilot_shared_files
 from gpumix.planner.export.vllm import vllm_files, vllm_shared_files
 

@@ -34,7 +34,8 @@ def comment_text(text: object, limit: int = COMMENT_LIMIT) -> str:
     """`text` safe inside one `#` comment line of a shell script or YAML file: control and format
     characters and every line or paragraph separator (newline, CR, NEL, U+2028, U+2029) dropped,
     so nothing a name carries can end the comment; capped at `limit` characters."""
-    s = "".join(c for c in str(text) if unicodedata.category(c)[0] != "C" and unicodedata.category(c) not in ("Zl", "Zp"))
+    s = "".join(c for c in str(text) if unicodedata.category(c)[0] != "C"
+                and unicodedata.category(c) not in ("Zl", "Zp"))
     return s if len(s) <= limit else s[:limit - 3] + "..."
 
 
@@ -95,9 +96,9 @@ def _precision(g: dict, source: str, where: str) -> tuple[str, str]:
     return quant, kv
 
 
-def _model(value: str, source: str, where: str) -> str:
+def model_arg(value: object, source: str, where: str) -> str:
     """A model name as an argument of `vllm serve`: one starting with `-` would be read as an option."""
-    if not value.strip() or value.startswith("-"):
+    if not isinstance(value, str) or not value.strip() or value.startswith("-"):
         raise InputError(source, where, "a model name must not be empty or start with '-'")
     return value
 
@@ -124,7 +125,7 @@ def groups_of(plan: object, source: str = "<plan>") -> list[Group]:
                 raise InputError(source, f"{where}.{key}", "missing or of the wrong type")
         if g["count"] < 1:
             continue
-        _model(g["model"], source, f"{where}.model")
+        model_arg(g["model"], source, f"{where}.model")
         spot = bool(g.get("spot"))
         quant, kv = _precision(g, source, where)
         tag = ("" if quant == "none" else f"-{quant}") + ("" if kv == "auto" else f"-kv{kv}")
@@ -171,7 +172,7 @@ def shared_of(plan: dict, source: str = "<plan>") -> list[SharedGroup]:
         for j, m in enumerate(g["models"]):
             if not isinstance(m, dict) or not isinstance(m.get("model"), str) or not isinstance(m.get("routes"), list):
                 raise InputError(source, f"{where}.models[{j}]", "needs `model` and `routes`")
-            _model(m["model"], source, f"{where}.models[{j}].model")
+            model_arg(m["model"], source, f"{where}.models[{j}].model")
             members.append((m["model"], float(m.get("memory_gb_per_gpu") or 0.0), tuple(m["routes"])))
             precision.append(_precision(m, source, f"{where}.models[{j}]"))
         out.append(SharedGroup(dns_name(f"shared-{i}-{g['gpu']}-tp{g['tp']}"), g["gpu"], g["tp"], g["count"],

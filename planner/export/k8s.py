@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import yaml
 
-from gpumix.planner.export.groups import (PORT, Group, SharedGroup, comment, dns_name, max_model_len, model_notes, shown,
-                                          vendor, vllm_args)
+from gpumix.planner.export.groups import (PORT, Group, SharedGroup, comment, dns_name, max_model_len, model_notes,
+                                          shown, vendor, vllm_args)
 from gpumix.planner.export.vllm import shared_script
 
 DEFAULT_IMAGE = "vllm/vllm-openai:latest"

@@ -8,8 +8,8 @@ from __future__ import annotations
 import shlex
 
 from gpumix.planner.export.groups import (PORT, Group, SharedGroup, comment, dns_name, gpu_ids, max_model_len,
-                                          memory_fraction, model_comment, node_models, shared_of, shown,
-                                          vllm_args)
+                                          memory_fraction, model_arg, model_comment, node_models, shared_of,
+                                          shown, vllm_args)
 
 
 def shared_script(g: SharedGroup, max_len: dict[str, int]) -> str:
@@ -54,6 +54,7 @@ def node_servers(nd: dict, shared: list[SharedGroup], max_len: dict[str, int]) -
     one per replica, and one per model of each shared set on the node (its memory share each)."""
     cmds = []
     for r in nd["replicas"]:
+        model_arg(r.get("model"), "<plan>", "nodes[].replicas[].model")
         cmds.append((r["gpu_ids"], vllm_args(r["model"], r["tp"], PORT + len(cmds), max_len.get(r["model"]),
                                              r.get("quantization", "none"), r.get("kv_cache_dtype", "auto"))))
     for r in nd.get("shared") or ():
