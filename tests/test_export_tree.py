@@ -104,7 +104,8 @@ def test_a_forged_manifest_cannot_remove_files_outside_the_tree(tmp_path):
     victim = tmp_path / "victim.txt"
     victim.write_text("keep")
     doc = json.loads((out / MANIFEST).read_text())
-    doc["files"] += [{"path": p, "sha256": sha256(b"keep")} for p in ("../victim.txt", str(victim), "a/../../victim.txt")]
+    doc["files"] += [{"path": p, "sha256": sha256(b"keep")}
+                     for p in ("../victim.txt", str(victim), "a/../../victim.txt")]
     (out / MANIFEST).write_text(json.dumps(doc))
     (out / "link.txt").symlink_to(victim)
     doc["files"].append({"path": "link.txt", "sha256": sha256(b"keep")})
@@ -201,3 +202,20 @@ def test_spot_label_option(tmp_path):
                                    "effect": "NoSchedule"}]
     r = export(tmp_path, doc, tmp_path / "o2", "--spot-label", "no equals")
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1
+
+
+def test_stage_inside_an_existing_target_when_its_parent_is_not_writable(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("x")
+    real = tree_mod.tempfile.mkdtemp
+
+    def mkdtemp(prefix="", suffix="", dir=None):
+        if Path(dir) == tmp_path:
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real(prefix=prefix, suffix=suffix, dir=dir)
+    monkeypatch.setattr(tree_mod.tempfile, "mkdtemp", mkdtemp)
+    r = export(tmp_path, plan("llama-3.1-8b"), out)
+    assert r.exit_code == 0, r.output
+    assert (out / MANIFEST).is_file() and (out / "mine.txt").read_text() == "x"
+    assert not [p for p in out.iterdir() if p.name.startswith(".gpumix-export.") and p.is_dir()]

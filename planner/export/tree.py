@@ -132,8 +132,7 @@ def write_tree(target: Path | str, files: dict[str, str], executable=lambda rel:
     old = read_manifest(root) if root.is_dir() else {}
     stale = sorted(set(old) - set(data))
     _check_target(root, [*data, MANIFEST])
-    root.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
+    stage = _stage_dir(root)
     try:
         for rel, blob in sorted(data.items()):
             _write(stage / rel, blob, executable(rel))
@@ -149,6 +148,18 @@ def write_tree(target: Path | str, files: dict[str, str], executable=lambda rel:
         return TreeResult(root, tuple(sorted(data)), tuple(removed), tuple(kept))
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def _stage_dir(root: Path) -> Path:
+    """The staging folder: beside the target; inside an existing target when its parent is not
+    writable (`--out .` in a home folder); either way on the target's filesystem."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
+    except PermissionError:
+        if not root.is_dir():
+            raise
+        return Path(tempfile.mkdtemp(prefix=".gpumix-export.", suffix=".tmp", dir=root))
 
 
 def _chmod_dirs(stage: Path) -> None:
