@@ -156,3 +156,8 @@ def test_long_names_are_cut_in_comments():
 
 def test_sh_is_there():
     assert shutil.which("sh")
+
+
+def test_comments_show_line_breaks_as_escapes():
+    from gpumix.planner.export.groups import comment
+    assert comment("x\ntouch\u2028y\x85z\x1b[31m") == "# x\\ntouch\\u2028y\\x85z\\x1b[31m\n"

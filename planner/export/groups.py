@@ -32,10 +32,11 @@ class Group:
 
 def comment_text(text: object, limit: int = COMMENT_LIMIT) -> str:
     """`text` safe inside one `#` comment line of a shell script or YAML file: control and format
-    characters and every line or paragraph separator (newline, CR, NEL, U+2028, U+2029) dropped,
-    so nothing a name carries can end the comment; capped at `limit` characters."""
-    s = "".join(c for c in str(text) if unicodedata.category(c)[0] != "C"
-                and unicodedata.category(c) not in ("Zl", "Zp"))
+    characters and every line or paragraph separator (newline, CR, NEL, U+2028, U+2029) written as
+    escapes (`\\n`, `\\u2028`), so nothing a name carries can end the comment; capped at `limit`."""
+    s = "".join(c.encode("unicode_escape").decode("ascii")
+                if unicodedata.category(c)[0] == "C" or unicodedata.category(c) in ("Zl", "Zp") else c
+                for c in str(text))
     return s if len(s) <= limit else s[:limit - 3] + "..."
 
 
