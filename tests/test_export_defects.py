@@ -113,6 +113,15 @@ def test_mi300x_groups_run_rocm_with_amd_gpus():
         assert ("pip install vllm" in t["setup"]) != amd
 
 
+def test_rocm_image_option_reaches_k8s_and_skypilot():
+    plan = {"replicas": [{"model": "llama-3.1-70b", "gpu": "MI300X", "tp": 2, "count": 1, "routes": ROUTES}]}
+    files = export(plan, ["k8s", "skypilot"], rocm_image="rocm/vllm:pinned")
+    dep = next(d for d in docs(files, "k8s/").values() if d["kind"] == "Deployment")
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "rocm/vllm:pinned"
+    task = next(iter(docs(files, "skypilot/").values()))
+    assert task["resources"]["image_id"] == "docker:rocm/vllm:pinned"
+
+
 def test_churn_stop_entries_name_the_current_node():
     l4 = InstanceType("g6.xlarge", "L4", 1, 0.8, "us-east-1")
     a = Placed(Config("llama-3.1-8b", "L4", 1), (0,))

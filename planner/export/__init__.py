@@ -35,7 +35,7 @@ def export(plan: dict, formats, source: str = "<plan>", image: str = DEFAULT_IMA
         elif fmt == "k8s":
             files.update(k8s_files(groups, image, rocm_image, spot_label))
         elif fmt == "skypilot":
-            files.update(skypilot_files(plan, groups, max_len))
+            files.update(skypilot_files(plan, groups, max_len, rocm_image))
         else:
             raise InputError(source, "--format", f"unknown format {fmt!r} (expected {', '.join(FORMATS)})")
         if fmt == "vllm":
@@ -43,5 +43,5 @@ def export(plan: dict, formats, source: str = "<plan>", image: str = DEFAULT_IMA
         elif fmt == "k8s":
             files.update(k8s_shared_files(shared, max_len, image, rocm_image))
         elif not plan.get("nodes"):  # skypilot: node tasks already run the shared sets
-            files.update(skypilot_shared_files(shared, max_len))
+            files.update(skypilot_shared_files(shared, max_len, rocm_image))
     return files

@@ -30,7 +30,8 @@ def sky_accelerator(gpu: str, cloud: str = "") -> str:
     return SKY_ACCELERATOR.get(cloud, SKY_ACCELERATOR[""]).get(gpu, gpu)
 
 
-def sky_resources(gpu: str, gpus: int, region: str, spot: bool, instance: str | None = None) -> dict:
+def sky_resources(gpu: str, gpus: int, region: str, spot: bool, instance: str | None = None,
+                  rocm_image: str = ROCM_IMAGE) -> dict:
     cloud = SKY_CLOUD_REGIONS.get(region, "")
     res: dict = {"accelerators": f"{sky_accelerator(gpu, cloud)}:{gpus}"}
     if cloud:
@@ -41,7 +42,7 @@ def sky_resources(gpu: str, gpus: int, region: str, spot: bool, instance: str | 
         res["instance_type"] = instance  # GCP pairs (host+GPU) and stand-in names are not instance types
     res["use_spot"] = spot
     if vendor(gpu) == "amd":  # vLLM's pip wheel is the CUDA build: run in the ROCm image instead
-        res["image_id"] = f"docker:{ROCM_IMAGE}"
+        res["image_id"] = f"docker:{rocm_image}"
     return res
 
 
@@ -49,7 +50,8 @@ def _setup(gpu: str) -> str:
     return "" if vendor(gpu) == "amd" else "pip install vllm"  # the ROCm image has vLLM
 
 
-def skypilot_files(plan: dict, groups: list[Group], max_len: dict[str, int] | None = None) -> dict[str, str]:
+def skypilot_files(plan: dict, groups: list[Group], max_len: dict[str, int] | None = None,
+                   rocm_image: str = ROCM_IMAGE) -> dict[str, str]:
     """Instance plans: a task per set of identical nodes (num_nodes, each node runs its replicas and
     shared sets). Plans without nodes: a task per replica group, with a SkyServe `service` section
     for its count."""
@@ -74,7 +76,8 @@ def skypilot_files(plan: dict, groups: list[Group], max_len: dict[str, int] | No
             files[f"skypilot/{name}.yaml"] = yaml_doc({
                 "name": name,
                 "num_nodes": len(same),
-                "resources": sky_resources(nd["gpu"], nd["gpus"], nd["region"], bool(nd.get("spot")), nd["instance"]),
+                "resources": sky_resources(nd["gpu"], nd["gpus"], nd["region"], bool(nd.get("spot")), nd["instance"],
+                                           rocm_image),
                 "setup": _setup(nd["gpu"]),
                 "run": "\n".join(run + ["wait"]) + "\n",
             }, [f"sky launch -c {name} {name}.yaml: {len(same)} x {shown(nd['instance'])}, each serving "
@@ -85,7 +88,7 @@ def skypilot_files(plan: dict, groups: list[Group], max_len: dict[str, int] | No
                                                        g.kv_cache_dtype)])
         files[f"skypilot/{g.name}.yaml"] = yaml_doc({
             "name": g.name,
-            "resources": {**sky_resources(g.gpu, g.tp, "", g.spot), "ports": PORT},
+            "resources": {**sky_resources(g.gpu, g.tp, "", g.spot, rocm_image=rocm_image), "ports": PORT},
             "service": {"readiness_probe": "/health", "replicas": g.count},
             "setup": _setup(g.gpu),
             "run": cmd + "\n",
@@ -94,7 +97,8 @@ def skypilot_files(plan: dict, groups: list[Group], max_len: dict[str, int] | No
     return files
 
 
-def skypilot_shared_files(shared: list[SharedGroup], max_len: dict[str, int]) -> dict[str, str]:
+def skypilot_shared_files(shared: list[SharedGroup], max_len: dict[str, int],
+                          rocm_image: str = ROCM_IMAGE) -> dict[str, str]:
     """A shared set is one SkyServe task running its script. It opens a port per model; SkyServe then
     needs `service.ports`, the port its load balancer sends to (the first model's)."""
     files = {}
@@ -103,7 +107,7 @@ def skypilot_shared_files(shared: list[SharedGroup], max_len: dict[str, int]) ->
         ports = [g.port(m) for m, _, _ in g.members]
         files[f"skypilot/{g.name}.yaml"] = yaml_doc({
             "name": g.name,
-            "resources": {**sky_resources(g.gpu, g.tp, "", False), "ports": ports},
+            "resources": {**sky_resources(g.gpu, g.tp, "", False, rocm_image=rocm_image), "ports": ports},
             "service": {"readiness_probe": "/health", "replicas": g.count, "ports": ports[0]},
             "setup": _setup(g.gpu),
             "run": script.split("\n", 1)[1],
