@@ -38,32 +38,60 @@ def export(
     fmt: Annotated[list[ExportFormat], typer.Option(
         "--format", "-f", help="vllm: serve scripts; k8s: Deployments and Services; skypilot: task YAML. "
                                "Repeat it, or give all.")] = [ExportFormat.all],  # noqa: B006 (typer default)
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder to write into (created; files "
-                                          "overwritten).")] = Path("gpumix-export"),
-    image: Annotated[str, typer.Option("--image", help="Container image for the k8s Deployments "
-                                       "(pin a version in production).")] = "vllm/vllm-openai:latest",
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder to write into (created). The whole "
+                                          "tree is written first and then swapped in; files of an earlier "
+                                          "export that this one no longer writes are removed, your other "
+                                          "files are kept (.gpumix-export.json lists what gpumix wrote).")]
+    = Path("gpumix-export"),
+    image: Annotated[str, typer.Option("--image", help="Container image for the k8s Deployments of NVIDIA "
+                                       "GPUs (pin a version in production).")] = "vllm/vllm-openai:latest",
+    rocm_image: Annotated[str, typer.Option("--rocm-image", help="Container image for AMD GPUs (MI300X) in "
+                                            "k8s and SkyPilot.")] = "rocm/vllm:latest",
+    spot_label: Annotated[str, typer.Option(
+        "--spot-label", metavar="KEY=VALUE", help="Node label of spot nodes: k8s spot groups select it and "
+                                                  "tolerate a NoSchedule taint of the same key and value "
+                                                  "(EKS: eks.amazonaws.com/capacityType=SPOT).")]
+    = "cloud.google.com/gke-spot=true",
 ):
     """Write launch files for a plan: per replica group a vLLM command, Kubernetes manifests or a
     SkyPilot task, and router-weights.json (each group's share of each bucket's traffic)."""
     from gpumix.planner.errors import GpumixError
     from gpumix.planner.export import FORMATS
     from gpumix.planner.export import export as build
-    from gpumix.planner.plan import write_atomic
+    from gpumix.planner.export.tree import write_tree
     from gpumix.planner.workload import read_structured
 
     formats = FORMATS if ExportFormat.all in fmt else tuple(dict.fromkeys(f.value for f in fmt))
+    label = _label(spot_label)
     try:
-        files = build(read_structured(plan_file), formats, str(plan_file), image)
-        for rel, text in sorted(files.items()):
-            write_atomic(out_dir / rel, text)
+        files = build(read_structured(plan_file), formats, str(plan_file), image, rocm_image, label)
     except GpumixError as e:
         raise fail(e) from None
+    try:  # nothing is written before the whole plan exported
+        result = write_tree(out_dir, files)
     except OSError as e:
         raise fail(cannot_write(out_dir, "--out", e)) from None
-    for rel in sorted(files):
-        if rel.endswith(".sh"):
-            (out_dir / rel).chmod(0o755)
-    out.print(f"{len(files)} files written to {clean(out_dir)} ({', '.join(formats)} and router-weights.json)", markup=False)
+    removed = f"; {len(result.removed)} stale files of the last export removed" if result.removed else ""
+    out.print(f"{len(files)} files written to {clean(result.root)} ({', '.join(formats)} and router-weights.json)"
+              f"{removed}", markup=False)
+    if result.kept:
+        err.print(f"gpumix: note: kept {len(result.kept)} file(s) of the last export that this plan no longer "
+                  f"has, edited since: {clean(', '.join(result.kept[:5]))}{' ...' if len(result.kept) > 5 else ''}",
+                  markup=False, soft_wrap=True)
+
+
+# a Kubernetes label key ([prefix/]name) and value
+_LABEL_KEY = r"([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_LABEL_VALUE = r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?"
+
+
+def _label(text: str) -> tuple[str, str]:
+    import re
+
+    key, sep, value = text.partition("=")
+    if not sep or not re.fullmatch(_LABEL_KEY, key) or not re.fullmatch(_LABEL_VALUE, value):
+        raise usage("--spot-label", f"expected KEY=VALUE, a Kubernetes node label, got {text[:100]!r}")
+    return key, value
 
 
 def sweep(

@@ -179,13 +179,28 @@ def dumps(plan: dict) -> str:
     return json.dumps(plan, indent=2) + "\n"
 
 
-def write_atomic(path: Path | str, text: str) -> None:
-    """Write via a temp file in the same folder and rename: readers see the old file or the new one."""
-    path = Path(path)
+def umask() -> int:
+    """The process umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode(executable: bool = False) -> int:
+    """A new file's mode as open() would give it: 0o666 (0o777 for scripts) less the umask."""
+    return (0o777 if executable else 0o666) & ~umask()
+
+
+def write_atomic(path: Path | str, text: str, executable: bool = False) -> Path:
+    """Write via a temp file in the same folder and rename: readers see the old file or the new one.
+    A symlink is followed (its target is replaced, the link stays); the mode follows the umask
+    (mkstemp alone gives 0600). Returns the path written."""
+    path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
+        os.fchmod(fd, file_mode(executable))
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -193,3 +208,4 @@ def write_atomic(path: Path | str, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path

@@ -10,17 +10,20 @@ import json
 
 from gpumix.planner.errors import InputError
 from gpumix.planner.export.groups import Group, groups_of, hf_id, max_model_len, router_weights, shared_of
-from gpumix.planner.export.k8s import DEFAULT_IMAGE, K8S_GPU_PRODUCT, k8s_files, k8s_shared_files
+from gpumix.planner.export.k8s import (DEFAULT_IMAGE, K8S_GPU_PRODUCT, ROCM_IMAGE, SPOT_LABEL, k8s_files,
+                                       k8s_shared_files)
 from gpumix.planner.export.skypilot import skypilot_files, skypilot_shared_files
 from gpumix.planner.export.vllm import vllm_files, vllm_shared_files
 
 FORMATS = ("vllm", "k8s", "skypilot")
 
-__all__ = ["DEFAULT_IMAGE", "FORMATS", "K8S_GPU_PRODUCT", "export", "groups_of", "hf_id"]
+__all__ = ["DEFAULT_IMAGE", "FORMATS", "K8S_GPU_PRODUCT", "ROCM_IMAGE", "SPOT_LABEL", "export", "groups_of", "hf_id"]
 
 
-def export(plan: dict, formats, source: str = "<plan>", image: str = DEFAULT_IMAGE) -> dict[str, str]:
-    """{relative path: text} for the formats asked, plus router-weights.json."""
+def export(plan: dict, formats, source: str = "<plan>", image: str = DEFAULT_IMAGE, rocm_image: str = ROCM_IMAGE,
+           spot_label: tuple[str, str] = SPOT_LABEL) -> dict[str, str]:
+    """{relative path: text} for the formats asked, plus router-weights.json. `image` runs NVIDIA
+    groups in k8s, `rocm_image` AMD ones; `spot_label` (key, value) pins k8s spot groups."""
     groups = groups_of(plan, source)
     shared = shared_of(plan, source)
     members = [Group(g.name, m, g.gpu, g.tp, g.count, False, routes) for g in shared for m, _, routes in g.members]
@@ -30,15 +33,15 @@ def export(plan: dict, formats, source: str = "<plan>", image: str = DEFAULT_IMA
         if fmt == "vllm":
             files.update(vllm_files(plan, groups, max_len))
         elif fmt == "k8s":
-            files.update(k8s_files(groups, image))
+            files.update(k8s_files(groups, image, rocm_image, spot_label))
         elif fmt == "skypilot":
-            files.update(skypilot_files(plan, groups, max_len))
+            files.update(skypilot_files(plan, groups, max_len, rocm_image))
         else:
             raise InputError(source, "--format", f"unknown format {fmt!r} (expected {', '.join(FORMATS)})")
         if fmt == "vllm":
             files.update(vllm_shared_files(shared, max_len))
         elif fmt == "k8s":
-            files.update(k8s_shared_files(shared, max_len, image))
+            files.update(k8s_shared_files(shared, max_len, image, rocm_image))
         elif not plan.get("nodes"):  # skypilot: node tasks already run the shared sets
-            files.update(skypilot_shared_files(shared, max_len))
+            files.update(skypilot_shared_files(shared, max_len, rocm_image))
     return files

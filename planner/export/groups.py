@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -12,6 +13,8 @@ from gpumix.planner.catalog import norm_name
 from gpumix.planner.errors import InputError
 
 PORT = 8000
+COMMENT_LIMIT = 200  # characters of one comment line; longer text is cut with "..."
+NAME_LIMIT = 80  # characters of a name quoted in a comment
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,26 @@ class Group:
     routes: tuple[dict, ...]
     quantization: str = "none"
     kv_cache_dtype: str = "auto"
+
+
+def comment_text(text: object, limit: int = COMMENT_LIMIT) -> str:
+    """`text` safe inside one `#` comment line of a shell script or YAML file: control and format
+    characters and every line or paragraph separator (newline, CR, NEL, U+2028, U+2029) written as
+    escapes (`\\n`, `\\u2028`), so nothing a name carries can end the comment; capped at `limit`."""
+    s = "".join(c.encode("unicode_escape").decode("ascii")
+                if unicodedata.category(c)[0] == "C" or unicodedata.category(c) in ("Zl", "Zp") else c
+                for c in str(text))
+    return s if len(s) <= limit else s[:limit - 3] + "..."
+
+
+def shown(name: object) -> str:
+    """A name as a comment quotes it: comment_text, at most NAME_LIMIT characters."""
+    return comment_text(name, NAME_LIMIT)
+
+
+def comment(text: object) -> str:
+    """One `# ...` line (with its newline) holding comment_text(text)."""
+    return f"# {comment_text(text)}\n"
 
 
 def dns_name(text: str, limit: int = 63) -> str:
@@ -41,6 +64,18 @@ def _hf_ids() -> dict[str, str]:
             for alias in (m["name"], m["hf_id"], *m.get("aliases", ())):
                 out[norm_name(alias)] = m["hf_id"]
     return out
+
+
+@lru_cache(maxsize=1)
+def _vendors() -> dict[str, str]:
+    doc = json.loads((DATA_DIR / "gpus.json").read_text())
+    return {norm_name(alias): g.get("vendor", "nvidia") for g in doc["gpus"]
+            for alias in (g["name"], *g.get("aliases", ()))}
+
+
+def vendor(gpu: str) -> str:
+    """`amd` or `nvidia` (data/gpus.json); GPUs outside the catalog count as NVIDIA."""
+    return _vendors().get(norm_name(gpu), "nvidia")
 
 
 def hf_id(model: str) -> str | None:
@@ -62,6 +97,21 @@ def _precision(g: dict, source: str, where: str) -> tuple[str, str]:
     return quant, kv
 
 
+def model_arg(value: object, source: str, where: str) -> str:
+    """A model name as an argument of `vllm serve`: one starting with `-` would be read as an option."""
+    if not isinstance(value, str) or not value.strip() or value.startswith("-"):
+        raise InputError(source, where, "a model name must not be empty or start with '-'")
+    return value
+
+
+def gpu_ids(ids: object, source: str = "<plan>", where: str = "gpu_ids") -> str:
+    """A node replica's GPU ids as CUDA_VISIBLE_DEVICES's value: non-negative integers only."""
+    if not isinstance(ids, list) or not ids or \
+            not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+        raise InputError(source, where, "must be a list of GPU ids (non-negative integers)")
+    return ",".join(str(i) for i in ids)
+
+
 def groups_of(plan: object, source: str = "<plan>") -> list[Group]:
     """The plan's replica groups, validated enough to export (InputError names the field)."""
     if not isinstance(plan, dict) or not isinstance(plan.get("replicas"), list):
@@ -76,6 +126,7 @@ def groups_of(plan: object, source: str = "<plan>") -> list[Group]:
                 raise InputError(source, f"{where}.{key}", "missing or of the wrong type")
         if g["count"] < 1:
             continue
+        model_arg(g["model"], source, f"{where}.model")
         spot = bool(g.get("spot"))
         quant, kv = _precision(g, source, where)
         tag = ("" if quant == "none" else f"-{quant}") + ("" if kv == "auto" else f"-kv{kv}")
@@ -122,6 +173,7 @@ def shared_of(plan: dict, source: str = "<plan>") -> list[SharedGroup]:
         for j, m in enumerate(g["models"]):
             if not isinstance(m, dict) or not isinstance(m.get("model"), str) or not isinstance(m.get("routes"), list):
                 raise InputError(source, f"{where}.models[{j}]", "needs `model` and `routes`")
+            model_arg(m["model"], source, f"{where}.models[{j}].model")
             members.append((m["model"], float(m.get("memory_gb_per_gpu") or 0.0), tuple(m["routes"])))
             precision.append(_precision(m, source, f"{where}.models[{j}]"))
         out.append(SharedGroup(dns_name(f"shared-{i}-{g['gpu']}-tp{g['tp']}"), g["gpu"], g["tp"], g["count"],
@@ -170,12 +222,14 @@ def vllm_args(model: str, tp: int, port: int, max_len: int | None, quantization:
     return args
 
 
+def model_notes(models) -> list[str]:
+    """A note per model outside the catalog (its name then stands in for the Hugging Face id)."""
+    return [f"{shown(m)}: not in the model catalog; the name stands in for its Hugging Face id, replace it"
+            for m in sorted({m for m in models if hf_id(m) is None})]
+
+
 def model_comment(models) -> str:
-    unknown = sorted({m for m in models if hf_id(m) is None})
-    if not unknown:
-        return ""
-    return "".join(f"# {m}: not in the model catalog; the name stands in for its Hugging Face id, "
-                   f"replace it\n" for m in unknown)
+    return "".join(comment(n) for n in model_notes(models))
 
 
 def node_models(nd: dict) -> list[str]:

@@ -49,7 +49,9 @@ def read_current(path, problem: Problem, instances) -> tuple[tuple[CurrentNode, 
 
 
 def diff_nodes(current: tuple[CurrentNode, ...], new: tuple[Node, ...]) -> dict:
-    """start / stop / keep lists, one entry per replica, with the node it runs on."""
+    """start / stop / keep lists, one entry per replica, with the node it runs on: `node` indexes the
+    new plan's nodes for start and keep, the current plan's for stop (a stopped replica's node may
+    not be in the new plan)."""
     start, stop, keep = [], [], []
     continued = {nd.origin: nd for nd in new if nd.origin is not None}
 
@@ -67,7 +69,7 @@ def diff_nodes(current: tuple[CurrentNode, ...], new: tuple[Node, ...]) -> dict:
             if (p.config, p.gpu_ids) in new_set:
                 keep.append(entry(name, region, cur.spot, p, index[id(nd)]))
             else:
-                stop.append(entry(name, region, cur.spot, p, None))
+                stop.append(entry(name, region, cur.spot, p, ci))
     for nd in new:
         old = {(p.config, p.gpu_ids) for p in current[nd.origin].replicas} if nd.origin is not None else set()
         for p in nd.replicas:
