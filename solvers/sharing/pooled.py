@@ -209,8 +209,10 @@ def solve_shared(problem: Problem, sharing: SharingModel, params: ShareParams = 
     say(f"dedicated per model: ${sum(v for v in dedicated.values() if v):,.2f}/h; "
         f"{len(cands)}/{len(problem.models)} models can share")
 
+    say("pooled bound model ...")
     for_bound = pooled(problem, sharing, cands, lower, True, _left(deadline, BOUND_SHARE), params)
     bound = for_bound.bound
+    say(f"bound ${bound:,.2f}/h ({for_bound.status.value}); packing the shared sets ...")
     if for_bound.status == Status.INFEASIBLE:
         raise InfeasibleError("no plan, even with shared GPUs: some model fits no dedicated replica and no "
                               "shared set within availability")
@@ -219,9 +221,12 @@ def solve_shared(problem: Problem, sharing: SharingModel, params: ShareParams = 
     if best is None or best.cost > bound * (1 + params.mip_gap) + 1e-9:
         # the pooled assignment packs into more sets than it counted: pack every model at once
         types = sorted({s for s in list(choice.values()) + list(for_bound.choice.values()) if s is not None})
+        say(f"best so far {'none' if best is None else f'${best.cost:,.2f}/h'}; packing every model at once ...")
         again = _all_at_once(problem, sharing, cands, per_model, best, types, bound, params, deadline, stats)
         if again is not None and (best is None or again.cost < best.cost - 1e-9):
             best = again
+    say(f"best ${best.cost:,.2f}/h; the dedicated-only plan for comparison ..." if best is not None
+        else "the dedicated-only plan ...")
     dedicated_only = _dedicated_only(problem, per_model, params, deadline)
     if dedicated_only is not None and (best is None or dedicated_only.cost <= best.cost):
         best = dedicated_only
