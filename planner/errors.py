@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 
+FIELD_LIMIT = 120
+
+
 class GpumixError(Exception):
     exit_code = 1
 
@@ -12,6 +15,8 @@ class InputError(GpumixError):
     exit_code = 2
 
     def __init__(self, file: str, field: str, message: str):
+        if len(field) > FIELD_LIMIT:  # a field path built from a huge key: quote at most ~100 characters
+            field = field[:FIELD_LIMIT - 1] + "…"
         self.file, self.field, self.message = str(file), field, message
         super().__init__(f"{self.file}: {field}: {message}" if field else f"{self.file}: {message}")
 
