@@ -130,6 +130,22 @@ def test_named_bad_workloads_exit_2_in_one_line(tmp_path, name, content, words):
     assert words.lower() in plan_refuses(tmp_path, path).lower()
 
 
+@pytest.mark.parametrize("instance,field", [
+    ({"gpus": 10 ** 20}, "gpus"),
+    ({"price_per_hour": 1e300}, "price_per_hour"),
+    ({"spot_price_per_hour": 1e-320}, "spot_price_per_hour"),
+    ({"available": 10 ** 12}, "available"),
+    ({"name": "n\n; touch INJECTED"}, "name"),
+    ({"region": ["us"]}, "region"),
+])
+def test_bad_instance_shapes_exit_2(tmp_path, instance, field):
+    good = {"name": "box", "gpu": "L4", "gpus": 4, "price_per_hour": 3.2, "region": "us", "available": 2}
+    doc = {"models": GOOD["models"], "instances": [{**good, **instance}]}
+    path = write(tmp_path / "w.json", doc)
+    assert field in refused(load_workload, path, CATALOG).field
+    plan_refuses(tmp_path, path)
+
+
 def test_alias_bomb_fails_fast_and_small(tmp_path):
     assert len(ALIAS_BOMB) < 600
     path = write(tmp_path / "w.yaml", ALIAS_BOMB)
