@@ -42,7 +42,7 @@ QUOTE = 100
 
 # field -> (lowest, highest) accepted value, both inclusive
 BOUNDS: dict[str, tuple[float, float]] = {
-    "rate_rps": (1e-6, 1e6),  # requests/s of one model
+    "rate_rps": (1e-3, 1e6),  # requests/s of one model (below 1e-3 the checker's tolerance would accept no replicas)
     "tokens": (1, 10_000_000),  # input_tokens, output_tokens of a bucket or entry
     "tp": (1, 1024),  # tensor-parallel degree
     "available": (0, 1_000_000),  # GPUs of a type, instances of a shape
@@ -50,7 +50,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "price_per_hour": (1e-6, 1e5),  # $/h of a GPU or an instance
     "max_rps": (1e-6, 1e7),  # throughput of one replica (0 also allowed: cannot serve)
     "slo_ms": (1e-3, 1e8),  # ttft_ms, tpot_ms
-    "share": (1e-9, 1.0),  # a bucket's share of a model's requests
+    "share": (1e-6, 1.0),  # a bucket's share of a model's requests
 }
 
 
