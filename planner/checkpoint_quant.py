@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gpumix.planner.reading import quote
+
 REPLAN = "the workload can set `quantization:` to plan another checkpoint"
 
 
@@ -47,7 +49,7 @@ def read_quant(cfg: dict) -> QuantSpec | None:
         if bits == 4 and not isinstance(bits, bool):
             return QuantSpec(method, 4, group, raw)
         return QuantSpec(None, bits if isinstance(bits, int) else None, group, raw,
-                         f"{raw} with {bits!r}-bit weights is not a format gpumix plans (4-bit AWQ or "
+                         f"{quote(raw)} with {quote(bits)}-bit weights is not a format gpumix plans (4-bit AWQ or "
                          f"GPTQ, FP8, INT8); {REPLAN}", f"{f}.bits")
     if method == "compressed-tensors":
         groups = qc.get("config_groups")
@@ -66,5 +68,5 @@ def read_quant(cfg: dict) -> QuantSpec | None:
                 return QuantSpec("int8", 8, group, raw)
         return QuantSpec(None, None, None, raw, f"compressed-tensors checkpoint that is neither FP8 nor "
                          f"INT8 W8A8 is not a format gpumix plans; {REPLAN}", f"{f}.config_groups")
-    return QuantSpec(None, None, None, raw, f"quant_method {raw!r} is not a format gpumix plans (fp8, awq, "
+    return QuantSpec(None, None, None, raw, f"quant_method {quote(raw)} is not a format gpumix plans (fp8, awq, "
                      f"gptq, compressed-tensors FP8/INT8); {REPLAN}", f"{f}.quant_method")

@@ -17,7 +17,6 @@ Nothing here writes inside the installed package: `inside_package` is what write
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from gpumix.data import DATA_DIR
 from gpumix.planner.catalog import Catalog, GpuSpec
 from gpumix.planner.errors import InputError
 from gpumix.planner.precision import ARCHS
+from gpumix.planner.reading import name_problem, quote, read_json
 
 # factor -> (lowest, highest) value a file may give: physical limits, not fitting ranges
 BOUNDS: dict[str, tuple[float, float]] = {
@@ -75,11 +75,11 @@ def refuse_package_path(path: Path | str, option: str) -> None:
 
 def _number(path: str, where: str, value, lo: float, hi: float, integer: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InputError(path, where, f"must be a finite number, got {value!r}")
+        raise InputError(path, where, f"must be a finite number, got {quote(value)}")
     if integer and float(value) != int(value):
-        raise InputError(path, where, f"must be an integer, got {value!r}")
+        raise InputError(path, where, f"must be an integer, got {quote(value)}")
     if not lo <= value <= hi:
-        raise InputError(path, where, f"must be in [{lo:g}, {hi:g}], got {value!r}")
+        raise InputError(path, where, f"must be in [{lo:g}, {hi:g}], got {quote(value)}")
     return int(value) if integer else float(value)
 
 
@@ -107,8 +107,8 @@ def read_spec(path: str, where: str, name: str, raw) -> GpuSpec:
         raise InputError(path, f"{where}.{sorted(unknown)[0]}", "unknown spec field (expected "
                          + ", ".join([*SPEC_FIELDS, "arch"]) + ")")
     arch = raw.get("arch") or ""
-    if arch and arch not in ARCHS:  # which quantized kernels run (planner/precision.py)
-        raise InputError(path, f"{where}.arch", f"must be one of {', '.join(ARCHS)}, got {arch!r}")
+    if arch and (not isinstance(arch, str) or arch not in ARCHS):  # which quantized kernels run (planner/precision.py)
+        raise InputError(path, f"{where}.arch", f"must be one of {', '.join(ARCHS)}, got {quote(arch)}")
     values = {}
     for k, (required, default) in SPEC_FIELDS.items():
         if raw.get(k) is None:
@@ -132,16 +132,7 @@ def spec_dict(spec: GpuSpec) -> dict:
 
 
 def read_document(path: Path | str) -> dict:
-    path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(str(path), "", "efficiency file not found") from None
-    except OSError as e:
-        raise InputError(str(path), "", f"cannot read: {e.strerror}") from None
-    except json.JSONDecodeError as e:
-        raise InputError(str(path), f"line {e.lineno} column {e.colno}", f"malformed JSON: {e.msg}") from None
-    return doc
+    return read_json(path, "efficiency")
 
 
 def parse_efficiency(doc, path: str, catalog: Catalog) -> EfficiencyFile:
@@ -152,13 +143,15 @@ def parse_efficiency(doc, path: str, catalog: Catalog) -> EfficiencyFile:
     if unknown:
         raise InputError(path, sorted(unknown)[0], "unknown key (expected " + ", ".join(TOP_KEYS) + ")")
     if doc.get("schema_version", 1) != 1:
-        raise InputError(path, "schema_version", f"must be 1, got {doc['schema_version']!r}")
+        raise InputError(path, "schema_version", f"must be 1, got {quote(doc['schema_version'])}")
     defaults, _ = read_factors(path, "defaults", doc.get("defaults") or {})
     raw_gpus = doc.get("gpus") or {}
     if not isinstance(raw_gpus, dict):
         raise InputError(path, "gpus", "must be a mapping of GPU name to factors")
     gpus, specs = {}, {}
     for name, raw in raw_gpus.items():
+        if name_problem(name):
+            raise InputError(path, "gpus", f"GPU name {quote(name)} {name_problem(name)}")
         factors, spec = read_factors(path, f"gpus.{name}", raw, allow_spec=True)
         known = catalog.gpu(name)
         if spec is not None:

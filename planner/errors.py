@@ -2,6 +2,14 @@
 from __future__ import annotations
 
 
+FIELD_LIMIT = 120
+
+
+def _printable(text: str) -> str:
+    """Control characters (a newline in a key or a file name) escaped: an error stays one line."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class GpumixError(Exception):
     exit_code = 1
 
@@ -12,7 +20,10 @@ class InputError(GpumixError):
     exit_code = 2
 
     def __init__(self, file: str, field: str, message: str):
-        self.file, self.field, self.message = str(file), field, message
+        field = _printable(str(field))
+        if len(field) > FIELD_LIMIT:  # a field path built from a huge key: quote at most ~100 characters
+            field = field[:FIELD_LIMIT - 1] + "…"
+        self.file, self.field, self.message = _printable(str(file)), field, _printable(str(message))
         super().__init__(f"{self.file}: {field}: {message}" if field else f"{self.file}: {message}")
 
 

@@ -19,6 +19,7 @@ from functools import lru_cache
 from gpumix.data import DATA_DIR
 from gpumix.planner.catalog import Catalog, norm_name
 from gpumix.planner.errors import InputError
+from gpumix.planner.reading import bounds_text, in_bounds, name_problem, quote
 
 CATALOG_FILE = DATA_DIR / "instances.json"
 
@@ -74,7 +75,7 @@ def read_instances(raw, path: str, catalog: Catalog | None, need_shapes: bool = 
             if isinstance(item, str):
                 hits = [t for t in bundled if t.name == item.strip()]
                 if not hits:
-                    fail(where, f"unknown instance {item!r} (not in data/instances.json; give gpu, gpus and "
+                    fail(where, f"unknown instance {quote(item)} (not in data/instances.json; give gpu, gpus and "
                                 "price_per_hour)")
                 out += hits
                 continue
@@ -85,19 +86,19 @@ def read_instances(raw, path: str, catalog: Catalog | None, need_shapes: bool = 
                 hits = [t for t in bundled if t.name == item["name"].strip()
                         and ("region" not in item or t.region == item["region"])]
                 if not hits:
-                    fail(f"{where}.name", f"unknown instance {item['name']!r} (give gpu, gpus and price_per_hour)")
+                    fail(f"{where}.name", f"unknown instance {quote(item['name'])} (give gpu, gpus and price_per_hour)")
                 base = hits[0]
             out.append(_read(fail, item, where, base))
     canon = []
     for i, t in enumerate(out):
         spec = catalog.gpu(t.gpu) if catalog is not None else None
         if spec is None and catalog is not None and need_shapes:
-            fail(f"instances[{i}].gpu", f"unknown GPU {t.gpu!r} (catalog: {', '.join(sorted(catalog.gpus))})")
+            fail(f"instances[{i}].gpu", f"unknown GPU {quote(t.gpu)} (catalog: {', '.join(sorted(catalog.gpus))})")
         canon.append(replace(t, gpu=spec.name) if spec else t)
     seen = set()
     for i, t in enumerate(canon):
         if t.key in seen:
-            fail(f"instances[{i}]", f"duplicate instance {t.name!r} in region {t.region!r}")
+            fail(f"instances[{i}]", f"duplicate instance {quote(t.name)} in region {quote(t.region)}")
         seen.add(t.key)
     return tuple(canon)
 
@@ -115,28 +116,30 @@ def _read(fail, d: dict, where: str, base: InstanceType | None) -> InstanceType:
 
     name, gpu, region = get("name"), get("gpu"), get("region", "")
     for key, v in (("name", name), ("gpu", gpu)):
-        if not isinstance(v, str) or not v.strip():
-            fail(f"{where}.{key}", "missing or not a non-empty string")
-    if not isinstance(region, str):
-        fail(f"{where}.region", "must be a string")
+        if name_problem(v):
+            fail(f"{where}.{key}", f"{name_problem(v)}, got {quote(v)}")
+    if not isinstance(region, str) or (region.strip() and name_problem(region)):
+        fail(f"{where}.region", f"must be a string without control characters, got {quote(region)}")
     gpus = get("gpus")
-    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
-        fail(f"{where}.gpus", f"must be a positive integer, got {gpus!r}")
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or not in_bounds(gpus, "gpus"):
+        fail(f"{where}.gpus", f"must be an integer in {bounds_text('gpus')}, got {quote(gpus)}")
     price = get("price_per_hour")
     if not _positive(price):
-        fail(f"{where}.price_per_hour", f"must be a number > 0, got {price!r}")
+        fail(f"{where}.price_per_hour", f"must be a number in {bounds_text('price_per_hour')}, got {quote(price)}")
     spot = get("spot_price_per_hour")
     if spot is not None and not _positive(spot):
-        fail(f"{where}.spot_price_per_hour", f"must be a number > 0 or null, got {spot!r}")
+        fail(f"{where}.spot_price_per_hour", f"must be a number in {bounds_text('price_per_hour')} or null, "
+                                             f"got {quote(spot)}")
     avail = get("available")
-    if avail is not None and (isinstance(avail, bool) or not isinstance(avail, int) or avail < 0):
-        fail(f"{where}.available", f"must be an integer >= 0 or null, got {avail!r}")
+    if avail is not None and (isinstance(avail, bool) or not isinstance(avail, int) or not in_bounds(avail, "available")):
+        fail(f"{where}.available", f"must be an integer in {bounds_text('available')} or null, got {quote(avail)}")
     return InstanceType(name.strip(), gpu.strip(), gpus, float(price), region.strip(), avail,
                         None if spot is None else float(spot), str(get("source", "") or ""))
 
 
 def _positive(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+    """A price: finite and inside reading.BOUNDS["price_per_hour"]."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and in_bounds(v, "price_per_hour")
 
 
 def gpu_basis(instances: tuple[InstanceType, ...]) -> dict[str, tuple[float, int | None]]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from gpumix.planner.errors import InputError
 from gpumix.planner.precision import DEFAULT, KV_CACHE_DTYPES, QUANTIZATIONS
+from gpumix.planner.reading import name_problem, quote
 from gpumix.planner.workload import _Reader, read_structured
 
 
@@ -30,38 +31,44 @@ class ProfileEntry:
 
 
 def load_profiles(path: Path | str) -> tuple[ProfileEntry, ...]:
+    """Read and validate a throughput table. Names are compared as catalog.norm_name compares them,
+    so `m-a` and `M_A` for one configuration are a duplicate, refused naming both entries."""
+    from gpumix.planner.catalog import norm_name
+
     r = _Reader(str(path))
-    doc = read_structured(Path(path))
+    doc = read_structured(Path(path), "profiles")
     if not isinstance(doc, dict):
         r.fail("", "a throughput table must be a mapping with an `entries` list")
     raw = r.get(doc, "entries", "")
     if not isinstance(raw, list):
         r.fail("entries", "must be a list")
     out: list[ProfileEntry] = []
-    seen: set[tuple] = set()
+    seen: dict[tuple, int] = {}  # normalised configuration and bucket -> index of its entry
     for i, e in enumerate(raw):
         w = f"entries[{i}]"
-        model, gpu = r.get(e, "model", w), r.get(e, "gpu", w)
-        for key, val in (("model", model), ("gpu", gpu)):
-            if not isinstance(val, str) or not val.strip():
-                r.fail(f"{w}.{key}", "must be a non-empty string")
+        model, gpu = r.name(e, "model", w), r.name(e, "gpu", w)
         source = r.get(e, "source", w, required=False) or "measured"
+        if not isinstance(source, str) or name_problem(source):
+            r.fail(f"{w}.source", f"must be a short string without control characters, got {quote(source)}")
         entry = ProfileEntry(
             model=model.strip(),
             gpu=gpu.strip(),
-            tp=r.integer(e, "tp", w),
-            input_tokens=r.integer(e, "input_tokens", w),
-            output_tokens=r.integer(e, "output_tokens", w),
-            max_rps=float(r.number(e, "max_rps", w, positive=False, minimum=0)),
-            source=str(source),
+            tp=r.integer(e, "tp", w, bound="tp"),
+            input_tokens=r.integer(e, "input_tokens", w, bound="tokens"),
+            output_tokens=r.integer(e, "output_tokens", w, bound="tokens"),
+            max_rps=float(r.number(e, "max_rps", w, positive=False, minimum=0, bound="max_rps")),
+            source=source,
             quantization=_choice(r, e, "quantization", w, QUANTIZATIONS, "none"),
             kv_cache_dtype=_choice(r, e, "kv_cache_dtype", w, KV_CACHE_DTYPES, "auto"),
         )
-        key = (entry.model.lower(), entry.gpu.lower(), entry.tp, entry.input_tokens, entry.output_tokens,
-               entry.quantization, entry.kv_cache_dtype)
+        key = (norm_name(entry.model), norm_name(entry.gpu), entry.tp, entry.input_tokens,
+               entry.output_tokens, entry.quantization, entry.kv_cache_dtype)
         if key in seen:
-            raise InputError(str(path), w, "duplicate entry for this model, gpu, tp, bucket and precision")
-        seen.add(key)
+            first = out[seen[key]]
+            raise InputError(str(path), w, f"duplicate of entries[{seen[key]}]: model {quote(entry.model)} "
+                             f"and {quote(first.model)}, gpu {quote(entry.gpu)} and {quote(first.gpu)} name "
+                             "the same configuration, bucket and precision")
+        seen[key] = len(out)
         out.append(entry)
     return tuple(out)
 
@@ -70,8 +77,8 @@ def _choice(r: _Reader, e: dict, key: str, where: str, allowed: tuple[str, ...],
     value = r.get(e, key, where, required=False)
     if value is None:
         return default
-    if value not in allowed:
-        r.fail(f"{where}.{key}", f"must be one of {', '.join(allowed)}, got {value!r}")
+    if not isinstance(value, str) or value not in allowed:
+        r.fail(f"{where}.{key}", f"must be one of {', '.join(allowed)}, got {quote(value)}")
     return value
 
 
@@ -81,7 +88,7 @@ def decode_step_fits(path: Path | str) -> dict[tuple[str, str, int], tuple[float
     skipped (the roofline then stands in)."""
     from gpumix.planner.catalog import norm_name
 
-    doc = read_structured(Path(path))
+    doc = read_structured(Path(path), "profiles")
     out = {}
     for p in (doc.get("profiles") or []) if isinstance(doc, dict) else []:
         fit = ((p.get("fit") or {}).get("decode_ms") or {}) if isinstance(p, dict) else {}

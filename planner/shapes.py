@@ -14,13 +14,13 @@ what gpumix does not model (encoders, encoder-decoders, vision towers) and nonse
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from gpumix.planner.checkpoint_quant import QuantSpec, read_quant
 from gpumix.planner.errors import InputError
+from gpumix.planner.reading import quote, read_json
 
 __all__ = ["ConfigError", "ModelShape", "QuantSpec", "load_config_file", "shape_from_config"]
 
@@ -283,13 +283,18 @@ OTHER_HEADS = ("Model", "ForMaskedLM", "ForSequenceClassification", "ForTokenCla
                "ForQuestionAnswering", "ForImageClassification", "ForMultipleChoice", "ForPreTraining")
 
 
+MAX_COUNT = 10**9  # largest size a config.json may give (layers, widths, vocabulary, experts)
+
+
 def _count(value, field: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(field, f"must be an integer, not {value!r}")
+        raise ConfigError(field, f"must be an integer, not {quote(value)}")
     if isinstance(value, float):
         if not math.isfinite(value) or not value.is_integer():
-            raise ConfigError(field, f"must be an integer, not {value!r}")
+            raise ConfigError(field, f"must be an integer, not {quote(value)}")
         value = int(value)
+    if value > MAX_COUNT:
+        raise ConfigError(field, f"must be at most {MAX_COUNT:,}, not {quote(value)}")
     if value < minimum:
         raise ConfigError(field, f"must be {'positive' if minimum == 1 else f'>= {minimum}'}, not {value}")
     return value
@@ -320,7 +325,7 @@ class _Config:
             if default is not None:
                 return default
             hint = "" if self.model_type in KNOWN else (
-                f" (model_type {self.model_type!r} is not a family gpumix knows, so every size key "
+                f" (model_type {quote(self.model_type)} is not a family gpumix knows, so every size key "
                 "must be given)" if self.model_type else " (no model_type, so every size key must be given)")
             raise ConfigError(field, "missing key in config.json" + hint)
         return _count(value, field, minimum)
@@ -330,23 +335,23 @@ class _Config:
         if value is None:
             return default
         if not isinstance(value, bool):
-            raise ConfigError(field, f"must be true or false, not {value!r}")
+            raise ConfigError(field, f"must be true or false, not {quote(value)}")
         return value
 
 
 def _refuse_non_decoders(cfg: dict, c: _Config) -> None:
     for prefix, scope in c.scopes:
-        mt = scope.get("model_type")
+        mt = scope.get("model_type") if isinstance(scope.get("model_type"), str) else None
         kind = ("an encoder" if mt in ENCODERS else "an encoder-decoder" if mt in ENCODER_DECODERS
                 else "a vision model" if mt in VISION else "")
         if kind:
-            raise ConfigError(prefix + "model_type", f"{mt!r} is {kind}; gpumix plans decoder LLMs only")
+            raise ConfigError(prefix + "model_type", f"{quote(mt)} is {kind}; gpumix plans decoder LLMs only")
     if cfg.get("is_encoder_decoder") is True:
         raise ConfigError("is_encoder_decoder", "an encoder-decoder; gpumix plans decoder LLMs only")
     archs = cfg.get("architectures")
     if isinstance(archs, list) and archs and all(isinstance(a, str) for a in archs):
         if not any(a.endswith(CAUSAL_HEADS) for a in archs) and all(a.endswith(OTHER_HEADS) for a in archs):
-            raise ConfigError("architectures", f"{archs[0]!r} has no causal LM head; gpumix plans decoder "
+            raise ConfigError("architectures", f"{quote(archs[0])} has no causal LM head; gpumix plans decoder "
                               "LLMs only")
 
 
@@ -409,7 +414,7 @@ def _read_window(c: _Config, layers: int) -> dict:
             raise ConfigError(field, f"must be a list of {layers} layer types (num_hidden_layers)")
         for i, t in enumerate(types):
             if t not in LAYER_TYPES:
-                raise ConfigError(f"{field}[{i}]", f"layer type {t!r} is not one gpumix models "
+                raise ConfigError(f"{field}[{i}]", f"layer type {quote(t)} is not one gpumix models "
                                   f"({', '.join(LAYER_TYPES)})")
         sliding = types.count("sliding_attention")
         return {"sliding_window": c.count("sliding_window"), "sliding_layers": sliding} if sliding else {}
@@ -466,12 +471,9 @@ def shape_from_config(cfg: dict, name: str, source: str = "") -> ModelShape:
 def load_config_file(path: Path, name: str, field_path: str, referrer: str) -> ModelShape:
     """Read a local config.json; errors name the workload file and field that pointed at it, or the
     config file and its bad field."""
-    try:
-        cfg = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise InputError(referrer, field_path, f"config file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(referrer, field_path, f"cannot read config {path}: {e}") from None
+    if not Path(path).exists():
+        raise InputError(referrer, field_path, f"config file not found: {quote(str(path))}")
+    cfg = read_json(path, "config")
     try:
         return shape_from_config(cfg, name, source=str(path))
     except ConfigError as e:

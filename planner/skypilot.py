@@ -19,6 +19,8 @@ GPU specs come from the bundled catalog, matched by name or alias (plus SKY_NAME
 from __future__ import annotations
 
 import csv
+import io
+import math
 import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from pathlib import Path
 from gpumix.planner.catalog import Catalog
 from gpumix.planner.errors import InputError
 from gpumix.planner.instances import InstanceType
+from gpumix.planner.reading import BOUNDS, bounds_text, in_bounds, name_problem, quote, read_text
 
 REQUIRED = ("InstanceType", "AcceleratorName", "AcceleratorCount", "Price", "SpotPrice", "Region")
 
@@ -50,7 +53,9 @@ class SkyCatalog:
     notes: tuple[str, ...]
 
 
-def _price(text: str | None) -> float | None:
+def _price(path: Path, line: int, column: str, text: str | None) -> float | None:
+    """A price cell: None when blank, zero or negative (the row is skipped); InputError when it is
+    not finite or above reading.BOUNDS["price_per_hour"] (a corrupt catalog, not a missing price)."""
     text = (text or "").strip()
     if not text:
         return None
@@ -58,7 +63,12 @@ def _price(text: str | None) -> float | None:
         v = float(text)
     except ValueError:
         return None
-    return v if v > 0 else None
+    if v <= 0:
+        return None
+    if not math.isfinite(v) or not in_bounds(v, "price_per_hour"):
+        raise InputError(str(path), f"line {line}: {column}",
+                         f"must be a price in {bounds_text('price_per_hour')} $/h, got {quote(text)}")
+    return v
 
 
 def _host_for(acc: str, count: int) -> str:
@@ -99,14 +109,13 @@ def load_skypilot_csv(path: Path | str, catalog: Catalog, need_shapes: bool = Tr
 
 
 def _read_rows(path: Path) -> list[dict]:
+    text = read_text(path, "catalog", "--catalog")
     try:
-        with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-            header = rows[0].keys() if rows else ()
-    except FileNotFoundError:
-        raise InputError(str(path), "--catalog", "file not found") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise InputError(str(path), "--catalog", f"cannot read CSV: {e}") from None
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        rows = list(reader)
+        header = reader.fieldnames or ()
+    except csv.Error as e:
+        raise InputError(str(path), "--catalog", f"cannot read CSV: {quote(str(e))}") from None
     missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise InputError(str(path), missing[0], "missing column (a SkyPilot catalog CSV has "
@@ -115,10 +124,16 @@ def _read_rows(path: Path) -> list[dict]:
 
 
 def _scan_row(path: Path, line: int, row: dict, catalog: Catalog, need_shapes: bool, scan: _Scan) -> None:
+    for column in ("InstanceType", "AcceleratorName", "Region"):
+        value = row[column]
+        if not isinstance(value, (str, type(None))):  # a short row leaves None, a long one a list
+            raise InputError(str(path), f"line {line}: {column}", "malformed row")
+        if value and value.strip() and name_problem(value):
+            raise InputError(str(path), f"line {line}: {column}", f"{name_problem(value)}, got {quote(value)}")
     name = (row["InstanceType"] or "").strip()
     acc = (row["AcceleratorName"] or "").strip()
     region = (row["Region"] or "").strip()
-    price, spot = _price(row["Price"]), _price(row["SpotPrice"])
+    price, spot = _price(path, line, "Price", row["Price"]), _price(path, line, "SpotPrice", row["SpotPrice"])
     if not acc:
         if name and price is not None and ((name, region) not in scan.vm_price
                                            or price < scan.vm_price[(name, region)][0]):
@@ -129,7 +144,10 @@ def _scan_row(path: Path, line: int, row: dict, catalog: Catalog, need_shapes: b
         count_f = float(row["AcceleratorCount"])
     except (TypeError, ValueError):
         raise InputError(str(path), f"line {line}: AcceleratorCount",
-                         f"must be a number, got {row['AcceleratorCount']!r}") from None
+                         f"must be a number, got {quote(row['AcceleratorCount'])}") from None
+    if not math.isfinite(count_f) or count_f > BOUNDS["gpus"][1]:
+        raise InputError(str(path), f"line {line}: AcceleratorCount",
+                         f"must be at most {BOUNDS['gpus'][1]:g}, got {quote(row['AcceleratorCount'])}")
     if count_f < 1 or not count_f.is_integer():
         scan.skipped["fractional accelerator count"] += 1
         return

@@ -5,15 +5,14 @@ CLI prints one line and exits 2. Inside gpumix the records are trusted.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from gpumix.planner.catalog import Catalog, GpuSpec, ModelShape, load_config_file, norm_name
+from gpumix.planner import reading
 from gpumix.planner.errors import InputError
+from gpumix.planner.reading import bounds_text, in_bounds, name_problem, quote
 from gpumix.planner.precision import DEFAULT_GROUP_SIZE, FOUR_BIT, KV_CACHE_DTYPES, QUANTIZATIONS, Precision
 
 SHARE_TOLERANCE = 1e-3
@@ -90,20 +89,23 @@ class _Reader:
             return None
         return obj[key]
 
-    def number(self, obj, key, where, required=True, positive=True, minimum=None):
+    def number(self, obj, key, where, required=True, positive=True, minimum=None, bound=None):
+        """A finite number; > 0 when `positive`, >= minimum, and inside reading.BOUNDS[bound]."""
         value = self.get(obj, key, where, required)
         if value is None:
             return None
         name = f"{where}.{key}" if where else key
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            self.fail(name, f"must be a number, got {value!r}")
+            self.fail(name, f"must be a number, got {quote(value)}")
         if positive and value <= 0:
-            self.fail(name, f"must be > 0, got {value!r}")
+            self.fail(name, f"must be > 0, got {quote(value)}")
         if minimum is not None and value < minimum:
-            self.fail(name, f"must be >= {minimum}, got {value!r}")
+            self.fail(name, f"must be >= {minimum}, got {quote(value)}")
+        if bound is not None and not in_bounds(value, bound) and not (value == 0 and not positive):
+            self.fail(name, f"must be in {bounds_text(bound)}, got {quote(value)}")
         return value
 
-    def integer(self, obj, key, where, required=True, minimum=1):
+    def integer(self, obj, key, where, required=True, minimum=1, bound=None):
         value = self.get(obj, key, where, required)
         if value is None:
             return None
@@ -111,12 +113,14 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, int) and not (
             isinstance(value, float) and value.is_integer()
         ):
-            self.fail(name, f"must be an integer, got {value!r}")
+            self.fail(name, f"must be an integer, got {quote(value)}")
         if value < minimum:
-            self.fail(name, f"must be >= {minimum}, got {value!r}")
+            self.fail(name, f"must be >= {minimum}, got {quote(value)}")
+        if bound is not None and not in_bounds(value, bound):
+            self.fail(name, f"must be an integer in {bounds_text(bound)}, got {quote(value)}")
         return int(value)
 
-    def int_list(self, obj, key, where):
+    def int_list(self, obj, key, where, bound="tp"):
         value = self.get(obj, key, where, required=False)
         if value is None:
             return None
@@ -125,31 +129,23 @@ class _Reader:
             self.fail(name, "must be a non-empty list of integers")
         out = []
         for j, v in enumerate(value):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                self.fail(f"{name}[{j}]", f"must be a positive integer, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or not in_bounds(v, bound):
+                self.fail(f"{name}[{j}]", f"must be an integer in {bounds_text(bound)}, got {quote(v)}")
             out.append(v)
         return tuple(sorted(set(out)))
 
+    def name(self, obj, key, where) -> str:
+        """A model or GPU name: reading.name_problem's character set."""
+        value = self.get(obj, key, where)
+        problem = name_problem(value)
+        if problem:
+            self.fail(f"{where}.{key}" if where else key, f"{problem}, got {quote(value)}")
+        return value
 
-def read_structured(path: Path) -> object:
-    """Parse a JSON or YAML file; one-line InputError on failure."""
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        raise InputError(str(path), "", "file not found") from None
-    except OSError as e:
-        raise InputError(str(path), "", f"cannot read: {e.strerror}") from None
-    try:
-        if Path(path).suffix.lower() == ".json":
-            return json.loads(text)
-        return yaml.safe_load(text)
-    except json.JSONDecodeError as e:
-        raise InputError(str(path), f"line {e.lineno} column {e.colno}", f"malformed JSON: {e.msg}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise InputError(str(path), where, f"malformed YAML: {problem}") from None
+
+def read_structured(path: Path | str, kind: str = "file") -> object:
+    """Parse a JSON or YAML file within the limits of planner/reading.py; one-line InputError on failure."""
+    return reading.read_structured(path, kind)
 
 
 def load_workload(path: Path | str, catalog: Catalog, need_shapes: bool = True,
@@ -157,7 +153,7 @@ def load_workload(path: Path | str, catalog: Catalog, need_shapes: bool = True,
     """Read and validate a workload. need_shapes=False lets unknown models through (profiles size them).
     instance_catalog (--catalog) replaces the bundled instances; without `instances` it offers all."""
     path = Path(path)
-    return load_workload_doc(read_structured(path), catalog, need_shapes, path, instance_catalog)
+    return load_workload_doc(read_structured(path, "workload"), catalog, need_shapes, path, instance_catalog)
 
 
 def load_workload_doc(doc: object, catalog: Catalog, need_shapes: bool = True,
@@ -175,7 +171,7 @@ def load_workload_doc(doc: object, catalog: Catalog, need_shapes: bool = True,
     if max_util is None:
         max_util = DEFAULT_MAX_UTILIZATION
     elif max_util > 1:
-        r.fail("max_utilization", f"must be in (0, 1], got {max_util!r}")
+        r.fail("max_utilization", f"must be in (0, 1], got {quote(max_util)}")
     tp_degrees = r.int_list(doc, "tp_degrees", "") or DEFAULT_TP
 
     raw_models = r.get(doc, "models", "")
@@ -186,7 +182,7 @@ def load_workload_doc(doc: object, catalog: Catalog, need_shapes: bool = True,
     for i, m in enumerate(raw_models):
         models.append(_read_model(r, m, f"models[{i}]", path, catalog, need_shapes))
         if models[-1].name in seen:
-            r.fail(f"models[{i}].name", f"duplicate model {models[-1].name!r}")
+            r.fail(f"models[{i}].name", f"duplicate model {quote(models[-1].name)}")
         seen.add(models[-1].name)
 
     gpus = None
@@ -195,10 +191,11 @@ def load_workload_doc(doc: object, catalog: Catalog, need_shapes: bool = True,
         if not isinstance(raw_gpus, list) or not raw_gpus:
             r.fail("gpus", "must be a non-empty list")
         gpus = tuple(_read_gpu(r, g, f"gpus[{i}]", catalog, need_shapes) for i, g in enumerate(raw_gpus))
-        names = [g.name for g in gpus]
-        for i, n in enumerate(names):
-            if n in names[:i]:
-                r.fail(f"gpus[{i}].name", f"duplicate GPU type {n!r}")
+        names: set[str] = set()
+        for i, g in enumerate(gpus):
+            if g.name in names:
+                r.fail(f"gpus[{i}].name", f"duplicate GPU type {quote(g.name)}")
+            names.add(g.name)
     instances = None
     if doc.get("instances") is not None or instance_catalog is not None:
         from gpumix.planner.instances import read_instances
@@ -208,28 +205,28 @@ def load_workload_doc(doc: object, catalog: Catalog, need_shapes: bool = True,
 
 
 def _read_model(r: _Reader, m, where: str, path: Path, catalog: Catalog, need_shapes: bool) -> ModelDemand:
-    name = r.get(m, "name", where)
-    if not isinstance(name, str) or not name.strip():
-        r.fail(f"{where}.name", "must be a non-empty string")
-    rate = r.number(m, "rate_rps", where)
+    name = r.name(m, "name", where)
+    rate = r.number(m, "rate_rps", where, bound="rate_rps")
     slo_raw = r.get(m, "slo", where)
     slo = SLO(
-        ttft_ms=float(r.number(slo_raw, "ttft_ms", f"{where}.slo")),
-        tpot_ms=float(r.number(slo_raw, "tpot_ms", f"{where}.slo")),
+        ttft_ms=float(r.number(slo_raw, "ttft_ms", f"{where}.slo", bound="slo_ms")),
+        tpot_ms=float(r.number(slo_raw, "tpot_ms", f"{where}.slo", bound="slo_ms")),
     )
     raw_buckets = r.get(m, "buckets", where)
     if not isinstance(raw_buckets, list) or not raw_buckets:
         r.fail(f"{where}.buckets", "must be a non-empty list")
     buckets = []
+    keys: set[tuple[int, int]] = set()  # a set: 20,000 buckets stay linear
     for j, b in enumerate(raw_buckets):
         bw = f"{where}.buckets[{j}]"
         buckets.append(Bucket(
-            input_tokens=r.integer(b, "input_tokens", bw),
-            output_tokens=r.integer(b, "output_tokens", bw),
-            share=float(r.number(b, "share", bw)),
+            input_tokens=r.integer(b, "input_tokens", bw, bound="tokens"),
+            output_tokens=r.integer(b, "output_tokens", bw, bound="tokens"),
+            share=float(r.number(b, "share", bw, bound="share")),
         ))
-        if buckets[-1].key in [x.key for x in buckets[:-1]]:
+        if buckets[-1].key in keys:
             r.fail(bw, f"duplicate bucket {buckets[-1].key}")
+        keys.add(buckets[-1].key)
     total = sum(b.share for b in buckets)
     if abs(total - 1.0) > SHARE_TOLERANCE:
         r.fail(f"{where}.buckets", f"shares sum to {total:g}, must sum to 1")
@@ -244,11 +241,14 @@ def _read_model(r: _Reader, m, where: str, path: Path, catalog: Catalog, need_sh
     else:
         shape = catalog.model(name)
         if shape is None and need_shapes:
-            r.fail(f"{where}.name", f"unknown model {name!r}: not in the model catalog "
+            r.fail(f"{where}.name", f"unknown model {quote(name)}: not in the model catalog "
                    "(add `config: path/to/config.json`, or plan with --profiles)")
     gpus = r.get(m, "gpus", where, required=False)
-    if gpus is not None and (not isinstance(gpus, list) or not all(isinstance(g, str) for g in gpus)):
+    if gpus is not None and not isinstance(gpus, list):
         r.fail(f"{where}.gpus", "must be a list of GPU type names")
+    for j, g in enumerate(gpus or []):
+        if name_problem(g):
+            r.fail(f"{where}.gpus[{j}]", f"{name_problem(g)}, got {quote(g)}")
     return ModelDemand(
         name=name.strip(),
         rate_rps=float(rate),
@@ -275,7 +275,7 @@ def _names(r: _Reader, m: dict, key: str, where: str, allowed: tuple[str, ...]) 
         at = f"{name}[{j}]" if isinstance(value, list) else name
         text = v.strip().lower() if isinstance(v, str) else v
         if text not in allowed:
-            r.fail(at, f"must be one of {', '.join(allowed)}, got {v!r}")
+            r.fail(at, f"must be one of {', '.join(allowed)}, got {quote(v)}")
         if text not in out:
             out.append(text)
     return tuple(out)
@@ -299,15 +299,14 @@ def _read_precisions(r: _Reader, m: dict, where: str, shape: ModelShape | None) 
 
 
 def _read_gpu(r: _Reader, g, where: str, catalog: Catalog, need_shapes: bool) -> GpuOffer:
-    name = r.get(g, "name", where)
-    if not isinstance(name, str) or not name.strip():
-        r.fail(f"{where}.name", "must be a non-empty string")
+    name = r.name(g, "name", where)
     spec = catalog.gpu(name)
     if spec is None and need_shapes:
         known = ", ".join(sorted(catalog.gpus))
-        r.fail(f"{where}.name", f"unknown GPU {name!r} (catalog: {known})")
-    price = r.number(g, "price_per_hour", where, required=spec is None or spec.price_per_hour is None)
+        r.fail(f"{where}.name", f"unknown GPU {quote(name)} (catalog: {known})")
+    price = r.number(g, "price_per_hour", where, required=spec is None or spec.price_per_hour is None,
+                     bound="price_per_hour")
     if price is None:
         price = spec.price_per_hour
-    available = r.integer(g, "available", where, required=False, minimum=0)
+    available = r.integer(g, "available", where, required=False, minimum=0, bound="available")
     return GpuOffer(spec.name if spec else name.strip(), float(price), available, spec)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gpumix.planner.checker.findings import ABS_TOL, REL_TOL, Finding, close, num, pos_int
+from gpumix.planner.reading import quote
 from gpumix.planner.problem import Config, Problem, config_of
 
 
@@ -23,6 +24,8 @@ def check_nodes(plan: dict, problem: Problem, instances=None) -> list[Finding]:
     nodes = plan["nodes"]
     if not isinstance(nodes, list):
         return [Finding("nodes", "nodes", "not a list")]
+    if not isinstance(plan.get("shared") or [], list):
+        return [Finding("nodes", "shared", "not a list")]
     by_key = None if instances is None else {(i.name, i.region): i for i in instances}
     shared_groups = [g if isinstance(g, dict) else {} for g in plan.get("shared") or []]
     placed, errs = _Placed(), []
@@ -32,10 +35,10 @@ def check_nodes(plan: dict, problem: Problem, instances=None) -> list[Finding]:
         for key, k in sorted(placed.per_type.items()):
             a = by_key[key].available
             if a is not None and k > a:
-                errs.append(Finding("nodes", "nodes", f"{k} x {key[0]} in {key[1]!r}, {a} available"))
+                errs.append(Finding("nodes", "nodes", f"{k} x {key[0]} in {quote(key[1])}, {a} available"))
     groups = {}
     for g in plan.get("replicas") or []:
-        if isinstance(g, dict) and isinstance(g.get("tp"), int):
+        if isinstance(g, dict) and isinstance(g.get("tp"), int) and _config_keys_ok(g):
             groups[(config_of(g), bool(g.get("spot")))] = g
     for c in sorted(set(groups) | set(placed.counts), key=str):
         want = groups[c].get("count") if c in groups else 0
@@ -64,10 +67,15 @@ def _check_node(w: str, nd, by_key, shared_groups: list[dict], placed: _Placed) 
         return [Finding("nodes", w, "gpus must be a positive integer and price_per_hour a number")]
     errs = []
     key = (nd.get("instance"), nd.get("region", ""))
+    if not isinstance(key[0], str) or not isinstance(key[1], str) or not isinstance(gpu, str):
+        return [Finding("nodes", w, "instance, region and gpu must be strings")]
+    for part in ("replicas", "shared"):
+        if not isinstance(nd.get(part) or [], list):
+            return [Finding("nodes", f"{w}.{part}", f"must be a list, got {quote(nd.get(part))}")]
     if by_key is not None:
         inst = by_key.get(key)
         if inst is None:
-            return [Finding("nodes", w, f"instance {key[0]!r} in region {key[1]!r} is not offered")]
+            return [Finding("nodes", w, f"instance {quote(key[0])} in region {quote(key[1])} is not offered")]
         want = inst.spot_price_per_hour if spot else inst.price_per_hour
         if want is None:
             errs.append(Finding("nodes", w, f"{key[0]} has no spot price"))
@@ -79,6 +87,9 @@ def _check_node(w: str, nd, by_key, shared_groups: list[dict], placed: _Placed) 
     taken: set[int] = set()
     mine: dict[tuple, int] = {}
     for r_i, r in enumerate(nd.get("replicas") or []):
+        if not isinstance(r, dict) or not _config_keys_ok(r):
+            errs.append(Finding("nodes", f"{w}.replicas[{r_i}]", "must be an object with a string model"))
+            continue
         if not _gpu_ids_ok(r, size, taken, f"{w}.replicas[{r_i}]", errs):
             continue
         c = (config_of({**r, "gpu": gpu}), spot)
@@ -88,7 +99,7 @@ def _check_node(w: str, nd, by_key, shared_groups: list[dict], placed: _Placed) 
         sw = f"{w}.shared[{s_i}]"
         i = r.get("group") if isinstance(r, dict) else None
         if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < len(shared_groups):
-            errs.append(Finding("nodes", sw, f"group must index the plan's `shared` list, got {i!r}"))
+            errs.append(Finding("nodes", sw, f"group must index the plan's `shared` list, got {quote(i)}"))
             continue
         grp = shared_groups[i]
         if (grp.get("gpu"), grp.get("tp")) != (gpu, r.get("tp")):
@@ -108,8 +119,8 @@ def _gpu_ids_ok(r, size: int, taken: set[int], where: str, errs: list[Finding]) 
     if not isinstance(ids, list) or not isinstance(tp, int) or len(ids) != tp or len(set(ids)) != tp:
         errs.append(Finding("nodes", where, "gpu_ids must list tp distinct GPUs (TP group inside one node)"))
         return False
-    if any(not isinstance(i, int) or not 0 <= i < size for i in ids):
-        errs.append(Finding("nodes", where, f"gpu_ids {ids} outside the node's {size} GPUs"))
+    if any(not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < size for i in ids):
+        errs.append(Finding("nodes", where, f"gpu_ids {quote(ids)} outside the node's {size} GPUs"))
         return False
     if taken & set(ids):
         errs.append(Finding("nodes", where, f"GPUs {sorted(taken & set(ids))} already used on this node"))
@@ -119,8 +130,21 @@ def _gpu_ids_ok(r, size: int, taken: set[int], where: str, errs: list[Finding]) 
 
 def _load(problem: Problem, g: dict, c: Config) -> float:
     mu = problem.capacity.get(c, {})
-    return sum(r["rps"] / mu[(r["input_tokens"], r["output_tokens"])] for r in g.get("routes") or []
+    return sum(r["rps"] / mu[(r["input_tokens"], r["output_tokens"])] for r in _routes(g)
                if num(r.get("rps")) and r["rps"] > 0 and (r.get("input_tokens"), r.get("output_tokens")) in mu)
+
+
+def _routes(g: dict) -> list[dict]:
+    """A group's routes that are objects with integer buckets (check_plan reports the others)."""
+    routes = g.get("routes")
+    return [r for r in routes if isinstance(r, dict) and pos_int(r.get("input_tokens"))
+            and pos_int(r.get("output_tokens"))] if isinstance(routes, list) else []
+
+
+def _config_keys_ok(g: dict) -> bool:
+    """The keys config_of hashes are strings or absent (a list there would not hash)."""
+    return isinstance(g.get("model"), str) and isinstance(g.get("gpu", ""), str) and all(
+        g.get(k) is None or isinstance(g.get(k), str) for k in ("quantization", "kv_cache_dtype"))
 
 
 def _check_spot(plan: dict, problem: Problem, groups: dict) -> list[Finding]:
@@ -128,7 +152,7 @@ def _check_spot(plan: dict, problem: Problem, groups: dict) -> list[Finding]:
     on_spot: dict[str, float] = {}
     for (c, spot), g in groups.items():
         if spot:
-            on_spot[c.model] = on_spot.get(c.model, 0.0) + sum(r.get("rps", 0) for r in g.get("routes") or [])
+            on_spot[c.model] = on_spot.get(c.model, 0.0) + sum(r["rps"] for r in _routes(g) if num(r.get("rps")))
     if not on_spot:
         return []
     if not num(share):
@@ -145,12 +169,12 @@ def _check_spare(plan: dict, problem: Problem, groups: dict, per_node: dict) -> 
     """After losing any N nodes, each group's remaining replicas still carry its routes (checked
     without re-routing, a stricter test than 'demand can still be met')."""
     n = plan.get("spare_nodes") or 0
-    if not isinstance(n, int) or n <= 0:
+    if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
         return []
     errs = []
     for (c, spot), g in sorted(groups.items(), key=lambda kv: str(kv[0])):
         worst = sum(sorted(per_node.get((c, spot), []), reverse=True)[:n])
-        left = (g.get("count") or 0) - worst
+        left = (g.get("count") if pos_int(g.get("count")) else 0) - worst
         load = _load(problem, g, c)
         if load > left * problem.max_utilization * (1 + REL_TOL) + ABS_TOL:
             errs.append(Finding("spare", f"spare_nodes {n}", f"losing the {n} nodes with most {c.model} on {c.gpu} "

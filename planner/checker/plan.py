@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gpumix.planner.checker.findings import ABS_TOL, REL_TOL, Finding, close, num, pos_int
+from gpumix.planner.reading import quote
 from gpumix.planner.checker.nodes import check_nodes
 from gpumix.planner.checker.shared import check_shared
 from gpumix.planner.precision import KV_CACHE_DTYPES, QUANTIZATIONS
@@ -25,6 +26,14 @@ def check_plan(plan: dict, problem: Problem, instances=None, sharing=None) -> li
     (planner/sharing.SharingModel) is needed to check the memory of `shared` groups."""
     if not isinstance(plan, dict):
         return [Finding("schema", "plan", "must be a JSON object")]
+    try:
+        return _check(plan, problem, instances, sharing)
+    except (TypeError, KeyError, AttributeError, ValueError, IndexError, OverflowError) as e:
+        # the checks below test the types they rely on; this is the net for a shape they missed
+        return [Finding("schema", "plan", f"malformed plan ({type(e).__name__}: {quote(str(e))})")]
+
+
+def _check(plan: dict, problem: Problem, instances, sharing) -> list[Finding]:
     errs = _header(plan)
     groups = plan.get("replicas")
     if not isinstance(groups, list):
@@ -34,7 +43,7 @@ def check_plan(plan: dict, problem: Problem, instances=None, sharing=None) -> li
     for i, g in enumerate(groups):
         errs += _check_group(f"replicas[{i}]", g, problem, tally, seen)
     if plan.get("shared") is not None:
-        dedicated = {g.get("model") for g in groups if isinstance(g, dict)}
+        dedicated = {g.get("model") for g in groups if isinstance(g, dict) and isinstance(g.get("model"), str)}
         shared_errs, shared_cost = check_shared(plan, problem, sharing, tally.served, tally.used, dedicated)
         errs += shared_errs
         tally.cost += shared_cost
@@ -56,9 +65,9 @@ def check_plan(plan: dict, problem: Problem, instances=None, sharing=None) -> li
 def _header(plan: dict) -> list[Finding]:
     errs = []
     if plan.get("schema_version") != 1:
-        errs.append(Finding("schema", "schema_version", f"expected 1, got {plan.get('schema_version')!r}"))
+        errs.append(Finding("schema", "schema_version", f"expected 1, got {quote(plan.get('schema_version'))}"))
     if plan.get("status") not in ("optimal", "feasible"):
-        errs.append(Finding("schema", "status", f"expected 'optimal' or 'feasible', got {plan.get('status')!r}"))
+        errs.append(Finding("schema", "status", f"expected 'optimal' or 'feasible', got {quote(plan.get('status'))}"))
     for key, code in (("cost_per_hour", "cost"), ("lower_bound_per_hour", "bound")):
         if not num(plan.get(key)):
             errs.append(Finding(code, key, "missing or not a number"))
@@ -70,22 +79,27 @@ def _check_group(w: str, g, problem: Problem, tally: _Tally, seen: set) -> list[
     if not isinstance(g, dict):
         return [Finding("schema", w, "not an object")]
     model, gpu, tp, count = g.get("model"), g.get("gpu"), g.get("tp"), g.get("count")
+    for key in ("model", "gpu"):
+        if not isinstance(g.get(key), str):
+            return [Finding("schema", f"{w}.{key}", f"must be a string, got {quote(g.get(key))}")]
+    if g.get("spot") not in (None, True, False):
+        return [Finding("schema", f"{w}.spot", f"must be true or false, got {quote(g.get('spot'))}")]
     if not pos_int(tp):
-        return [Finding("schema", f"{w}.tp", f"must be a positive integer, got {tp!r}")]
+        return [Finding("schema", f"{w}.tp", f"must be a positive integer, got {quote(tp)}")]
     if not pos_int(count):
-        return [Finding("schema", f"{w}.count", f"must be a positive integer, got {count!r}")]
+        return [Finding("schema", f"{w}.count", f"must be a positive integer, got {quote(count)}")]
     errs = []
     for key, allowed in (("quantization", QUANTIZATIONS), ("kv_cache_dtype", KV_CACHE_DTYPES)):
-        if key in g and g[key] not in allowed:
-            return [Finding("schema", f"{w}.{key}", f"must be one of {', '.join(allowed)}, got {g[key]!r}")]
+        if key in g and g[key] is not None and (not isinstance(g[key], str) or g[key] not in allowed):
+            return [Finding("schema", f"{w}.{key}", f"must be one of {', '.join(allowed)}, got {quote(g[key])}")]
     c = config_of(g)
     if (c, g.get("spot")) in seen:
         errs.append(Finding("schema", w, f"second group for {c.label}"))
     seen.add((c, g.get("spot")))
     if model not in problem.buckets:
-        return errs + [Finding("schema", f"{w}.model", f"{model!r} is not in the workload")]
+        return errs + [Finding("schema", f"{w}.model", f"{quote(model)} is not in the workload")]
     if gpu not in problem.price:
-        return errs + [Finding("schema", f"{w}.gpu", f"{gpu!r} is not an allowed GPU type")]
+        return errs + [Finding("schema", f"{w}.gpu", f"{quote(gpu)} is not an allowed GPU type")]
     routes = g.get("routes")
     if not isinstance(routes, list):
         errs.append(Finding("schema", f"{w}.routes", "missing or not a list"))
@@ -112,7 +126,11 @@ def _routes(w: str, routes: list, problem: Problem, c: Config, tally: _Tally, er
         k = (r.get("input_tokens"), r.get("output_tokens"))
         rps = r.get("rps")
         if not num(rps) or rps < 0:
-            errs.append(Finding("schema", f"{rw}.rps", f"must be a number >= 0, got {rps!r}"))
+            errs.append(Finding("schema", f"{rw}.rps", f"must be a number >= 0, got {quote(rps)}"))
+            continue
+        if not all(pos_int(t) for t in k):
+            errs.append(Finding("schema", rw, f"input_tokens and output_tokens must be positive integers, "
+                                              f"got {quote(k[0])} and {quote(k[1])}"))
             continue
         if k not in problem.buckets[c.model]:
             errs.append(Finding("schema", rw, f"bucket {k[0]}/{k[1]} is not a bucket of {c.model}"))
@@ -145,10 +163,14 @@ def _fractions(plan: dict, problem: Problem, errs: list[Finding]) -> dict[str, f
     if not plan.get("partial"):
         return {}
     out = {}
-    for i, m in enumerate(plan.get("models") or []):
+    models = plan.get("models")
+    for i, m in enumerate(models if isinstance(models, list) else []):
         f = m.get("served_fraction") if isinstance(m, dict) else None
         if not num(f) or not -ABS_TOL <= f <= 1 + ABS_TOL:
-            errs.append(Finding("partial", f"models[{i}].served_fraction", f"must be a number in [0, 1], got {f!r}"))
+            errs.append(Finding("partial", f"models[{i}].served_fraction", f"must be a number in [0, 1], got {quote(f)}"))
+            continue
+        if not isinstance(m.get("name"), str):
+            errs.append(Finding("partial", f"models[{i}].name", f"must be a string, got {quote(m.get('name'))}"))
             continue
         out[m.get("name")] = f
     for m in problem.models:

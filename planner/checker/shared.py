@@ -1,7 +1,8 @@
 """check_shared: the S1-S4 checks of a plan's `shared` groups (planner/sharing.py has the model)."""
 from __future__ import annotations
 
-from gpumix.planner.checker.findings import ABS_TOL, REL_TOL, Finding, pos_int
+from gpumix.planner.checker.findings import ABS_TOL, REL_TOL, Finding, num, pos_int
+from gpumix.planner.reading import quote
 from gpumix.planner.problem import BucketKey, Config, Problem, config_of
 from gpumix.planner.roofline import GB
 from gpumix.planner.sharing import SharingModel, latency_ok, memory_per_gpu, time_fraction
@@ -30,8 +31,8 @@ def check_shared(plan: dict, problem: Problem, sharing: SharingModel | None, ser
         if not pos_int(tp) or not pos_int(count):
             errs.append(Finding("schema", w, "tp and count must be positive integers"))
             continue
-        if gpu not in problem.price:
-            errs.append(Finding("schema", f"{w}.gpu", f"{gpu!r} is not an allowed GPU type"))
+        if not isinstance(gpu, str) or gpu not in problem.price:
+            errs.append(Finding("schema", f"{w}.gpu", f"{quote(gpu)} is not an allowed GPU type"))
             continue
         if not isinstance(models, list) or not models:
             errs.append(Finding("schema", f"{w}.models", "missing or empty"))
@@ -55,10 +56,13 @@ def _check_group(w: str, gpu: str, tp: int, count: int, models: list, problem: P
     for j, entry in enumerate(models):
         mw = f"{w}.models[{j}]"
         m = entry.get("model") if isinstance(entry, dict) else None
-        if m not in problem.buckets:
-            errs.append(Finding("schema", f"{mw}.model", f"{m!r} is not in the workload"))
+        if not isinstance(m, str) or m not in problem.buckets:
+            errs.append(Finding("schema", f"{mw}.model", f"{quote(m)} is not in the workload"))
             continue
         hosted[m] = hosted.get(m, 0) + 1
+        if not all(entry.get(k) is None or isinstance(entry.get(k), str) for k in ("quantization", "kv_cache_dtype")):
+            errs.append(Finding("schema", mw, "quantization and kv_cache_dtype must be strings"))
+            continue
         c = config_of({**entry, "gpu": gpu, "tp": tp})
         fp = sharing.footprint.get(c)
         if fp is None:
@@ -90,10 +94,11 @@ def _check_group(w: str, gpu: str, tp: int, count: int, models: list, problem: P
 def _member_routes(mw: str, entry: dict, problem: Problem, c: Config, served: dict,
                    errs: list[Finding]) -> dict[BucketKey, float]:
     rps: dict[BucketKey, float] = {}
-    for r_i, r in enumerate(entry.get("routes") or []):
+    routes = entry.get("routes")
+    for r_i, r in enumerate(routes if isinstance(routes, list) else []):
         k = (r.get("input_tokens"), r.get("output_tokens")) if isinstance(r, dict) else None
         v = r.get("rps") if isinstance(r, dict) else None
-        if k is None or not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0:
+        if k is None or not all(pos_int(t) for t in k) or not num(v) or not v >= 0:
             errs.append(Finding("schema", f"{mw}.routes[{r_i}]", "needs input_tokens, output_tokens and rps >= 0"))
             continue
         if k not in problem.buckets[c.model]:
