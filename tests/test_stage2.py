@@ -39,7 +39,7 @@ def H(name, gpu, gpus, price, available=None, spot=None, region="r1"):
 
 def test_catalog_has_the_real_shapes():
     cat = {i.name: i for i in load_instance_catalog()}
-    assert (cat["p5.48xlarge"].gpu, cat["p5.48xlarge"].gpus, cat["p5.48xlarge"].price_per_hour) == ("H100", 8, 98.32)
+    assert (cat["p5.48xlarge"].gpu, cat["p5.48xlarge"].gpus, cat["p5.48xlarge"].price_per_hour) == ("H100", 8, 55.04)
     assert cat["g5.24xlarge"].gpus == 4 and cat["g6e.xlarge"].region == "us-west-2"
     assert all(i.source for i in cat.values())
 
