@@ -105,6 +105,7 @@ def plan_report(console: Console, result) -> None:
         nodes(console, plan)
     else:
         _gpus(console, plan)
+    _price_sources(console, plan)
     if plan.get("partial"):
         _say(console, "partial plan: " + ", ".join(f"{m['name']} {m.get('served_fraction', 1.0):.1%}"
                                                    for m in plan["models"]) + " of demand served")
@@ -119,6 +120,19 @@ def plan_report(console: Console, result) -> None:
                           f"this plan saves {base['savings']:.1%}")
         else:
             _say(console, "best single GPU type: none can serve every model alone")
+
+
+def _price_sources(console: Console, plan: dict) -> None:
+    """One dim line: where the prices come from (gpus[].price_source, in full in the plan JSON)."""
+    by: dict[str, list[str]] = {}
+    for g in plan["gpus"]:
+        src = g.get("price_source")
+        if src:
+            kind = src.split(":", 1)[0]
+            by.setdefault(kind, []).append(g["name"])
+    if by:
+        _say(console, "prices: " + "; ".join(f"{', '.join(names)} from the {kind}" for kind, names in by.items())
+             + " (gpus[].price_source in the plan JSON)", style="dim")
 
 
 def _gpus(console: Console, plan: dict) -> None:

@@ -16,7 +16,7 @@ from gpumix.planner.catalog import Catalog, norm_name
 from gpumix.planner.errors import InfeasibleError
 from gpumix.planner.problem import BucketKey, Config, Problem
 from gpumix.planner.profiles import ProfileEntry
-from gpumix.planner.workload import GpuOffer, Workload
+from gpumix.planner.workload import GpuOffer, Workload, catalog_price_source
 from gpumix.planner.precision import DEFAULT
 from gpumix.planner.roofline import Efficiency, estimate
 
@@ -31,7 +31,7 @@ class CapacityReport:
 def gpu_offers(workload: Workload, catalog: Catalog, profiles, report: CapacityReport) -> list[GpuOffer]:
     if workload.gpus is not None:
         return list(workload.gpus)
-    offers = [GpuOffer(g.name, g.price_per_hour, None, g) for g in catalog.gpus.values()
+    offers = [GpuOffer(g.name, g.price_per_hour, None, g, catalog_price_source(g)) for g in catalog.gpus.values()
               if g.price_per_hour is not None]
     known = {norm_name(o.name) for o in offers}
     for e in profiles or ():
@@ -77,6 +77,7 @@ def build_problem(workload: Workload, catalog: Catalog, profiles: tuple[ProfileE
         available={o.name: o.available for o in offers},
         max_utilization=workload.max_utilization,
         source=source,
+        price_source={o.name: o.price_source for o in offers if o.price_source},
     )
     unused = [e for e in profiles or () if id(e) not in table.used]
     if unused:

@@ -30,6 +30,7 @@ class GpuSpec:
     spot_price_per_hour: float | None = None
     interconnect: str = ""
     price_source: str = ""
+    price_date: str = ""
     aliases: tuple[str, ...] = ()
     arch: str = ""  # planner/precision.ARCHS: which quantization kernels run (vLLM's table)
     fp8_tflops: float | None = None  # dense FP8 tensor rate; None: no FP8 units
@@ -94,6 +95,7 @@ def load_catalog(data_dir: Path = DATA_DIR) -> Catalog:
                 spot_price_per_hour=g.get("spot_price_per_hour"),
                 interconnect=g.get("interconnect", ""),
                 price_source=g.get("price_source", ""),
+                price_date=str(g.get("price_date") or ""),
                 aliases=tuple(g.get("aliases", ())),
                 arch=str(g.get("arch") or ""),
                 fp8_tflops=None if g.get("fp8_tflops") is None else float(g["fp8_tflops"]),

@@ -174,7 +174,8 @@ def apply_instances(workload, catalog: Catalog):
                 continue
             if g.available is not None:
                 avail = g.available if avail is None else min(avail, g.available)
-        offers.append(GpuOffer(gpu, price, avail, catalog.gpu(gpu)))
+        offers.append(GpuOffer(gpu, price, avail, catalog.gpu(gpu),
+                               f"instances: the cheapest $/GPU-hour of the workload's {gpu} instance shapes"))
     if not offers:
         raise InputError(workload.path, "instances", "no instance offers a GPU type the workload allows")
     return replace(workload, gpus=tuple(offers))

@@ -37,6 +37,7 @@ def make_plan(problem: Problem, status: str, cost: float, bound: float, replicas
         "available": problem.available.get(g),
         "price_per_gpu_hour": problem.price[g],
         "cost_per_hour": round(problem.price[g] * used[g], 9),
+        **({"price_source": problem.price_source[g]} if g in problem.price_source else {}),
     } for g in sorted(used)]
     cost = round(cost, 9)  # drop float noise (46.436600000000006); the bound rounds down, staying valid
     bound = min(math.floor(bound * 1e9) / 1e9, cost)

@@ -56,6 +56,7 @@ class Problem:
     available: dict[str, int | None]
     max_utilization: float
     source: dict[tuple[Config, BucketKey], str] = field(default_factory=dict)
+    price_source: dict[str, str] = field(default_factory=dict)  # gpu -> where its price comes from
 
     def config_cost(self, c: Config) -> float:
         return self.price[c.gpu] * c.tp
@@ -87,6 +88,7 @@ class Problem:
             available={g: a for g, a in avail.items() if g in keep_g},
             max_utilization=self.max_utilization,
             source=self._source_of(configs),
+            price_source={g: s for g, s in self.price_source.items() if g in keep_g},
         )
 
     def _source_of(self, configs: tuple[Config, ...]) -> dict:

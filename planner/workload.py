@@ -59,6 +59,7 @@ class GpuOffer:
     price_per_hour: float
     available: int | None  # GPUs of this type; None = unlimited
     spec: GpuSpec | None  # None: a GPU known only from a throughput table
+    price_source: str = ""  # where price_per_hour comes from (the plan's gpus[].price_source)
 
 
 @dataclass(frozen=True)
@@ -306,7 +307,14 @@ def _read_gpu(r: _Reader, g, where: str, catalog: Catalog, need_shapes: bool) ->
         r.fail(f"{where}.name", f"unknown GPU {quote(name)} (catalog: {known})")
     price = r.number(g, "price_per_hour", where, required=spec is None or spec.price_per_hour is None,
                      bound="price_per_hour")
+    source = f"workload: {where}.price_per_hour"
     if price is None:
-        price = spec.price_per_hour
+        price, source = spec.price_per_hour, catalog_price_source(spec)
     available = r.integer(g, "available", where, required=False, minimum=0, bound="available")
-    return GpuOffer(spec.name if spec else name.strip(), float(price), available, spec)
+    return GpuOffer(spec.name if spec else name.strip(), float(price), available, spec, source)
+
+
+def catalog_price_source(spec: GpuSpec) -> str:
+    """'catalog (data/gpus.json, <date>): <source>' for a catalog price."""
+    date = f", {spec.price_date}" if spec.price_date else ""
+    return f"catalog (data/gpus.json{date}): {spec.price_source or 'no source recorded'}"

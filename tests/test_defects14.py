@@ -281,3 +281,21 @@ def test_memory_budget_per_device_on_cuda_and_shared_on_cpu():
     tp2 = Footprint(weights=10 * GB / (1 + OVERHEAD), kv=0.0, tp=2, n_slots=1, max_seq=1, dtype="bf16")
     with pytest.raises(InputError, match="20.0 GB"):  # CPU ranks each build the full model
         refuse_if_too_large("cmd", "m", [tp2], "cpu", 15)
+
+
+def test_the_plan_says_where_each_gpus_price_comes_from(tmp_path):
+    w = tmp_path / "w.yaml"
+    w.write_text("models:\n  - name: llama-3.1-8b\n    rate_rps: 4\n    slo: {ttft_ms: 2000, tpot_ms: 100}\n"
+                 "    buckets: [{input_tokens: 512, output_tokens: 128, share: 1}]\n"
+                 "gpus: [{name: L4, price_per_hour: 0.5}, {name: H100}]\n")
+    r = runner.invoke(app, ["plan", str(w), "--format", "json", "-q"])
+    assert r.exit_code == 0, r.output
+    from gpumix.solvers.pipeline import load_problem
+    _, problem, _ = load_problem(w, None)
+    assert problem.price_source["L4"] == "workload: gpus[0].price_per_hour"
+    assert problem.price_source["H100"].startswith("catalog (data/gpus.json, 2026-11-09")
+    assert "p5.48xlarge" in problem.price_source["H100"] and problem.price["H100"] == 6.88
+    plan = json.loads(r.stdout)
+    assert all(g["price_source"] == problem.price_source[g["name"]] for g in plan["gpus"])
+    r = runner.invoke(app, ["plan", str(w), "-q"])
+    assert "prices: " in r.stdout
