@@ -36,7 +36,7 @@ LOAD_NOTE = "each validated group runs `replicas_run` replica(s), each at the pl
 # --- inputs -------------------------------------------------------------------------------------
 
 def read_plan(path: Path) -> dict:
-    doc = read_structured(path)
+    doc = read_structured(path, "plan")
     if not isinstance(doc, dict):
         raise InputError(str(path), "", "a plan must be a JSON object")
     if not isinstance(doc.get("replicas"), list):
