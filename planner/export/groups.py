@@ -11,7 +11,7 @@ from functools import lru_cache
 from gpumix.data import DATA_DIR
 from gpumix.planner.catalog import norm_name
 from gpumix.planner.errors import InputError
-from gpumix.planner.reading import BOUNDS, name_problem
+from gpumix.planner.reading import BOUNDS
 
 PORT = 8000
 COMMENT_LIMIT = 200  # characters of one comment line; longer text is cut with "..."
@@ -102,15 +102,14 @@ def model_arg(value: object, source: str, where: str) -> str:
     """A model name as an argument of `vllm serve`: one starting with `-` would be read as an option."""
     if not isinstance(value, str) or not value.strip() or value.startswith("-"):
         raise InputError(source, where, "a model name must not be empty or start with '-'")
-    return safe_name(value, source, where)
+    return value
 
 
 def safe_name(value: object, source: str, where: str) -> str:
-    """A model, GPU or instance name as the planner accepts it (reading.name_problem): no control
-    characters or line separators, so none reaches a script, a manifest or a comment."""
-    problem = name_problem(value)
-    if problem:
-        raise InputError(source, where, problem)
+    """A GPU, instance or region name: a non-empty string. Whatever characters it holds, the
+    formats escape it (shlex.quote, the YAML emitter, comment_text), as they do model names."""
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(source, where, "must be a non-empty string")
     return value
 
 
