@@ -9,6 +9,7 @@ Torch-free: torch is imported only inside check_device, which commands call at r
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Optional
@@ -117,9 +118,9 @@ def positive_floats(text: Optional[str], option: str) -> Optional[list[float]]:
     try:
         values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise usage(option, f"expected comma-separated numbers, got {text!r}") from None
-    if not values or any(not v > 0 for v in values):
-        raise usage(option, f"expected positive numbers, got {text!r}")
+        raise usage(option, f"expected comma-separated numbers, got {text[:100]!r}") from None
+    if not values or any(not 0 < v < math.inf for v in values):
+        raise usage(option, f"expected positive finite numbers, got {text[:100]!r}")
     return values
 
 

@@ -64,7 +64,7 @@ def export(
     formats = FORMATS if ExportFormat.all in fmt else tuple(dict.fromkeys(f.value for f in fmt))
     label = _label(spot_label)
     try:
-        files = build(read_structured(plan_file), formats, str(plan_file), image, rocm_image, label)
+        files = build(read_structured(plan_file, "plan"), formats, str(plan_file), image, rocm_image, label)
     except GpumixError as e:
         raise fail(e) from None
     try:  # nothing is written before the whole plan exported

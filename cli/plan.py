@@ -112,7 +112,7 @@ def check(
     from gpumix.solvers.pipeline import load_problem
 
     try:
-        doc = read_structured(plan_file)
+        doc = read_structured(plan_file, "plan")
         if workload is None:
             workload, note = plan_workload_file(plan_file, doc)
             if note:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from gpumix.planner.errors import GpumixError, InputError
+from gpumix.planner.reading import bounds_text, in_bounds
 from gpumix.planner.workload import SLO, GpuOffer, Workload
 from gpumix.solvers.pipeline import PlanOptions, PlanResult, plan_workload
 from gpumix.solvers.result import Deadline
@@ -25,6 +26,14 @@ class SweepPoint:
     tpot_ms: float | None = None  # every model's TPOT SLO set to this; None: as in the workload
 
     def transform(self, w: Workload) -> Workload:
+        """The workload at this point; a scaled rate or a TPOT outside the reader's bounds is bad
+        input, as it would be in the workload itself."""
+        for i, m in enumerate(w.models):
+            if not in_bounds(m.rate_rps * self.scale, "rate_rps"):
+                raise InputError("--scale", f"models[{i}].rate_rps", f"{m.rate_rps:g} x {self.scale:g} is outside "
+                                 f"{bounds_text('rate_rps')}")
+        if self.tpot_ms is not None and not in_bounds(self.tpot_ms, "slo_ms"):
+            raise InputError("--tpot-ms", "", f"{self.tpot_ms:g} is outside {bounds_text('slo_ms')}")
         models = tuple(replace(m, rate_rps=m.rate_rps * self.scale,
                                slo=m.slo if self.tpot_ms is None else SLO(m.slo.ttft_ms, self.tpot_ms))
                        for m in w.models)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from gpumix.planner.errors import InputError
-from gpumix.planner.export.groups import Group, groups_of, hf_id, max_model_len, router_weights, shared_of
+from gpumix.planner.export.groups import Group, check_nodes, groups_of, hf_id, max_model_len, router_weights, shared_of
 from gpumix.planner.export.k8s import (DEFAULT_IMAGE, K8S_GPU_PRODUCT, ROCM_IMAGE, SPOT_LABEL, k8s_files,
                                        k8s_shared_files)
 from gpumix.planner.export.skypilot import skypilot_files, skypilot_shared_files
@@ -26,6 +26,7 @@ def export(plan: dict, formats, source: str = "<plan>", image: str = DEFAULT_IMA
     groups in k8s, `rocm_image` AMD ones; `spot_label` (key, value) pins k8s spot groups."""
     groups = groups_of(plan, source)
     shared = shared_of(plan, source)
+    check_nodes(plan, shared, source)
     members = [Group(g.name, m, g.gpu, g.tp, g.count, False, routes) for g in shared for m, _, routes in g.members]
     max_len = max_model_len(groups + members)
     files = {"router-weights.json": json.dumps(router_weights(groups + members), indent=2) + "\n"}

@@ -11,6 +11,7 @@ from functools import lru_cache
 from gpumix.data import DATA_DIR
 from gpumix.planner.catalog import norm_name
 from gpumix.planner.errors import InputError
+from gpumix.planner.reading import BOUNDS
 
 PORT = 8000
 COMMENT_LIMIT = 200  # characters of one comment line; longer text is cut with "..."
@@ -104,6 +105,36 @@ def model_arg(value: object, source: str, where: str) -> str:
     return value
 
 
+def safe_name(value: object, source: str, where: str) -> str:
+    """A GPU, instance or region name: a non-empty string. Whatever characters it holds, the
+    formats escape it (shlex.quote, the YAML emitter, comment_text), as they do model names."""
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(source, where, "must be a non-empty string")
+    return value
+
+
+def _int(value: object, source: str, where: str, bound: str) -> int:
+    lo, hi = BOUNDS[bound]
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise InputError(source, where, f"must be an integer in [{lo:g}, {hi:g}]")
+    return value
+
+
+def _routes(value: object, source: str, where: str) -> tuple[dict, ...]:
+    """A group's routes: (input_tokens, output_tokens) buckets with their req/s."""
+    if not isinstance(value, list):
+        raise InputError(source, where, "missing or of the wrong type")
+    for k, r in enumerate(value):
+        if not isinstance(r, dict):
+            raise InputError(source, f"{where}[{k}]", "must be a mapping")
+        _int(r.get("input_tokens"), source, f"{where}[{k}].input_tokens", "tokens")
+        _int(r.get("output_tokens"), source, f"{where}[{k}].output_tokens", "tokens")
+        rps = r.get("rps")
+        if not isinstance(rps, (int, float)) or isinstance(rps, bool) or not 0 <= rps <= BOUNDS["rate_rps"][1]:
+            raise InputError(source, f"{where}[{k}].rps", f"must be a number in [0, {BOUNDS['rate_rps'][1]:g}]")
+    return tuple(value)
+
+
 def gpu_ids(ids: object, source: str = "<plan>", where: str = "gpu_ids") -> str:
     """A node replica's GPU ids as CUDA_VISIBLE_DEVICES's value: non-negative integers only."""
     if not isinstance(ids, list) or not ids or \
@@ -127,6 +158,10 @@ def groups_of(plan: object, source: str = "<plan>") -> list[Group]:
         if g["count"] < 1:
             continue
         model_arg(g["model"], source, f"{where}.model")
+        safe_name(g["gpu"], source, f"{where}.gpu")
+        _int(g["tp"], source, f"{where}.tp", "tp")
+        _int(g["count"], source, f"{where}.count", "available")
+        _routes(g["routes"], source, f"{where}.routes")
         spot = bool(g.get("spot"))
         quant, kv = _precision(g, source, where)
         tag = ("" if quant == "none" else f"-{quant}") + ("" if kv == "auto" else f"-kv{kv}")
@@ -162,6 +197,8 @@ class SharedGroup:
 
 def shared_of(plan: dict, source: str = "<plan>") -> list[SharedGroup]:
     out = []
+    if not isinstance(plan.get("shared") or [], list):
+        raise InputError(source, "shared", "must be a list")
     for i, g in enumerate(plan.get("shared") or []):
         where = f"shared[{i}]"
         if not isinstance(g, dict) or not isinstance(g.get("models"), list):
@@ -169,16 +206,66 @@ def shared_of(plan: dict, source: str = "<plan>") -> list[SharedGroup]:
         for key, typ in (("gpu", str), ("tp", int), ("count", int)):
             if not isinstance(g.get(key), typ) or isinstance(g.get(key), bool):
                 raise InputError(source, f"{where}.{key}", "missing or of the wrong type")
+        safe_name(g["gpu"], source, f"{where}.gpu")
+        _int(g["tp"], source, f"{where}.tp", "tp")
+        _int(g["count"], source, f"{where}.count", "available")
         members, precision = [], []
         for j, m in enumerate(g["models"]):
             if not isinstance(m, dict) or not isinstance(m.get("model"), str) or not isinstance(m.get("routes"), list):
                 raise InputError(source, f"{where}.models[{j}]", "needs `model` and `routes`")
             model_arg(m["model"], source, f"{where}.models[{j}].model")
-            members.append((m["model"], float(m.get("memory_gb_per_gpu") or 0.0), tuple(m["routes"])))
+            mem = m.get("memory_gb_per_gpu") or 0.0
+            if not isinstance(mem, (int, float)) or isinstance(mem, bool) or not 0 <= mem <= 1e5:
+                raise InputError(source, f"{where}.models[{j}].memory_gb_per_gpu", "must be a number in [0, 1e5]")
+            members.append((m["model"], float(mem), _routes(m["routes"], source, f"{where}.models[{j}].routes")))
             precision.append(_precision(m, source, f"{where}.models[{j}]"))
         out.append(SharedGroup(dns_name(f"shared-{i}-{g['gpu']}-tp{g['tp']}"), g["gpu"], g["tp"], g["count"],
                                tuple(members), tuple(precision)))
     return out
+
+
+def check_nodes(plan: dict, shared: list[SharedGroup], source: str = "<plan>") -> None:
+    """An instance plan's nodes as the exports read them: instance, region, gpu, gpus, and per
+    node its replicas (model, tp, gpu_ids) and shared sets (group, models, tp, gpu_ids)."""
+    nodes = plan.get("nodes") or []
+    if not isinstance(nodes, list):
+        raise InputError(source, "nodes", "must be a list")
+    for i, nd in enumerate(nodes):
+        where = f"nodes[{i}]"
+        if not isinstance(nd, dict):
+            raise InputError(source, where, "must be a mapping")
+        safe_name(nd.get("instance"), source, f"{where}.instance")
+        safe_name(nd.get("gpu"), source, f"{where}.gpu")
+        if nd.get("region") not in (None, ""):
+            safe_name(nd["region"], source, f"{where}.region")
+        _int(nd.get("gpus"), source, f"{where}.gpus", "gpus")
+        if not isinstance(nd.get("spot", False), bool):
+            raise InputError(source, f"{where}.spot", "must be true or false")
+        if not isinstance(nd.get("replicas"), list):
+            raise InputError(source, f"{where}.replicas", "missing or not a list")
+        if not isinstance(nd.get("shared") or [], list):
+            raise InputError(source, f"{where}.shared", "must be a list")
+        for j, r in enumerate(nd["replicas"]):
+            at = f"{where}.replicas[{j}]"
+            if not isinstance(r, dict):
+                raise InputError(source, at, "must be a mapping")
+            model_arg(r.get("model"), source, f"{at}.model")
+            _int(r.get("tp"), source, f"{at}.tp", "tp")
+            gpu_ids(r.get("gpu_ids"), source, f"{at}.gpu_ids")
+            _precision(r, source, at)
+        for j, r in enumerate(nd.get("shared") or []):
+            at = f"{where}.shared[{j}]"
+            if not isinstance(r, dict):
+                raise InputError(source, at, "must be a mapping")
+            group = r.get("group")
+            if not isinstance(group, int) or isinstance(group, bool) or not 0 <= group < len(shared):
+                raise InputError(source, f"{at}.group", f"must be the index of a shared set (0..{len(shared) - 1})")
+            if not isinstance(r.get("models"), list):
+                raise InputError(source, f"{at}.models", "missing or not a list")
+            for k, m in enumerate(r["models"]):
+                safe_name(m, source, f"{at}.models[{k}]")
+            _int(r.get("tp"), source, f"{at}.tp", "tp")
+            gpu_ids(r.get("gpu_ids"), source, f"{at}.gpu_ids")
 
 
 def memory_fraction(gpu: str, memory_gb: float, members: int) -> float:

@@ -62,7 +62,7 @@ def skypilot_files(plan: dict, groups: list[Group], max_len: dict[str, int] | No
         shared = shared_of(plan)
         sets: dict[str, list] = {}
         for nd in nodes:
-            sig = json.dumps([nd["instance"], nd["region"], bool(nd.get("spot")),
+            sig = json.dumps([nd["instance"], nd.get("region"), bool(nd.get("spot")),
                               sorted((r["model"], r["tp"], tuple(r["gpu_ids"])) for r in nd["replicas"]),
                               sorted((r["group"], tuple(r["gpu_ids"])) for r in nd.get("shared") or ())])
             sets.setdefault(sig, []).append(nd)
@@ -76,7 +76,7 @@ def skypilot_files(plan: dict, groups: list[Group], max_len: dict[str, int] | No
             files[f"skypilot/{name}.yaml"] = yaml_doc({
                 "name": name,
                 "num_nodes": len(same),
-                "resources": sky_resources(nd["gpu"], nd["gpus"], nd["region"], bool(nd.get("spot")), nd["instance"],
+                "resources": sky_resources(nd["gpu"], nd["gpus"], nd.get("region"), bool(nd.get("spot")), nd["instance"],
                                            rocm_image),
                 "setup": _setup(nd["gpu"]),
                 "run": "\n".join(run + ["wait"]) + "\n",

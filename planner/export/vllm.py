@@ -40,7 +40,7 @@ def vllm_files(plan: dict, groups: list[Group], max_len: dict[str, int] | None =
     shared = shared_of(plan)
     for i, nd in enumerate(plan.get("nodes") or []):
         lines = ["#!/bin/sh\n",
-                 comment(f"node {i}: {shown(nd['instance'])} in {shown(nd['region'] or '-')}"
+                 comment(f"node {i}: {shown(nd['instance'])} in {shown(nd.get('region') or '-')}"
                          f"{' (spot)' if nd.get('spot') else ''}, {nd['gpus']} x {shown(nd['gpu'])}"),
                  model_comment(node_models(nd))]
         lines += [cmd + " &\n" for cmd in node_servers(nd, shared, max_len)]

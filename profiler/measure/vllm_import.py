@@ -14,7 +14,6 @@ name, so the entries plan without --model or --workload.
 """
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -36,7 +35,6 @@ class VllmRun:
     completed: int
 
 
-MAX_BYTES = 64 << 20  # a result file is a few kB; --append-result files grow by one line a run
 MAX_COUNT = 10**12  # requests and tokens of one run: far above any benchmark, far below float range
 
 
@@ -69,31 +67,18 @@ def _show(v) -> str:
 
 def _documents(path: str) -> list[tuple[str, object]]:
     """(where, JSON value) of one result file: one JSON document, or one per line (vLLM's
-    --append-result writes a JSON object per run on its own line)."""
-    p = Path(path)
+    --append-result writes a JSON object per run on its own line). Read through the planner's
+    bounded reader (planner/reading.py: size, UTF-8, depth, long integers, non-finite numbers)."""
+    from gpumix.planner.reading import decode, parse_json, read_bytes
+
+    text = decode(read_bytes(path, "file"), path)
     try:
-        if p.stat().st_size > MAX_BYTES:
-            raise InputError(path, "", f"larger than {MAX_BYTES >> 20} MiB: not a vLLM result")
-        text = p.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise InputError(path, "", "file not found") from None
-    except UnicodeDecodeError:
-        raise InputError(path, "", "not UTF-8 text: not a vLLM result") from None
-    except OSError as e:
-        raise InputError(path, "", f"cannot read: {e.strerror}") from None
-    try:
-        return [(path, json.loads(text))]
-    except (json.JSONDecodeError, RecursionError, ValueError) as whole:
+        return [(path, parse_json(text, path))]
+    except InputError as whole:
         lines = [(i, ln) for i, ln in enumerate(text.splitlines(), 1) if ln.strip()]
-        if len(lines) < 2:
-            raise InputError(path, "", f"cannot read JSON: {_show(str(whole))}") from None
-    out = []
-    for i, ln in lines:
-        try:
-            out.append((f"{path}: line {i}", json.loads(ln)))
-        except (json.JSONDecodeError, RecursionError, ValueError) as e:
-            raise InputError(f"{path}: line {i}", "", f"cannot read JSON: {_show(str(e))}") from None
-    return out
+        if len(lines) < 2 or not whole.message.startswith("malformed JSON"):
+            raise
+    return [(f"{path}: line {i}", parse_json(ln, f"{path}: line {i}")) for i, ln in lines]
 
 
 def read_runs(path: Path | str, stat: str = "p99", model: str | None = None,

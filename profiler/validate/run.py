@@ -36,11 +36,16 @@ LOAD_NOTE = "each validated group runs `replicas_run` replica(s), each at the pl
 # --- inputs -------------------------------------------------------------------------------------
 
 def read_plan(path: Path) -> dict:
-    doc = read_structured(path)
+    doc = read_structured(path, "plan")
     if not isinstance(doc, dict):
         raise InputError(str(path), "", "a plan must be a JSON object")
     if not isinstance(doc.get("replicas"), list):
         raise InputError(str(path), "replicas", "missing or not a list")
+    if not isinstance(doc.get("inputs") or {}, dict):
+        raise InputError(str(path), "inputs", "must be a mapping (workload, profiles)")
+    for key in ("workload", "profiles"):
+        if not isinstance((doc.get("inputs") or {}).get(key) or "", str):
+            raise InputError(str(path), f"inputs.{key}", "must be a file name")
     return doc
 
 
@@ -59,20 +64,36 @@ def _num(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _list(v) -> list:
+    """v when it is a list, else none: a malformed field is the checker's finding, not a crash here."""
+    return v if isinstance(v, list) else []
+
+
+def _hashable(v) -> bool:
+    try:
+        hash(v)
+    except TypeError:
+        return False
+    return True
+
+
 def plan_problem(plan: dict, workload: Workload) -> Problem:
     """The problem the plan claims to solve: the workload's demand, the plan's own capacities
     (routes' max_rps) and prices, so the checker can run without the profiles the plan used."""
     capacity: dict[Config, dict] = {}
     price: dict[str, float] = {}
-    shared = [(g, m) for g in plan.get("shared") or [] if isinstance(g, dict)
-              for m in g.get("models") or [] if isinstance(m, dict)]
+    shared = [(g, m) for g in _list(plan.get("shared")) if isinstance(g, dict)
+              for m in _list(g.get("models")) if isinstance(m, dict)]
     for g, m in [(g, g) for g in plan["replicas"] if isinstance(g, dict)] + shared:
         c = config_of({**m, "gpu": g.get("gpu"), "tp": g.get("tp")})
+        if not _hashable(c):  # a list or mapping where a name belongs: the checker's schema finding says so
+            continue
         if isinstance(c.gpu, str):
             p = g.get("price_per_gpu_hour")
             price[c.gpu] = float(p) if _num(p) else 0.0
-        for r in m.get("routes") or []:
-            if isinstance(r, dict) and _num(r.get("max_rps")) and r["max_rps"] > 0:
+        for r in _list(m.get("routes")):
+            if isinstance(r, dict) and _num(r.get("max_rps")) and r["max_rps"] > 0 \
+                    and _hashable((r.get("input_tokens"), r.get("output_tokens"))):
                 capacity.setdefault(c, {})[(r.get("input_tokens"), r.get("output_tokens"))] = r["max_rps"]
     mu = plan.get("max_utilization")
     return Problem(
