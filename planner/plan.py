@@ -196,8 +196,13 @@ def write_atomic(path: Path | str, text: str, executable: bool = False) -> Path:
     """Write via a temp file in the same folder and rename: readers see the old file or the new one.
     A symlink is followed (its target is replaced, the link stays); the mode follows the umask
     (mkstemp alone gives 0600). Returns the path written."""
+    given = Path(path)
     path = Path(os.path.realpath(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if given.is_symlink():
+        if not path.parent.is_dir():  # a dangling link: never create folders wherever it points
+            raise FileNotFoundError(2, f"the symlink points into {path.parent}, which does not exist", str(given))
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, file_mode(executable))

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import stat
+import re
 import unicodedata
 from pathlib import Path
 
@@ -152,6 +153,9 @@ def _field(parts: tuple) -> str:
     return out
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _check_tree(doc, path, field: str) -> None:
     """Depth, value count and the numbers of a parsed document, without recursion; errors name the
     field (`models[0].rate_rps`)."""
@@ -168,6 +172,9 @@ def _check_tree(doc, path, field: str) -> None:
             stack.extend((k, (*at, "<key>")) for k in v if not isinstance(k, str))
         elif isinstance(v, list):
             stack.extend((x, (*at, i)) for i, x in enumerate(v))
+        elif isinstance(v, str) and _SURROGATE.search(v):  # JSON's "\ud800": not text any output can hold
+            raise InputError(str(path), _field(at) or field, "holds a lone UTF-16 surrogate (\\ud800-\\udfff): "
+                             "not valid Unicode")
         elif isinstance(v, float) and not math.isfinite(v):
             raise InputError(str(path), _field(at) or field, f"must be a finite number (an integer or a decimal), got {quote(v)}")
         elif isinstance(v, _LongInt):
@@ -259,7 +266,7 @@ def name_problem(value) -> str | None:
         return "must be a non-empty string"
     if len(value) > MAX_NAME:
         return f"longer than {MAX_NAME} characters"
-    bad = next((ch for ch in value if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")), None)
+    bad = next((ch for ch in value if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp")), None)
     if bad is not None:
         return f"contains the control character {bad!r} (names may not hold control characters or newlines)"
     return None

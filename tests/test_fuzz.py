@@ -487,3 +487,27 @@ def test_fuzz_check_command(tmp_path, good_plan, data):
     doc = data.draw(mutated(good_plan))
     p = write(tmp_path / "p.json", json.dumps(doc))
     clean(run("check", p, write(tmp_path / "w.json", GOOD)), allowed=(0, 1, 2))
+
+
+def test_lone_surrogates_are_refused_where_they_are_read(tmp_path):
+    from gpumix.cli.app import app
+    from typer.testing import CliRunner
+    cfg = (Path(__file__).resolve().parents[1] / "data" / "models" / "llama-3.1-8b.json")
+    w = tmp_path / "w.json"
+    w.write_text('{"models":[{"name":"\\ud800","config":"%s","rate_rps":2,"slo":{"ttft_ms":1000,"tpot_ms":60},'
+                 '"buckets":[{"input_tokens":256,"output_tokens":128,"share":1}]}]}' % cfg)
+    out = tmp_path / "o.json"
+    out.write_text("{}")
+    r = CliRunner().invoke(app, ["plan", str(w), "-q", "--out", str(out)])
+    assert r.exit_code == 2 and "models[0].name" in r.stderr and "surrogate" in r.stderr
+    assert out.read_text() == "{}"
+
+
+def test_out_through_a_dangling_symlink_creates_no_folders(tmp_path):
+    from gpumix.cli.app import app
+    from typer.testing import CliRunner
+    link = tmp_path / "link.json"
+    link.symlink_to(tmp_path / "nowhere" / "deeper" / "plan.json")
+    r = CliRunner().invoke(app, ["plan", "-q", "--out", str(link)])
+    assert r.exit_code == 2 and "symlink" in r.stderr
+    assert not (tmp_path / "nowhere").exists()
