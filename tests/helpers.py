@@ -1,7 +1,10 @@
 """Small hand-made problems in the planner's own data model."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+from hypothesis import strategies as st
 
 from gpumix.planner.problem import Config, Problem
 
@@ -44,3 +47,33 @@ def tiny_profile_args(gpu: str) -> list[str]:
     """`gpumix profile` options for a seconds-long CPU sweep of a tiny model, entries named `gpu`."""
     return ["--gpu-name", gpu, "--prefill-lens", "16,48,96", "--batches", "1,4,16", "--contexts", "32,128",
             "--iters", "2", "--rounds", "1", "--dtype", "fp32", "--threads", "1", "-q"]
+
+
+def paths(doc, prefix=()):
+    """Every path into a JSON document, containers included."""
+    yield prefix
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            yield from paths(v, (*prefix, k))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            yield from paths(v, (*prefix, i))
+
+
+@st.composite
+def mutated_doc(draw, good, hostile):
+    """A copy of `good` with one to three fields replaced by a value of `hostile` or deleted."""
+    doc = json.loads(json.dumps(good))
+    for _ in range(draw(st.integers(1, 3))):
+        options = list(paths(doc))[1:]
+        if not options:
+            break
+        at = draw(st.sampled_from(options))
+        parent = doc
+        for k in at[:-1]:
+            parent = parent[k]
+        if draw(st.booleans()) or isinstance(parent, list):
+            parent[at[-1]] = draw(hostile)
+        else:
+            parent.pop(at[-1])
+    return doc

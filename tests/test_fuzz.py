@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from gpumix.cli.app import app
+from helpers import mutated_doc
 from gpumix.data import DATA_DIR
 from gpumix.planner.catalog import load_catalog
 from gpumix.planner.checker import Finding, check_plan
@@ -352,33 +353,9 @@ HOSTILE = st.one_of(
 )
 
 
-def paths(doc, prefix=()):
-    """Every (path) into a JSON document, containers included."""
-    yield prefix
-    if isinstance(doc, dict):
-        for k, v in doc.items():
-            yield from paths(v, (*prefix, k))
-    elif isinstance(doc, list):
-        for i, v in enumerate(doc):
-            yield from paths(v, (*prefix, i))
-
-
-@st.composite
-def mutated(draw, good):
-    doc = json.loads(json.dumps(good))
-    for _ in range(draw(st.integers(1, 3))):
-        options = list(paths(doc))[1:]
-        if not options:
-            break
-        at = draw(st.sampled_from(options))
-        parent = doc
-        for k in at[:-1]:
-            parent = parent[k]
-        if draw(st.booleans()) or isinstance(parent, list):
-            parent[at[-1]] = draw(HOSTILE)
-        else:
-            parent.pop(at[-1])
-    return doc
+def mutated(good):
+    """Up to three fields of `good` replaced by hostile values or deleted (tests/helpers.py)."""
+    return mutated_doc(good, HOSTILE)
 
 
 def serialize(doc, as_yaml: bool) -> str:
