@@ -217,10 +217,11 @@ def solve_shared(problem: Problem, sharing: SharingModel, params: ShareParams = 
         raise InfeasibleError("no plan, even with shared GPUs: some model fits no dedicated replica and no "
                               "shared set within availability")
     stats = {"models": len(problem.models), "shareable": len(cands), "bound_model": for_bound.status.value}
-    best, choice = _primal(problem, sharing, cands, per_model, bound, params, deadline)
+    best, tried = _primal(problem, sharing, cands, per_model, bound, params, deadline)
     if best is None or best.cost > bound * (1 + params.mip_gap) + 1e-9:
-        # the pooled assignment packs into more sets than it counted: pack every model at once
-        types = sorted({s for s in list(choice.values()) + list(for_bound.choice.values()) if s is not None})
+        # the pooled assignment packs into more sets than it counted: pack every model at once, over
+        # every set type any pooled solution chose (near-ties between set types fall by input order)
+        types = sorted({s for pick in tried + [for_bound.choice] for s in pick.values() if s is not None})
         say(f"best so far {'none' if best is None else f'${best.cost:,.2f}/h'}; packing every model at once ...")
         again = _all_at_once(problem, sharing, cands, per_model, best, types, bound, params, deadline, stats)
         if again is not None and (best is None or again.cost < best.cost - 1e-9):
@@ -244,12 +245,11 @@ def solve_shared(problem: Problem, sharing: SharingModel, params: ShareParams = 
                          unshareable=unshareable)
 
 
-def _primal(problem, sharing, cands, per_model, bound, params, deadline: Deadline) -> tuple[SharePlan | None, dict]:
+def _primal(problem, sharing, cands, per_model, bound, params, deadline: Deadline) -> tuple[SharePlan | None, list]:
     """The pooled primal with some memory kept free (PACKING_SLACK), packed into sets, the dedicated
-    models planned beside them, riders: the best plan and the assignment behind it (the first
-    assignment when none gave a plan)."""
+    models planned beside them, riders: the best plan and every assignment tried."""
     dedicated = {m: r.objective for m, r in per_model.items()}
-    best, choice = None, {}
+    best, tried = None, []
     for slack in PACKING_SLACK:
         if best is not None and best.cost <= bound * (1 + params.mip_gap) + 1e-9:
             break
@@ -258,13 +258,13 @@ def _primal(problem, sharing, cands, per_model, bound, params, deadline: Deadlin
         if not primal.status.has_plan:
             continue
         pick = primal.choice
-        choice = choice or pick
+        tried.append(pick)
         sets = pack_assignment(problem, sharing, cands, pick, params, deadline)
         got = _realize(problem, per_model, sets, [m for m, s in pick.items() if s is None], params, deadline)
         got = got and riders.ride(problem, sharing, cands, got, params, deadline)
         if got is not None and (best is None or got.cost < best.cost - 1e-9):
-            best, choice = got, pick
-    return best, choice
+            best = got
+    return best, tried
 
 
 def _all_at_once(problem, sharing, cands, per_model, best, types, bound, params, deadline: Deadline,
