@@ -164,3 +164,10 @@ def build_report(setup, opts, results: dict) -> dict:
     if report["validated"] == 0:
         report["failures"].append("no group of the plan has load to simulate")
     return report
+
+
+def unit_parts(unit) -> list[dict]:
+    """A run Unit's per-engine results (what summarize takes)."""
+    from gpumix.profiler.simulate.run import unit_result
+
+    return unit_result(unit)
