@@ -255,3 +255,24 @@ def test_find_max_utilization_writes_a_workload_plan_accepts(planned, tmp_path):
     assert 0.2 < found <= 1.0
     r = invoke("plan", out, "--profiles", planned / "profiles.json", "--out", tmp_path / "p.json", "-q")
     assert r.exit_code == 0, r.output
+
+
+def test_shared_plan_simulates_each_model_in_its_set_and_names_it_when_it_fails(tmp_path):
+    from helpers import TINY_CONFIG
+
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY_CONFIG))
+    cap = 1 / sum(s / capacity()[(i, o)] for i, o, s in BUCKETS)
+    (tmp_path / "wl.yaml").write_text(workload_text(round(0.1 * cap, 2), models=("a", "b"), gpu="L4").replace(
+        "    rate_rps", "    config: tiny.json\n    rate_rps"))
+    (tmp_path / "prof.json").write_text(json.dumps(profile_doc(models=("a", "b"), gpu="L4")))
+    r = invoke("plan", tmp_path / "wl.yaml", "--profiles", tmp_path / "prof.json", "--share-gpus",
+               "--out", tmp_path / "plan.json", "-q")
+    assert r.exit_code == 0, r.output
+    assert len(json.loads((tmp_path / "plan.json").read_text())["shared"]) == 1
+    r = invoke("simulate", tmp_path / "plan.json", "--duration", 15, "--report", tmp_path / "r.json", "-q")
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert [(g["model"], g["shared"], g["sharing_with"]) for g in rep["groups"]] == [("a", 0, ["b"]), ("b", 0, ["a"])]
+    assert rep["shared"][0]["passed"] and rep["shared"][0]["sets_run"] == 1
+    r = invoke("simulate", tmp_path / "plan.json", "--duration", 15, "--rate-scale", 12, "-q")
+    assert r.exit_code == 1 and "in shared[0] (a + b) on L4 TP1" in r.output
