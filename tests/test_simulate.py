@@ -51,7 +51,7 @@ def profile_doc(models=("small",), gpu="testcpu", fit=FIT, slots=SLOTS) -> dict:
     cap = capacity(fit, slots=slots)
     return {"entries": [{"model": m, "gpu": gpu, "tp": 1, "input_tokens": i, "output_tokens": o, "max_rps": cap[(i, o)]}
                         for m in models for i, o, _ in BUCKETS],
-            "profiles": [{"model": m, "gpu": gpu, "tp": 1, "fit": fit,
+            "profiles": [{"model": m, "gpu": gpu, "tp": 1, "fit": json.loads(json.dumps(fit)),
                           "provenance": {"device": "cpu", "sweep": {"decode": [{"batch": slots}]}}} for m in models]}
 
 
@@ -223,6 +223,8 @@ def test_bad_files_exit_2_naming_file_and_field(planned, tmp_path):
     (tmp_path / "prof.json").write_text(json.dumps(bad))
     r = invoke("simulate", planned / "plan.json", "--profiles", tmp_path / "prof.json", "--duration", 5)
     assert r.exit_code == 2 and "profiles[0].fit" in r.output
+    r = invoke("simulate", planned / "plan.json", "--profiles", tmp_path / "missing.json", "--duration", 5)
+    assert r.exit_code == 2 and "missing.json" in r.output and "--profiles" in r.output
     (tmp_path / "none.json").write_text(json.dumps({"entries": []}))
     r = invoke("simulate", planned / "plan.json", "--profiles", tmp_path / "none.json", "--duration", 5)
     assert r.exit_code == 2 and "no latency fit" in r.output and "replicas[0]" in r.output

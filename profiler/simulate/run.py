@@ -83,16 +83,19 @@ class Setup:
 
 # --- inputs -------------------------------------------------------------------------------------
 
-def read_profile_runs(path: str | None, plan_path: Path) -> tuple[str | None, list[dict]]:
-    """(path, `profiles` records with a fit) of a `gpumix profile` file, read through planner.reading."""
+def read_profile_runs(path: str | None, plan_path: Path, given: bool = False) -> tuple[str | None, list[dict]]:
+    """(path, `profiles` records with a fit) of a `gpumix profile` file, read through planner.reading;
+    given: named by --profiles (must exist), else the plan's inputs.profiles (the roofline if gone)."""
     from gpumix.planner.reading import read_structured
 
     if not path:
         return None, []
     p = Path(path)
-    if not p.is_absolute() and not p.exists() and (plan_path.parent / p).exists():
+    if not given and not p.is_absolute() and not p.exists() and (plan_path.parent / p).exists():
         p = plan_path.parent / p
     if not p.exists():
+        if given:
+            raise InputError(str(p), "--profiles", "file not found")
         return None, []
     doc = read_structured(p, "profiles")
     if not isinstance(doc, dict):
@@ -181,7 +184,8 @@ def prepare(plan_path: Path, workload_arg: Path | None, opts: SimOptions) -> Set
     workload = load_workload(wl_path, catalog, need_shapes=False)
     notes = [f"plan checker: {v}" for v in check(plan_path, plan, workload)]
     groups = plan_groups(plan, workload)
-    prof_path, runs = read_profile_runs(opts.profiles or (plan.get("inputs") or {}).get("profiles"), plan_path)
+    prof_path, runs = read_profile_runs(opts.profiles or (plan.get("inputs") or {}).get("profiles"), plan_path,
+                                        given=bool(opts.profiles))
     steps = {}
     for g in groups:
         kind = "shared" if g.sharing else "replicas"
