@@ -4,8 +4,10 @@ A model's utilization u is its load relative to the capacity the plan sized it w
 hosting it, each replica (set) gets u x its predicted capacity at the group's bucket mix
 (per-replica rps / planned_utilization, from the routes' max_rps), the other models of a sharing
 set staying at their planned load (x --rate-scale). Holding means, over all of the model's requests
-in that run, p99 TTFT <= the SLO's TTFT and p99 TPOT <= its TPOT, a request that did not finish
-counting as infinitely slow (so an overloaded run cannot hold on the few requests it finished).
+in that run and in every group hosting it (each group on its own requests: a slow group cannot
+hide behind a fast one), p99 TTFT <= the SLO's TTFT and p99 TPOT <= its TPOT, a request that did
+not finish counting as infinitely slow (so an overloaded run cannot hold on the few it finished).
+The p99s reported are the worst group's.
 
 Search: u = 1 first (the most a workload's max_utilization may be); else bisection on (0, 1] for
 BISECT_STEPS steps, keeping the highest u that held (None when even the lowest tried failed). The
@@ -87,7 +89,9 @@ def find_model(setup: Setup, opts: SimOptions, model: str, tick=lambda n: None) 
             mine = [k for k in keys if k[0] == gi]
             results.update(run_plan_router(setup, opts, mine, {model: factor}, lambda n: None))
         tick(1)
-        tt, tp = tails(results, model, horizon)
+        worst = [tails({k: v for k, v in results.items() if k[0] == gi}, model, horizon)
+                 for gi in {k[0] for k in results}]
+        tt, tp = max(w[0] for w in worst), max(w[1] for w in worst)
         return tt <= slo.ttft_ms and tp <= slo.tpot_ms, tt, tp
 
     best = None

@@ -145,7 +145,8 @@ def step_model(member, g: Group, runs: list[dict], workload: Workload, where: st
     prec = config_of({**g.entry, **({} if not g.sharing else _member_entry(g, member.model)), "gpu": g.gpu,
                       "tp": g.tp}).precision
     eff = Efficiency.from_dict(catalog.gpu_efficiency(gpu.name))
-    sm = stepmod.from_roofline(shape, gpu, g.tp, eff, prec, [b.key for b in member.demand.buckets])
+    routed = [(i, o) for i, o, _ in member.per_replica]  # what this group serves of the model's buckets
+    sm = stepmod.from_roofline(shape, gpu, g.tp, eff, prec, routed)
     if isinstance(sm, str):
         raise InputError(str(plan_path), where, f"{member.label}: {sm}")
     return sm

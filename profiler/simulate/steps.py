@@ -16,7 +16,8 @@ holding one request of up to max_seq tokens.
 Roofline (planner.roofline, where nothing was measured): prefill_s and decode_step_s of the model's
 shape on the GPU's spec at the plan's precision. decode_step_s is a max of a memory and a compute
 line in the context; the engine uses its chord between the shortest prompt and the longest request
-(exact when one regime holds over the range). Paged attention: B = running requests at their mean
+(exact when one regime holds over the range); the range and the KV sizing are those of the buckets
+the group is routed (a small GPU may serve a model's short buckets only). Paged attention: B = running requests at their mean
 context. KV: planner.roofline's capacity model (memory after weights, one prefill's activations
 and the reserve, divided by the KV bytes per token), at most Efficiency.max_batch requests.
 """
