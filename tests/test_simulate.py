@@ -278,3 +278,20 @@ def test_shared_plan_simulates_each_model_in_its_set_and_names_it_when_it_fails(
     assert rep["shared"][0]["passed"] and rep["shared"][0]["sets_run"] == 1
     r = invoke("simulate", tmp_path / "plan.json", "--duration", 15, "--rate-scale", 12, "-q")
     assert r.exit_code == 1 and "in shared[0] (a + b) on L4 TP1" in r.output
+
+
+def test_roofline_engine_is_sized_by_the_buckets_a_group_serves():
+    from gpumix.planner.catalog import load_catalog
+    from gpumix.planner.precision import Precision
+    from gpumix.planner.roofline import Efficiency
+    from gpumix.profiler.simulate.steps import from_roofline
+
+    cat = load_catalog()
+    shape, gpu = cat.model("gemma-2-9b"), cat.gpu("A10G")
+    eff = Efficiency.from_dict(cat.gpu_efficiency("A10G"))
+    short = from_roofline(shape, gpu, 1, eff, Precision(), [(128, 32), (512, 64)])
+    assert isinstance(short, StepModel) and not short.padded and short.kv_tokens >= 576
+    assert short.prefill_s(512) > short.prefill_s(128) > 0
+    alpha, beta = short.decode_line(8)
+    assert alpha > 0 and beta >= 0
+    assert "fewer than one" in from_roofline(shape, gpu, 1, eff, Precision(), [(8192, 512)])
