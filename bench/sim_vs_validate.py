@@ -59,6 +59,9 @@ def main() -> None:
     ap.add_argument("--scales", type=float, nargs="+", default=[0.5, 0.9, 2.0])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", help="folder to keep the files in")
+    ap.add_argument("--reprofile", action="store_true",
+                    help="profile again right before each load scale and simulate with that fit (less drift "
+                         "on a shared machine; the plan stays the first profile's)")
     args = ap.parse_args()
     d = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="gpumix-agree-"))
     d.mkdir(parents=True, exist_ok=True)
@@ -82,6 +85,11 @@ def main() -> None:
         pf = d / f"plan-x{s:g}.json"
         pf.write_text(json.dumps(p))
         common = ["--duration", args.duration, "--seed", args.seed]
+        prof = d / "profiles.json"
+        if args.reprofile:
+            prof = d / f"profiles-x{s:g}.json"
+            gpumix("profile", d / "wl.yaml", "--out", prof, *PROFILE)
+        common += ["--profiles", prof]
         gpumix("validate", pf, "--gpu-name", GPU, *common, "--report", d / f"validate-x{s:g}.json", "-q")
         gpumix("simulate", pf, *common, "--report", d / f"simulate-x{s:g}.json", "-q", "--processes", "1")
         real = json.loads((d / f"validate-x{s:g}.json").read_text())["groups"]
