@@ -5,6 +5,7 @@ and exit codes, option types).
   plan.py      plan, check, estimate, catalog
   export.py    export, sweep (plot.py draws the sweep)
   validate.py  validate
+  simulate.py  simulate
   serve.py     serve
   profile.py   the `profile` sub-app: run, calibrate, import-vllm, endpoint
 
@@ -30,7 +31,7 @@ except ImportError:  # pragma: no cover (older typer)
 _NoArgsIsHelp = getattr(_click_errors, "NoArgsIsHelpError", ())  # click < 8.2 prints the help itself
 
 from gpumix import __version__ as VERSION  # one source: the package metadata
-from gpumix.cli import export, plan, profile, serve, validate
+from gpumix.cli import export, plan, profile, serve, simulate, validate
 from gpumix.cli.common import err, one_line
 
 
@@ -119,6 +120,7 @@ def main_callback(
 # Registration order is the order of `gpumix --help`.
 plan.register(app)
 validate.register(app)
+simulate.register(app)
 serve.register(app)
 export.register(app)
 app.add_typer(profile.app, name="profile")

@@ -64,6 +64,7 @@ def build_problem(workload: Workload, catalog: Catalog, profiles: tuple[ProfileE
                     _add_config(Config(m.name, offer.name, tp, prec.quantization, prec.kv_cache_dtype),
                                 m, offer, prec, eff, table, use_estimates, capacity, source, report)
 
+    _apply_model_utilization(workload, capacity)
     order = {m.name: i for i, m in enumerate(workload.models)}
     configs = tuple(sorted(capacity, key=lambda c: (order[c.model], c.gpu, c.tp, c.quantization,
                                                     c.kv_cache_dtype)))
@@ -83,6 +84,19 @@ def build_problem(workload: Workload, catalog: Catalog, profiles: tuple[ProfileE
     if unused:
         report.notes.append(unused_note(unused))
     return problem, report
+
+
+def _apply_model_utilization(workload: Workload, capacity: dict) -> None:
+    """A model's own max_utilization U_m: every solver and the checker hold a group to
+    load / mu <= U * n with the workload's U, so its capacities become mu x U_m / U (the same
+    constraint as load / mu <= U_m * n); routes' max_rps of such a model show that scaled figure."""
+    scale = {m.name: m.max_utilization / workload.max_utilization for m in workload.models
+             if m.max_utilization is not None and m.max_utilization != workload.max_utilization}
+    for c, caps in capacity.items():
+        f = scale.get(c.model)
+        if f is not None:
+            for k in caps:
+                caps[k] *= f
 
 
 class _Table:

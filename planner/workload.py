@@ -48,6 +48,7 @@ class ModelDemand:
     gpus: tuple[str, ...] | None = None  # allowed GPU types; None = all offered
     # precisions it may be served at; more than one makes precision a decision of the solver
     precisions: tuple[Precision, ...] = (Precision(),)
+    max_utilization: float | None = None  # this model's U, over the workload's (None: the workload's)
 
     def demand(self, bucket: Bucket) -> float:
         return self.rate_rps * bucket.share
@@ -259,7 +260,16 @@ def _read_model(r: _Reader, m, where: str, path: Path, catalog: Catalog, need_sh
         tp=r.int_list(m, "tp", where),
         gpus=tuple(gpus) if gpus is not None else None,
         precisions=_read_precisions(r, m, where, shape),
+        max_utilization=_read_utilization(r, m, where),
     )
+
+
+def _read_utilization(r: _Reader, m: dict, where: str) -> float | None:
+    """A model's own `max_utilization` in (0, 1] (e.g. from `gpumix simulate --find-max-utilization`)."""
+    value = r.number(m, "max_utilization", where, required=False)
+    if value is not None and value > 1:
+        r.fail(f"{where}.max_utilization", f"must be in (0, 1], got {quote(value)}")
+    return None if value is None else float(value)
 
 
 def _names(r: _Reader, m: dict, key: str, where: str, allowed: tuple[str, ...]) -> tuple[str, ...] | None:
