@@ -109,7 +109,7 @@ class _PeriodMilp:
                   for g in problem.price if any(a.get(g) is not None for a in availability)}
         model = milp.build(problem, available=finite, strengthen=False)
         prob = model.prob
-        demand_rows = {k: prob.constraints[milp.var_name("C1_demand", 0, *k)] for k in problem.buckets[m]}
+        demand_rows = {k: prob.get_constraint_by_name(milp.var_name("C1_demand", 0, *k)) for k in problem.buckets[m]}
         open_rows = {}
         for i, c in enumerate(problem.configs):
             for k in problem.capacity[c]:
