@@ -71,7 +71,7 @@ def solve(schedule: Schedule, deadline: Deadline, mip_gap: float = 1e-4, progres
     phase = deadline.sub(LADDER_SHARE)
     ladders: dict[str, Ladder] = {}
     for i, m in enumerate(models):
-        ladders[m] = ladder(schedule, m, phase.sub(1 / (len(models) - i)), mip_gap, accept_gap)
+        ladders[m] = ladder(schedule, m, phase.sub(1 / (len(models) - i)), mip_gap, accept_gap, retry=deadline)
         if (i + 1) % 50 == 0 or i + 1 == len(models):
             say(f"per-period optima {i + 1}/{len(models)} models ({sum(l.solves for l in ladders.values())} MILPs)")
     bound_t = [sum(ladders[m].bound[t] for m in models) for t in range(T)]

@@ -27,6 +27,7 @@ from gpumix.solvers.stage1.presolve import drop_dominated
 
 STEP_FLOOR_S = 0.05  # no MILP gets less
 STEP_SHARE = 0.25  # at most this share of what is left for one MILP
+RETRY_SHARE, RETRY_FLOOR_S = 0.2, 1.0  # a MILP that found nothing in its share, again on the caller's time
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ BIG = 10_000_000  # GPUs: no limit, in a period whose type is unlimited while an
 
 
 def ladder(schedule: Schedule, model: str, deadline: Deadline, mip_gap: float,
-           accept_gap: float | None = None) -> Ladder:
+           accept_gap: float | None = None, retry: Deadline | None = None) -> Ladder:
     """The model's per-period optima (module docstring). A plan found for a lower rate is taken for
     period t when it reaches r[t] within `accept_gap` (default mip_gap) of the bound below.
     InfeasibleError when the model alone cannot be served in some period; NoSolutionError when a
@@ -165,6 +166,11 @@ def ladder(schedule: Schedule, model: str, deadline: Deadline, mip_gap: float,
         demand = {key: v for key, v in schedule.demand[t].items() if key[0] == model}
         res, sub = period_milp.solve(demand, avail, deadline.left(STEP_SHARE, floor=STEP_FLOOR_S), mip_gap * INNER_GAP)
         out.solves += 1
+        if res.status == Status.NO_SOLUTION and retry is not None and retry.remaining() > STEP_FLOOR_S:
+            # this model's share ran out before HiGHS found a plan: a second try on the caller's time
+            res, sub = period_milp.solve(demand, avail, retry.left(RETRY_SHARE, floor=RETRY_FLOOR_S),
+                                         mip_gap * INNER_GAP)
+            out.solves += 1
         if res.status == Status.INFEASIBLE:
             raise InfeasibleError(f"model {model!r} cannot be served in period {t} ({r:g} req/s) within that "
                                   "period's availability, even alone")
