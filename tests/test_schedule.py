@@ -246,3 +246,61 @@ def test_default_start_cost_is_the_weights_load_time(tmp_path):
     assert s.start_cost[c] == pytest.approx(2.0 * seconds / 3600)
     assert 40 < seconds < 60  # 16 GB at 0.33 GB/s
     assert build_schedule(wl, problem, cat, start_cost=7.0).start_cost[c] == 7.0
+
+
+def test_coupled_periods_against_brute_force(tmp_path):
+    """Two models compete for GPU type A, scarce in period 1: stage 1 plans that period for both."""
+    rates = {"m": [3.0, 3.0], "n": [1.5, 2.5]}
+    avail_a = [4, 1]
+    sigma = 0.5
+    w, p = tiny(tmp_path, rates["m"], start_cost=sigma, available={"A": avail_a})
+    doc = json.loads(w.read_text())
+    doc["models"].append({**doc["models"][0], "name": "n", "rate_rps": rates["n"]})
+    w.write_text(json.dumps(doc))
+    prof = json.loads(p.read_text())
+    prof["entries"] += [{**e, "model": "n"} for e in prof["entries"]]
+    p.write_text(json.dumps(prof))
+    plan = plan_workload(w, p, PlanOptions(time_limit=60)).plan
+    assert check_periods(plan, _schedule(tmp_path, w, p)) == []
+    # brute force over (m on A, m on B, n on A, n on B) per period, cyclic
+    states = []
+    for t in range(2):
+        ok = []
+        for ma, mb, na, nb in itertools.product(range(4), repeat=4):
+            if ma + na > avail_a[t]:
+                continue
+            if all(a * U * MU["A"] + b * U * MU["B"] >= rates[x][t] - 1e-9 for x, a, b in (("m", ma, mb), ("n", na, nb))):
+                ok.append((ma, mb, na, nb))
+        states.append(ok)
+    best = min(sum(PRICE["A"] * (s[0] + s[2]) + PRICE["B"] * (s[1] + s[3]) for s in path)
+               + sigma * sum(max(0, path[t][i] - path[t - 1][i]) for t in range(2) for i in range(4))
+               for path in itertools.product(*states))
+    assert plan["lower_bound_total"] <= best + 1e-6 <= plan["total_cost"] + 2e-6
+    assert plan["total_cost"] <= best * 1.05  # close to the optimum; the bound proves how close
+    assert plan["periods"][1]["gpus"].get("A", 0) <= 1
+
+
+def test_check_refuses_a_schedule_against_a_workload_without_periods(tmp_path):
+    w, p = tiny(tmp_path, [1.0, 6.0, 2.5])
+    out = tmp_path / "plan.json"
+    assert runner.invoke(app, ["plan", str(w), "--profiles", str(p), "--out", str(out), "-q"]).exit_code == 0
+    doc = json.loads(w.read_text())
+    doc["models"][0]["rate_rps"] = 6.0
+    del doc["cyclic"], doc["start_cost_per_replica"]
+    static = tmp_path / "static.json"
+    static.write_text(json.dumps(doc))
+    r = runner.invoke(app, ["check", str(out), str(static), "--profiles", str(p)])
+    assert r.exit_code == 1 and "periods" in r.output
+
+
+def test_diurnal_example_saves_against_the_peak_sized_plan():
+    """data/examples/diurnal.yaml: the schedule costs at least 30% less than the peak-sized plan
+    (the gap target is bench/schedule.py's and the README's, at the default time limit)."""
+    from gpumix.data import DATA_DIR
+
+    res = plan_workload(DATA_DIR / "examples" / "diurnal.yaml", None, PlanOptions(time_limit=20))
+    plan = res.plan
+    assert len(plan["periods"]) == 24
+    assert plan["baseline"]["peak_static"]["savings"] >= 0.30
+    assert plan["lower_bound_total"] <= plan["total_cost"]
+    assert plan["gap"] <= 0.03

@@ -39,7 +39,7 @@ ACCEPT_GAP = 1e-3  # a plan found for another rate serves a period when within t
 POLISH_SHARE = 0.5  # of what is left after the per-period phase: models alone, joint MILP each
 POLISH_STEP = 0.2  # at most this share of the polish phase for one model
 JOINT_MAX_INTEGERS = 4000
-JOINT_CAP_S = 30.0  # seconds of the joint MILP at most: past that it rarely improves a polished schedule  # n[c,t] of the joint MILP at most (after dominance) to run it at all
+JOINT_CAP_S = 10.0  # seconds of the joint MILP at most: past that it rarely improves a polished schedule
 
 
 @dataclass(frozen=True)
