@@ -65,89 +65,30 @@ class ScheduleSolution:
 
 def solve(schedule: Schedule, deadline: Deadline, mip_gap: float = 1e-4, progress: Progress | None = None,
           static_baseline: bool = True, accept_gap: float = ACCEPT_GAP) -> ScheduleSolution:
+    """Steps 1-4 of the module docstring, then the peak-sized static baseline."""
     t0 = time.perf_counter()
     say = progress or (lambda _m: None)
     T, models = schedule.periods, schedule.base.models
-    phase = deadline.sub(LADDER_SHARE)
-    ladders: dict[str, Ladder] = {}
-    for i, m in enumerate(models):
-        ladders[m] = ladder(schedule, m, phase.sub(1 / (len(models) - i)), mip_gap, accept_gap, retry=deadline)
-        if (i + 1) % 50 == 0 or i + 1 == len(models):
-            say(f"per-period optima {i + 1}/{len(models)} models ({sum(l.solves for l in ladders.values())} MILPs)")
-    bound_t = [sum(ladders[m].bound[t] for m in models) for t in range(T)]
-    optimum_t = [sum(ladders[m].candidates[ladders[m].best[t]].cost for m in models) for t in range(T)]
-    proven = all(lad.proven for lad in ladders.values())
-    fixed: dict[str, dict[int, int]] = {m: {} for m in models}
-    choice = {m: choose(schedule, ladders[m]) for m in models}
-    coupled: list[int] = []
-    while True:
-        over = [t for t in range(T) if t not in coupled and not fits(_union(ladders, choice, t), schedule.available[t])]
-        if not over:
-            break
-        for t in over:
-            coupled.append(t)
-            optimal_union = {m: ladders[m].best[t] for m in models}
-            if fits(_union(ladders, optimal_union, t), schedule.available[t]):
-                for m in models:
-                    fixed[m][t] = optimal_union[m]
-                continue
-            say(f"availability binds in period {t}: stage 1 plans it for all models together")
-            sol = _coupled_period(schedule, t, deadline, mip_gap)
-            bound_t[t] = max(bound_t[t], sol.bound)
-            optimum_t[t] = sol.cost
-            proven &= sol.status == Status.OPTIMAL
-            problem = schedule.period(t)
-            for m in models:
-                lad = ladders[m]
-                reps = {c: k for c, k in sol.replicas.items() if c.model == m}
-                rts = {key: v for key, v in sol.routes.items() if key[0].model == m}
-                lad.candidates.append(candidate(problem, reps, rts, lad.rates[t]) if reps else lad.candidates[0])
-                fixed[m][t] = len(lad.candidates) - 1
-        choice = {m: choose(schedule, ladders[m], fixed[m]) for m in models}
-
+    ladders = _per_period(schedule, deadline, mip_gap, accept_gap, say)
+    run = _Coupling(schedule, ladders,
+                    bound_t=[sum(ladders[m].bound[t] for m in models) for t in range(T)],
+                    optimum_t=[sum(ladders[m].candidates[ladders[m].best[t]].cost for m in models) for t in range(T)],
+                    proven=all(lad.proven for lad in ladders.values()))
+    choice = run.resolve(deadline, mip_gap, say)
     counts = [_union(ladders, choice, t) for t in range(T)]
     routes = [{key: v for m in models
                for key, v in ladders[m].candidates[choice[m][t]].routes_at(ladders[m].rates[t]).items()}
               for t in range(T)]
-    total, per_hour, starts = schedule_cost(schedule, counts)
-    bound = sum(h * b for h, b in zip(schedule.hours, bound_t))
-    method = "per-period" + (" + coupled periods" if coupled else "")
-    stats = {"models": len(models), "periods": T, "milps": sum(l.solves for l in ladders.values()),
-             "coupled_periods": sorted(coupled)}
+    total = schedule_cost(schedule, counts)[0]
+    bound = sum(h * b for h, b in zip(schedule.hours, run.bound_t))
+    method = "per-period" + (" + coupled periods" if run.coupled else "")
+    stats = {"models": len(models), "periods": T, "milps": sum(lad.solves for lad in ladders.values()),
+             "coupled_periods": sorted(run.coupled)}
     say(f"schedule ${total:,.2f}, bound ${bound:,.2f} from the per-period optima")
-    reduced, dropped = presolve.drop_dominated(schedule)
-    integers = len(reduced.base.configs) * T
-    stats["dominated"] = dropped
-    model_bound = {m: ladders[m].bound for m in models}
-    rise = rise_bound(schedule, model_bound, bound_t, deadline)
-    if rise is not None:
-        bound = max(bound, rise[0])
-    if not closed(total, bound, mip_gap):
-        gaps = {m: schedule_cost(schedule.restrict(models={m}), [{c: k for c, k in n.items() if c.model == m}
-                                                                  for n in counts])[0]
-                - sum(h * b for h, b in zip(schedule.hours, model_bound[m])) for m in models}
-        counts, routes, alone = _polish(reduced, counts, routes, deadline, mip_gap, say, stats, gaps)
-        total, per_hour, starts = schedule_cost(schedule, counts)
-        method += " + models polished"
-        if alone:
-            rise = rise_bound(schedule, model_bound, bound_t, deadline, alone)
-            if rise is not None:
-                bound = max(bound, rise[0])
-    if not closed(total, bound, mip_gap) and integers <= JOINT_MAX_INTEGERS and deadline.remaining() > 0.5:
-        say(f"joint MILP over {integers} replica counts, warm-started at ${total:,.2f}")
-        res = milp.run(reduced, deadline.left(0.9 if static_baseline else 1.0, floor=0.1, cap=JOINT_CAP_S),
-                       mip_gap * INNER_GAP,
-                       start=(counts, routes))
-        stats["joint_s"] = round(res.wall_s, 3)
-        if res.status.has_plan:
-            j_total = schedule_cost(schedule, res.counts)[0]
-            if j_total < total - 1e-9:
-                counts, routes = res.counts, res.routes
-                total, per_hour, starts = schedule_cost(schedule, counts)
-                method += " + joint MILP"
-        if res.status != Status.INFEASIBLE:
-            bound = max(bound, res.bound)
-            proven = proven or res.status == Status.OPTIMAL
+    counts, routes, bound, proven, more = _improve(schedule, ladders, run, counts, routes, bound, deadline, mip_gap,
+                                                   say, stats, static_baseline)
+    method += more
+    total, per_hour, starts = schedule_cost(schedule, counts)
     bound = min(bound, total)
     peak = _peak_static(schedule, ladders, deadline, mip_gap) if static_baseline else None
     cert = certify(total, bound, proven=proven, mip_gap=mip_gap)
@@ -155,8 +96,106 @@ def solve(schedule: Schedule, deadline: Deadline, mip_gap: float = 1e-4, progres
     say(f"{cert.status}: ${total:,.2f} over {schedule.total_hours:g} h, bound ${bound:,.2f}, gap {cert.gap:.4%}, "
         f"{wall:.2f}s")
     return ScheduleSolution(cert.status, total, bound, counts, routes, per_hour,
-                            [min(b, c) for b, c in zip(bound_t, per_hour)], starts,
-                            sum(h * c for h, c in zip(schedule.hours, optimum_t)), peak, method, wall, stats)
+                            [min(b, c) for b, c in zip(run.bound_t, per_hour)], starts,
+                            sum(h * c for h, c in zip(schedule.hours, run.optimum_t)), peak, method, wall, stats)
+
+
+def _per_period(schedule: Schedule, deadline: Deadline, mip_gap: float, accept_gap: float,
+                say: Progress) -> dict[str, Ladder]:
+    """Step 1: every model's per-period optima, LADDER_SHARE of the time spread over the models."""
+    models = schedule.base.models
+    phase = deadline.sub(LADDER_SHARE)
+    ladders: dict[str, Ladder] = {}
+    for i, m in enumerate(models):
+        ladders[m] = ladder(schedule, m, phase.sub(1 / (len(models) - i)), mip_gap, accept_gap, retry=deadline)
+        if (i + 1) % 50 == 0 or i + 1 == len(models):
+            say(f"per-period optima {i + 1}/{len(models)} models ({sum(l.solves for l in ladders.values())} MILPs)")
+    return ladders
+
+
+@dataclass
+class _Coupling:
+    """Steps 2 and 3: the start-aware choice per model, and the periods where availability couples."""
+
+    schedule: Schedule
+    ladders: dict[str, Ladder]
+    bound_t: list[float]  # period -> lower bound on its $/h
+    optimum_t: list[float]  # period -> its optimum's $/h (the per-period baseline)
+    proven: bool
+    coupled: list[int] = field(default_factory=list)
+
+    def resolve(self, deadline: Deadline, mip_gap: float, say: Progress) -> dict[str, list[int]]:
+        schedule, ladders, models = self.schedule, self.ladders, self.schedule.base.models
+        fixed: dict[str, dict[int, int]] = {m: {} for m in models}
+        choice = {m: choose(schedule, ladders[m]) for m in models}
+        while True:
+            over = [t for t in range(schedule.periods)
+                    if t not in self.coupled and not fits(_union(ladders, choice, t), schedule.available[t])]
+            if not over:
+                return choice
+            for t in over:
+                self.coupled.append(t)
+                optimal = {m: ladders[m].best[t] for m in models}
+                if fits(_union(ladders, optimal, t), schedule.available[t]):
+                    for m in models:  # the per-period optima fit: keep them there
+                        fixed[m][t] = optimal[m]
+                    continue
+                say(f"availability binds in period {t}: stage 1 plans it for all models together")
+                self._plan_period(t, fixed, deadline, mip_gap)
+            choice = {m: choose(schedule, ladders[m], fixed[m]) for m in models}
+
+    def _plan_period(self, t: int, fixed: dict, deadline: Deadline, mip_gap: float) -> None:
+        """Stage 1 over all models in period t; its plans are fixed there, its bound is the period's."""
+        sol = _coupled_period(self.schedule, t, deadline, mip_gap)
+        self.bound_t[t] = max(self.bound_t[t], sol.bound)
+        self.optimum_t[t] = sol.cost
+        self.proven &= sol.status == Status.OPTIMAL
+        problem = self.schedule.period(t)
+        for m, lad in self.ladders.items():
+            reps = {c: k for c, k in sol.replicas.items() if c.model == m}
+            rts = {key: v for key, v in sol.routes.items() if key[0].model == m}
+            lad.candidates.append(candidate(problem, reps, rts, lad.rates[t]) if reps else lad.candidates[0])
+            fixed[m][t] = len(lad.candidates) - 1
+
+
+def _improve(schedule: Schedule, ladders: dict[str, Ladder], run: _Coupling, counts: list, routes: list,
+             bound: float, deadline: Deadline, mip_gap: float, say: Progress, stats: dict,
+             static_baseline: bool) -> tuple[list, list, float, bool, str]:
+    """Step 4 and the bounds with starts: the fleet-cost relaxation, each model polished alone (its
+    bound joins the relaxation), the joint MILP when small. -> (counts, routes, bound, proven, method)"""
+    T, models = schedule.periods, schedule.base.models
+    proven, method = run.proven, ""
+    total = schedule_cost(schedule, counts)[0]
+    reduced, dropped = presolve.drop_dominated(schedule)
+    integers = len(reduced.base.configs) * T
+    stats["dominated"] = dropped
+    model_bound = {m: ladders[m].bound for m in models}
+    rise = rise_bound(schedule, model_bound, run.bound_t, deadline)
+    if rise is not None:
+        bound = max(bound, rise[0])
+    if not closed(total, bound, mip_gap):
+        gaps = {m: schedule_cost(schedule.restrict(models={m}), [{c: k for c, k in n.items() if c.model == m}
+                                                                  for n in counts])[0]
+                - sum(h * b for h, b in zip(schedule.hours, model_bound[m])) for m in models}
+        counts, routes, alone = _polish(reduced, counts, routes, deadline, mip_gap, say, stats, gaps)
+        total = schedule_cost(schedule, counts)[0]
+        method += " + models polished"
+        if alone:
+            rise = rise_bound(schedule, model_bound, run.bound_t, deadline, alone)
+            if rise is not None:
+                bound = max(bound, rise[0])
+    if not closed(total, bound, mip_gap) and integers <= JOINT_MAX_INTEGERS and deadline.remaining() > 0.5:
+        say(f"joint MILP over {integers} replica counts, warm-started at ${total:,.2f}")
+        res = milp.run(reduced, deadline.left(0.9 if static_baseline else 1.0, floor=0.1, cap=JOINT_CAP_S),
+                       mip_gap * INNER_GAP, start=(counts, routes))
+        stats["joint_s"] = round(res.wall_s, 3)
+        if res.status.has_plan and schedule_cost(schedule, res.counts)[0] < total - 1e-9:
+            counts, routes = res.counts, res.routes
+            method += " + joint MILP"
+        if res.status != Status.INFEASIBLE:
+            bound = max(bound, res.bound)
+            proven = proven or res.status == Status.OPTIMAL
+    return counts, routes, bound, proven, method
 
 
 def _polish(schedule: Schedule, counts: list, routes: list, deadline: Deadline, mip_gap: float, say: Progress,

@@ -6,8 +6,11 @@ with its routes scaled down). Periods are visited by rising rate:
   - a plan already found whose routes, scaled to r[t], keep every group within C2 (reach >= r[t])
     and fit period t's availability serves r[t]; it is optimal within the gap when its cost is within
     the gap of the best bound at a lower rate (F(r[t]) >= F(r') >= bound(r') for r' <= r[t]);
-  - otherwise stage 1's MILP for the model alone at r[t] (solvers/stage1/milp.py) runs.
-Every plan found is a candidate for the start-aware choice (solvers/schedule/starts.py). Each bound
+  - otherwise stage 1's MILP for the model alone at r[t] (solvers/stage1/milp.py) runs, built once
+    per model and re-solved with each period's demand and availability.
+Every plan found is a candidate for the start-aware choice (solvers/schedule/starts.py), and so is
+every plan trimmed to each lower period's rate (same groups, fewer replicas: rising to the higher
+period then starts only the replicas added). Each bound
 is the model's alone, under period t's full availability: a relaxation, so their sums are valid
 lower bounds per period.
 """
