@@ -38,7 +38,7 @@ COUPLED_SHARE = 0.5  # one coupled period's stage-1 solve, of what is left
 ACCEPT_GAP = 1e-3  # a plan found for another rate serves a period when within this of its bound
 POLISH_SHARE = 0.5  # of what is left after the per-period phase: models alone, joint MILP each
 POLISH_STEP = 0.2  # at most this share of the polish phase for one model
-JOINT_MAX_INTEGERS = 4000
+JOINT_MAX_INTEGERS = 1000  # HiGHS overruns its time limit at its root node on larger joint models
 JOINT_CAP_S = 10.0  # seconds of the joint MILP at most: past that it rarely improves a polished schedule
 
 

@@ -82,6 +82,8 @@ def schedule_plan(schedule: Schedule, sol: ScheduleSolution, options) -> dict:
                     "total_cost": round(sol.peak_static, 9),
                     "cost_per_hour": round(sol.peak_static / schedule.total_hours, 9),
                     "savings": round(1 - sol.total_cost / sol.peak_static, 9) if sol.peak_static > 0 else 0.0}}
+    if not options.baseline:  # --no-baseline: not computed (null would say no static plan fits)
+        del baseline["peak_static"]
     plan = make_plan(schedule.period(p), sol.status.value, sol.period_cost[p], sol.period_bound[p],
                      sol.counts[p], sol.routes[p], baseline=baseline,
                      solver={"schedule": "PuLP + HiGHS", "method": sol.method, "mip_gap": options.mip_gap})

@@ -23,7 +23,7 @@ import pulp
 from gpumix.planner.problem import BucketKey, Config
 from gpumix.planner.schedule import Schedule
 from gpumix.solvers.highs import run_highs
-from gpumix.solvers.result import HighsResult, Status
+from gpumix.solvers.result import Deadline, HighsResult, Status
 from gpumix.solvers.stage1.milp import var_name
 
 Counts = list[dict[Config, int]]  # period -> config -> replicas
@@ -154,10 +154,12 @@ def run(schedule: Schedule, time_limit: float | None = None, mip_gap: float = 1e
         available: tuple[dict, ...] | None = None, starts: bool = True,
         start: tuple[Counts, Routes] | None = None, threads: int | None = None,
         lam: dict | None = None) -> ScheduleResult:
-    """Build, solve, extract. The objective and bound are the model's (with lam: priced)."""
+    """Build, solve, extract. The objective and bound are the model's (with lam: priced). The time
+    limit covers the build too (PuLP takes seconds for a joint model of many models)."""
+    deadline = Deadline.start(time_limit)
     model = build(schedule, available, lam, starts)
     values = start_values(model, schedule, *start) if start is not None else None
-    res: HighsResult = run_highs(model.prob, time_limit, mip_gap, threads, start=values)
+    res: HighsResult = run_highs(model.prob, deadline.left(floor=0.05), mip_gap, threads, start=values)
     bound = res.bound if math.isfinite(res.bound) or res.status == Status.INFEASIBLE else 0.0
     if not res.status.has_plan:
         return ScheduleResult(res.status, None, bound, wall_s=res.wall_s)
