@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 from gpumix.cli.app import app
 from gpumix.planner.errors import InputError
 from gpumix.planner.export import export
-from gpumix.planner.export.k8s import keda_scaled_object
 from gpumix.planner.export.schedule import cron_windows
 
 runner = CliRunner()
