@@ -62,19 +62,35 @@ def plan(
         "--share-gpus", help="Let several models share a GPU set (within memory and time; docs/sharing.md): "
                              "long tails of small, lightly used models cost far less.")] = False,
     efficiency: EfficiencyOpt = None,
+    start_cost: Annotated[Optional[float], typer.Option(
+        "--start-cost", min=0.0, max=1e5, metavar="$",
+        help="Workloads with periods: $ charged per replica started, for every configuration (default: "
+             "the GPU time lost loading the weights; docs/schedule.md).")] = None,
+    plot: Annotated[Optional[Path], typer.Option(
+        "--plot", metavar="FILE", help="Workloads with periods: draw demand per model, GPUs per type and cost "
+                                       "per period to FILE.png or FILE.svg (needs matplotlib: "
+                                       "pip install 'gpumix\\[plot]').")] = None,
 ):
-    """Size and route a fleet: replicas per (model, GPU type, TP), routing per request bucket."""
+    """Size and route a fleet: replicas per (model, GPU type, TP), routing per request bucket; for a
+    workload with periods, a replica schedule over them."""
+    from gpumix.cli.export import _check_plot
     from gpumix.planner.errors import GpumixError
     from gpumix.planner.plan import dumps, write_atomic
     from gpumix.solvers.pipeline import PlanOptions, plan_workload
 
+    if plot is not None:
+        _check_plot(plot)
     try:
         result = plan_workload(workload, profiles, PlanOptions(
             time_limit=time_limit, mip_gap=mip_gap, fill_estimates=fill_estimates,
             whole_buckets=whole_buckets, baseline=not no_baseline, progress=None if quiet else dim,
             current=current, churn_cost=churn_cost, spare_nodes=spare_nodes, allow_partial=allow_partial,
             spot_share=spot_share, catalog=catalog_csv, share_gpus=share_gpus,
-            efficiency=efficiency))
+            efficiency=efficiency, start_cost=start_cost))
+        if plot is not None and result.plan.get("periods") is None:
+            from gpumix.planner.errors import InputError
+            raise InputError(str(workload or "bundled example"), "--plot", "draws schedules: the workload has "
+                             "no periods (use `gpumix sweep --plot` for one state)")
         text = dumps(result.plan)
         if out_path is not None:
             write_atomic(out_path, text)
@@ -82,6 +98,14 @@ def plan(
         raise fail(e) from None
     except OSError as e:
         raise fail(cannot_write(out_path, "--out", e)) from None
+    if plot is not None:
+        from gpumix.cli.plot import plot_schedule
+
+        try:
+            plot_schedule(result.plan, plot)
+        except OSError as e:
+            err.print(f"gpumix: error: --plot: cannot write {clean(plot)}: {e.strerror}", markup=False)
+            raise typer.Exit(2) from None
     if not quiet:
         for note in result.notes:
             err.print(f"note: {one_line(note)}", markup=False, soft_wrap=True)
@@ -91,6 +115,8 @@ def plan(
         render.plan_report(out, result)
         if out_path is not None:
             out.print(f"plan written to {clean(out_path)}", markup=False)
+    if plot is not None:
+        (err if fmt is Format.json else out).print(f"plot written to {clean(plot)}", markup=False)
 
 
 def check(
@@ -102,10 +128,16 @@ def check(
     fill_estimates: FillOpt = False,
     catalog_csv: CatalogOpt = None,
     efficiency: EfficiencyOpt = None,
+    start_cost: Annotated[Optional[float], typer.Option(
+        "--start-cost", min=0.0, max=1e5, metavar="$",
+        help="Plans with periods: the $ per replica started they were planned with (default: the plan's "
+             "inputs.start_cost, else the workload's start costs).")] = None,
 ):
     """Check a plan against a workload with the independent plan checker (exit 1 on a violation).
-    Without WORKLOAD, the plan's own inputs.workload (else the bundled example, with a note)."""
-    from gpumix.planner.checker import check_plan
+    Without WORKLOAD, the plan's own inputs.workload (else the bundled example, with a note). A plan
+    with periods is checked period by period, with its starts and totals (docs/schedule.md)."""
+    from gpumix.planner.checker import check_periods, check_plan
+    from gpumix.planner.checker.findings import Finding
     from gpumix.planner.errors import GpumixError
     from gpumix.planner.sharing import sharing_for
     from gpumix.planner.workload import read_structured
@@ -122,13 +154,33 @@ def check(
         wl, problem, _ = load_problem(workload, profiles, fill_estimates, catalog_csv,
                                       efficiency_path=efficiency)
         sharing = sharing_for(wl, problem, profiles, efficiency) if isinstance(doc, dict) and doc.get("shared") else None
+        schedule = None
+        if wl.periods is not None:
+            from gpumix.planner.catalog import load_catalog
+            from gpumix.planner.efficiency import with_efficiency
+            from gpumix.planner.schedule import build_schedule
+
+            if start_cost is None and isinstance(doc, dict):
+                given = (doc.get("inputs") or {}).get("start_cost") if isinstance(doc.get("inputs"), dict) else None
+                start_cost = given if isinstance(given, (int, float)) and not isinstance(given, bool) else None
+            schedule = build_schedule(wl, problem, with_efficiency(load_catalog(), efficiency), start_cost)
     except GpumixError as e:
         raise fail(e) from None
-    findings = check_plan(doc, problem, wl.instances, sharing)
+    if schedule is not None:
+        findings = check_periods(doc, schedule)
+    elif isinstance(doc, dict) and doc.get("periods") is not None:
+        findings = [Finding("schema", "periods", "the plan has periods; its workload has none (pass the workload "
+                                                 "it was planned from)")]
+    else:
+        findings = check_plan(doc, problem, wl.instances, sharing)
     for v in findings:
         err.print(one_line(f"{plan_file}: {v!s}"), markup=False, soft_wrap=True)
     if findings:
         raise typer.Exit(1)
+    if schedule is not None:
+        out.print(f"{clean(plan_file)}: ok (schedule ${doc['total_cost']:,.2f} over {schedule.total_hours:g} h, "
+                  f"{schedule.periods} periods)", markup=False)
+        return
     out.print(f"{clean(plan_file)}: ok (cost ${doc['cost_per_hour']:,.2f}/h)", markup=False)
 
 

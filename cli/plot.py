@@ -65,3 +65,54 @@ def plot_sweep(results, path: Path) -> None:
     else:
         bottom_ax.set_xlabel("TPOT SLO (ms)")
     fig.savefig(path)
+
+
+def plot_schedule(plan: dict, path: Path) -> None:
+    """`gpumix plan --plot` for a plan with periods: demand per model, GPUs per type (stacked) and
+    cost per period against the peak-sized static plan, over the periods."""
+    from matplotlib.figure import Figure  # lazy: the optional `plot` extra; no pyplot, no global state
+
+    periods = plan["periods"]
+    hours = plan["horizon"]["period_hours"]
+    x = [e["index"] * hours for e in periods]
+    edges = x + [len(periods) * hours]  # step lines run to the end of the last period
+
+    def steps(values: list[float]) -> list[float]:
+        return values + values[-1:]
+    fig = Figure(figsize=(8, 8), layout="constrained")
+    demand_ax, gpu_ax, cost_ax = fig.subplots(3, 1, sharex=True, height_ratios=[2, 2, 1.5])
+    models = sorted({r_model for e in periods for r_model in _rates(e)})
+    for i, m in enumerate(models):
+        demand_ax.step(edges, steps([_rates(e).get(m, 0.0) for e in periods]), where="post", color=f"C{i % 10}",
+                       label=m)
+    demand_ax.set_ylabel("req/s")
+    demand_ax.set_title("Demand per model", fontsize=10)
+    demand_ax.legend(fontsize=7, ncols=2)
+    demand_ax.grid(True, alpha=0.3)
+    types = sorted({g for e in periods for g in e["gpus"]})
+    bottom = [0] * len(periods)
+    for j, g in enumerate(types):
+        n = [e["gpus"].get(g, 0) for e in periods]
+        gpu_ax.bar(x, n, hours * 0.9, bottom=bottom, align="edge", label=g, color=f"C{j % 10}", alpha=0.85)
+        bottom = [b + k for b, k in zip(bottom, n)]
+    gpu_ax.set_ylabel("GPUs")
+    gpu_ax.set_title("GPUs per type in the schedule", fontsize=10)
+    gpu_ax.legend(fontsize=7, ncols=min(len(types), 6) or 1)
+    gpu_ax.grid(True, axis="y", alpha=0.3)
+    cost_ax.step(edges, steps([e["cost_per_hour"] for e in periods]), where="post", color="C0", label="schedule")
+    peak = (plan.get("baseline") or {}).get("peak_static")
+    if peak:
+        cost_ax.axhline(peak["cost_per_hour"], color="C3", linestyle="--", label="peak-sized static plan")
+    cost_ax.set_ylabel("$ per hour")
+    cost_ax.set_xlabel(f"hours from the start of the horizon ({plan['horizon']['timezone']})")
+    cost_ax.legend(fontsize=7)
+    cost_ax.grid(True, alpha=0.3)
+    fig.savefig(path)
+
+
+def _rates(entry: dict) -> dict[str, float]:
+    """req/s per model in one period: the sum of its groups' routes."""
+    out: dict[str, float] = {}
+    for g in entry["replicas"]:
+        out[g["model"]] = out.get(g["model"], 0.0) + sum(r["rps"] for r in g["routes"])
+    return out

@@ -79,6 +79,9 @@ def _heading(m: dict) -> str:
 
 def plan_report(console: Console, result) -> None:
     plan = result.plan
+    if plan.get("periods") is not None:
+        schedule_report(console, result)
+        return
     groups_by_model: dict[str, list[dict]] = {}
     for g in plan["replicas"]:
         groups_by_model.setdefault(g["model"], []).append(g)
@@ -388,3 +391,52 @@ def profile_summary(console: Console, runs, calibration: dict | None, out_path, 
                       f"; fitted {', '.join(calibration.get('fitted', ())) or 'nothing'}"
                       + (f", written to {calibrate_to}" if calibrate_to else ""), soft_wrap=True)
     _say(console, f"{sum(len(r.entries) for r in runs)} entries written to {out_path}")
+
+
+def period_start(t: int, hours: float) -> str:
+    """'06:00' (or 'd2 06:00' past the first day) for the start of period t, counted from 00:00."""
+    minutes = round(t * hours * 60)
+    day, rest = divmod(minutes, 24 * 60)
+    return (f"d{day + 1} " if day else "") + f"{rest // 60:02d}:{rest % 60:02d}"
+
+
+def schedule_report(console: Console, result) -> None:
+    """A plan with periods: one row a period (GPUs per type, starts, $/h, $), then the three totals
+    and the savings against the peak-sized static plan (docs/schedule.md)."""
+    plan = result.plan
+    horizon, periods = plan["horizon"], plan["periods"]
+    types = sorted({g for e in periods for g in e["gpus"]})
+    t = Table(title=_t(f"Schedule: {horizon['periods']} periods of {horizon['period_hours']:g} h "
+                       f"({'cyclic' if horizon['cyclic'] else 'from an empty fleet'}, {horizon['timezone']})"),
+              title_justify="left", show_edge=False, pad_edge=False)
+    t.add_column("period", justify="right")
+    t.add_column("start")
+    for g in types:
+        t.add_column(g, justify="right")
+    for col in ("replicas", "starts", "$/h", "$"):
+        t.add_column(col, justify="right")
+    for e in periods:
+        row = [str(e["index"]), period_start(e["index"], horizon["period_hours"])]
+        row += [str(e["gpus"][g]) if e["gpus"].get(g) else "-" for g in types]
+        row += [str(sum(g["count"] for g in e["replicas"])), str(e["starts"]), _money(e["cost_per_hour"]),
+                _money(e["hours"] * e["cost_per_hour"] + e["start_cost"])]
+        _row(t, *row, style="bold" if e["index"] == horizon["peak_period"] else None)
+    console.print(t)
+    console.print()
+    _price_sources(console, plan)
+    starts = sum(e["start_cost"] for e in periods)
+    _say(console, f"schedule {_money(plan['total_cost'])} over {horizon['hours']:g} h (starts {_money(starts)}), "
+                  f"{plan['status']}: lower bound {_money(plan['lower_bound_total'])}, gap {plan['gap']:.3%}")
+    base = plan.get("baseline") or {}
+    per = (base.get("per_period") or {}).get("total_cost")
+    if per is not None:
+        _say(console, f"per-period optima (start costs ignored): {_money(per)}")
+    peak = base.get("peak_static")
+    if peak:
+        _say(console, f"peak-sized static plan: {_money(peak['total_cost'])} ({_money(peak['cost_per_hour'])}/h); "
+                      f"the schedule saves {peak['savings']:.1%}")
+    elif "peak_static" in base:
+        _say(console, "peak-sized static plan: none fits the smallest availability of every period")
+    _say(console, f"peak period {horizon['peak_period']} ({_money(plan['cost_per_hour'])}/h) is the plan's "
+                  f"top-level replicas; start costs: {horizon['start_cost']}", style="dim")
+    _say(console, f"solved in {result.wall_s:.2f}s ({result.solution.method})", style="dim")

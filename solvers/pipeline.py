@@ -59,6 +59,7 @@ class PlanOptions:
     catalog: Path | str | None = None  # a SkyPilot catalog CSV: instance shapes and prices (planner/skypilot.py)
     share_gpus: bool = False  # let several models share GPU sets (docs/sharing.md, solvers/sharing/)
     efficiency: Path | str | None = None  # a user efficiency file over the bundled factors (planner/efficiency.py)
+    start_cost: float | None = None  # $ per replica started, every config (--start-cost; docs/schedule.md)
 
     @property
     def extended(self) -> bool:
@@ -100,12 +101,14 @@ class Draft:
     baseline: tuple[str, Solution] | None = None
     notes: tuple[str, ...] = ()  # added after the problem report's notes
     sharing: object | None = None  # planner.sharing.SharingModel for --share-gpus plans
+    schedule: object | None = None  # planner.schedule.Schedule for plans with periods
 
 
 # The paths a plan takes, chosen in plan_workload
 DEDICATED = "dedicated"  # stage 1 on loose GPUs (solvers/stage1)
 NODES = "nodes"  # instance shapes, re-planning, spares, spot, partial (solvers/stage2/flow.py)
 SHARED = "shared"  # --share-gpus (solvers/sharing/flow.py)
+SCHEDULE = "schedule"  # a workload with periods (solvers/schedule/flow.py)
 
 TIME_MARGIN = 0.95  # of what loading left, for the solve: the rest for checking and writing
 BASELINE_MIN_SHARE = 0.1  # the baseline runs only with this share of the time limit left
@@ -120,6 +123,20 @@ def plan_workload(workload_path: Path | str | None = None, profiles_path: Path |
                                              options.catalog, transform, options.efficiency)
     require_servable(problem, report)
     deadline = Deadline(None if options.time_limit is None else t0 + options.time_limit)  # the whole command
+    if workload.periods is not None:
+        from gpumix.solvers.schedule.flow import plan_schedule, refusal
+        if transform is not None:
+            raise InputError(workload.path, "rate_rps", "plans one state only here (gpumix sweep): this workload "
+                                                        "has periods; plan it with `gpumix plan`")
+        refused = refusal(workload, options)
+        if refused is not None:
+            raise refused
+        plan, schedule, solution = plan_schedule(workload, problem, options, deadline)
+        draft = Draft(plan, solution, problem, schedule=schedule)
+        return finish(draft, SCHEDULE, workload, report, workload_path, profiles_path, options, t0)
+    if options.start_cost is not None:
+        raise InputError(str(workload_path or EXAMPLE_WORKLOAD), "--start-cost",
+                         "applies to workloads with periods (docs/schedule.md)")
     route = SHARED if options.share_gpus else NODES if workload.instances or options.extended else DEDICATED
     if route == SHARED:
         clash = ("--whole-buckets" if options.whole_buckets
@@ -157,9 +174,15 @@ def finish(draft: Draft, route: str, workload: Workload, report, workload_path, 
             inputs["current"] = str(options.current)
         if options.catalog is not None:
             inputs["catalog"] = str(options.catalog)
+    if route == SCHEDULE and options.start_cost is not None:
+        inputs["start_cost"] = options.start_cost
     plan = draft.plan
     plan["inputs"] = inputs
-    findings = check_plan(plan, draft.problem, workload.instances or None, sharing=draft.sharing)
+    if draft.schedule is not None:
+        from gpumix.planner.checker import check_periods
+        findings = check_periods(plan, draft.schedule)
+    else:
+        findings = check_plan(plan, draft.problem, workload.instances or None, sharing=draft.sharing)
     if findings:
         raise CheckFailed("internal error: the plan failed the independent checker: " + str(findings[0]))
     return PlanResult(plan, draft.problem, draft.solution, draft.baseline, list(report.notes) + list(draft.notes),

@@ -19,10 +19,13 @@ Checks (labels as in planner/problem.py):
           dedicated replica, S2 time sum_m f_m <= count x U, S3 memory per GPU within the GPU's budget,
           S4 the members' least decode steps within every member's TPOT SLO;
           their routes count in C1, their GPUs in C3, their price x tp x count in cost
+  periods (plans with `periods`, checker/periods.py) every period as a plan against its own demand
+          and availability, starts recomputed from consecutive periods, totals, the peak period
 """
 from gpumix.planner.checker.findings import CODES, LOAD_CODES, Finding
 from gpumix.planner.checker.nodes import check_nodes
+from gpumix.planner.checker.periods import check_periods
 from gpumix.planner.checker.plan import check_plan
 from gpumix.planner.checker.shared import check_shared
 
-__all__ = ["CODES", "LOAD_CODES", "Finding", "check_nodes", "check_plan", "check_shared"]
+__all__ = ["CODES", "LOAD_CODES", "Finding", "check_nodes", "check_periods", "check_plan", "check_shared"]

@@ -24,6 +24,9 @@ def export(plan: dict, formats, source: str = "<plan>", image: str = DEFAULT_IMA
            spot_label: tuple[str, str] = SPOT_LABEL) -> dict[str, str]:
     """{relative path: text} for the formats asked, plus router-weights.json. `image` runs NVIDIA
     groups in k8s, `rocm_image` AMD ones; `spot_label` (key, value) pins k8s spot groups."""
+    if isinstance(plan, dict) and plan.get("periods") is not None:  # a schedule (docs/schedule.md)
+        from gpumix.planner.export.schedule import schedule_files
+        return schedule_files(plan, formats, source, image, rocm_image, spot_label)
     groups = groups_of(plan, source)
     shared = shared_of(plan, source)
     check_nodes(plan, shared, source)

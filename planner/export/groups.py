@@ -347,3 +347,47 @@ def router_weights(groups: list[Group]) -> dict:
                     "the bucket's planned req/s); group names match the k8s Deployments, vllm scripts and "
                     "SkyPilot tasks",
             "models": out}
+
+
+@dataclass(frozen=True)
+class ScheduledGroup:
+    """One replica group of a plan with periods: its group (count = its most replicas in any period,
+    routes from every period, for max_model_len) and its replicas per period."""
+
+    group: Group
+    counts: tuple[int, ...]  # period -> replicas (0: not running)
+
+    @property
+    def low(self) -> int:
+        return min(self.counts)
+
+    @property
+    def high(self) -> int:
+        return max(self.counts)
+
+
+def scheduled_groups(plan: dict, source: str = "<plan>") -> list[ScheduledGroup]:
+    """The groups of a plan's `periods`, validated as groups_of validates one state, each with its
+    replica count per period (InputError names the field)."""
+    periods = plan.get("periods")
+    if not isinstance(periods, list) or not periods:
+        raise InputError(source, "periods", "must be a non-empty list")
+    by_name: dict[str, list] = {}
+    for t, entry in enumerate(periods):
+        if not isinstance(entry, dict) or entry.get("index") != t:
+            raise InputError(source, f"periods[{t}]", "must be a mapping with `index` " + str(t))
+        try:
+            groups = groups_of({"replicas": entry.get("replicas"), "shared": True}, source)
+        except InputError as e:
+            raise InputError(source, f"periods[{t}].{e.field}", e.message) from None
+        for g in groups:
+            by_name.setdefault(g.name, [None] * len(periods))[t] = g
+    out = []
+    for name in sorted(by_name):
+        per = by_name[name]
+        counts = tuple(g.count if g is not None else 0 for g in per)
+        first = next(g for g in per if g is not None)
+        routes = tuple(r for g in per if g is not None for r in g.routes)
+        out.append(ScheduledGroup(Group(name, first.model, first.gpu, first.tp, max(counts), first.spot, routes,
+                                        first.quantization, first.kv_cache_dtype), counts))
+    return out

@@ -152,3 +152,37 @@ def k8s_shared_files(shared: list[SharedGroup], max_len: dict[str, int], image: 
                          "ports": [{"name": "http", "port": 80, "targetPort": g.port(model)}]},
             }, [f"{shown(model)} on the shared set {g.name}"])
     return files
+
+
+# KEDA (keda.sh, a CNCF graduated project) scales a Deployment by triggers; its cron scaler holds
+# `desiredReplicas` between a `start` and an `end` cron time in a time zone, and the ScaledObject falls
+# back to minReplicaCount outside every trigger. The cluster follows the schedule by itself, from
+# declarative objects, with no job of gpumix's running (docs/schedule.md).
+KEDA_API = "keda.sh/v1alpha1"
+
+
+def keda_scaled_object(name: str, counts: tuple[int, ...], crons: list[tuple[str, str]], timezone: str) -> str:
+    """A ScaledObject for the Deployment `name`: minReplicaCount the fewest replicas of any period,
+    maxReplicaCount the most, and one cron trigger per run of consecutive periods above the minimum
+    (crons[t] = (start, end) cron expressions of period t). Runs stop at the end of the horizon."""
+    low = min(counts)
+    triggers = []
+    t = 0
+    while t < len(counts):
+        if counts[t] == low:
+            t += 1
+            continue
+        u = t
+        while u + 1 < len(counts) and counts[u + 1] == counts[t]:
+            u += 1
+        triggers.append({"type": "cron", "metadata": {
+            "timezone": timezone, "start": crons[t][0], "end": crons[u][1], "desiredReplicas": str(counts[t])}})
+        t = u + 1
+    return yaml_doc({
+        "apiVersion": KEDA_API,
+        "kind": "ScaledObject",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "gpumix", "gpumix/group": name}},
+        "spec": {"scaleTargetRef": {"name": name}, "minReplicaCount": low, "maxReplicaCount": max(counts),
+                 "triggers": triggers},
+    }, [f"replicas per period (gpumix plan with periods): {' '.join(map(str, counts))}",
+        "needs KEDA in the cluster (keda.sh); outside these cron windows the Deployment runs minReplicaCount"])

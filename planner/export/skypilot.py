@@ -51,7 +51,7 @@ def _setup(gpu: str) -> str:
 
 
 def skypilot_files(plan: dict, groups: list[Group], max_len: dict[str, int] | None = None,
-                   rocm_image: str = ROCM_IMAGE) -> dict[str, str]:
+                   rocm_image: str = ROCM_IMAGE, policies: dict[str, dict] | None = None) -> dict[str, str]:
     """Instance plans: a task per set of identical nodes (num_nodes, each node runs its replicas and
     shared sets). Plans without nodes: a task per replica group, with a SkyServe `service` section
     for its count."""
@@ -86,14 +86,18 @@ def skypilot_files(plan: dict, groups: list[Group], max_len: dict[str, int] | No
     for g in groups:
         cmd = shlex.join(["vllm", "serve", *vllm_args(g.model, g.tp, PORT, max_len.get(g.model), g.quantization,
                                                        g.kv_cache_dtype)])
+        policy = (policies or {}).get(g.name)
+        service = ({"readiness_probe": "/health", "replica_policy": policy} if policy
+                   else {"readiness_probe": "/health", "replicas": g.count})
+        what = (f"between {policy['min_replicas']} and {policy['max_replicas']} replicas by load" if policy
+                else f"{g.count} replica{'s' if g.count != 1 else ''}")
         files[f"skypilot/{g.name}.yaml"] = yaml_doc({
             "name": g.name,
             "resources": {**sky_resources(g.gpu, g.tp, "", g.spot, rocm_image=rocm_image), "ports": PORT},
-            "service": {"readiness_probe": "/health", "replicas": g.count},
+            "service": service,
             "setup": _setup(g.gpu),
             "run": cmd + "\n",
-        }, [f"sky serve up {g.name}.yaml starts {g.count} replica{'s' if g.count != 1 else ''}; sky launch "
-            f"starts one", *model_notes([g.model])])
+        }, [f"sky serve up {g.name}.yaml starts {what}; sky launch starts one", *model_notes([g.model])])
     return files
 
 
