@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 import threading
 
 import h11
@@ -42,7 +43,7 @@ class GuardedH11(H11Protocol):
     def handle_events(self) -> None:
         super().handle_events()
         if self.scope is not None:
-            self.scope.setdefault("extensions", {})["gpumix.abort"] = self.transport.abort
+            self.scope.setdefault("extensions", {})["gpumix.abort"] = self.reset
 
     def connection_lost(self, exc) -> None:
         self._disarm()
@@ -60,7 +61,18 @@ class GuardedH11(H11Protocol):
     def _expire(self) -> None:
         self._guard = None
         if self.conn.their_state in (h11.IDLE, h11.SEND_BODY) and not self.transport.is_closing():
-            self.transport.abort()
+            self.reset()
+
+    def reset(self) -> None:
+        """Drop the connection now, unsent bytes and all (a reset, not a close that waits for a
+        client who does not read)."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+        self.transport.abort()
 
 
 def guarded(read_timeout_s: float) -> type[GuardedH11]:
