@@ -60,6 +60,15 @@ class ServeState:
             self._hub = Hub(loop, self.limits.stream_buffer)
         return self._hub
 
+    @property
+    def streams_cut(self) -> int:
+        """Streams cut off so far (clients that stopped reading)."""
+        return self._hub.cut if self._hub is not None else 0
+
+    @property
+    def open_streams(self) -> int:
+        return len(self._hub.streams) if self._hub is not None else 0
+
     def begin_shutdown(self) -> None:
         """New requests get 503; streams still open after the grace period get an error chunk."""
         self.draining = True
