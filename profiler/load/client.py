@@ -172,13 +172,14 @@ class EndpointBackend:
 
 async def _read_stream(resp: httpx.Response, record, chat: bool) -> int | None:
     """Time every chunk that carries text; the usage's completion_tokens, if the server sent it."""
-    usage = None
+    usage, done = None, False
     async for line in resp.aiter_lines():
-        if not line.startswith("data:"):
-            continue
+        if done or not line.startswith("data:"):
+            continue  # after [DONE]: read the body to its end, so the connection goes back to the pool
         data = line[5:].strip()
         if data == "[DONE]":
-            return usage
+            done = True
+            continue
         event = json.loads(data)
         if "error" in event:
             raise ConnectionError(f"server error: {_error_message(data)}")
@@ -192,7 +193,9 @@ async def _read_stream(resp: httpx.Response, record, chat: bool) -> int | None:
                 record.last = t
                 record.tokens += 1
                 break
-    raise ConnectionError(f"stream ended before [DONE] after {record.tokens} tokens")
+    if not done:
+        raise ConnectionError(f"stream ended before [DONE] after {record.tokens} tokens")
+    return usage
 
 
 def _has_text(choice: dict, chat: bool) -> bool:
