@@ -270,3 +270,39 @@ def test_serve_with_an_api_key_end_to_end(files, monkeypatch):
         assert proc.wait(timeout=60) == 0
     finally:
         stop(proc)
+
+
+def test_a_cancelled_request_leaves_the_engine():
+    """EngineLoop.cancel (what the server calls when a client leaves or is cut off): the request's
+    slot is freed, its callback gets a last `cancelled`, and the replica keeps serving, alone or shared."""
+    pytest.importorskip("torch")
+    from gpumix.profiler.runtime.model import ModelArgs
+    from gpumix.profiler.runtime.replica import ReplicaSpec
+    from gpumix.profiler.runtime.sharing import start_replica
+
+    args = ModelArgs.from_config(TINY)
+    spec = ReplicaSpec(args.to_dict(), n_slots=2, max_seq=4096)
+    for specs in ({"a": spec}, {"a": spec, "b": spec}):
+        loop, doors = start_replica(specs)
+        try:
+            ends, got = threading.Event(), []
+
+            def on_token(tok, t, done, err):
+                got.append((tok, err))
+                if len(got) == 3:
+                    doors["a"].cancel(on_token)
+                if done:
+                    ends.set()
+            doors["a"].submit([1, 2, 3], 4000, on_token)
+            assert ends.wait(60)
+            assert got[-1] == (None, "cancelled") and len(got) < 4000
+            finished = threading.Event()
+            doors["a"].submit([1], 3, lambda tok, t, done, err: done and not err and finished.set())
+            assert finished.wait(60)
+            deadline = time.monotonic() + 10
+            engines = loop.engine.engines.values() if len(specs) > 1 else [loop.engine]
+            while not all(e.scheduler.idle() for e in engines) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert all(len(e.scheduler.slots.free) == 2 for e in engines)
+        finally:
+            loop.stop()
