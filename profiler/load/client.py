@@ -24,6 +24,7 @@ MAX_ERROR_BODY = 300
 APIS = ("completions", "chat")
 PATHS = {"completions": "/completions", "chat": "/chat/completions"}
 MAX_POOL = 4096  # connections one backend keeps at most
+SHARD = 32  # connections per httpx client of a backend's pool
 
 
 class AuthError(ValueError):
@@ -124,7 +125,9 @@ class EndpointBackend:
         self.ep, self.model, self.prompt, self.word = ep, model, prompt, word
         self.timeout = httpx.Timeout(connect=connect_timeout_s, read=read_timeout_s, write=30.0, pool=None)
         self.pool_size = 256
-        self._client: httpx.AsyncClient | None = None
+        self._ssl = None  # one verified TLS context for every shard (building one reads the CA bundle)
+        self._shards: list[httpx.AsyncClient | None] = []
+        self._next = 0
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def reserve(self, requests: int) -> None:
@@ -132,18 +135,33 @@ class EndpointBackend:
         self.pool_size = max(1, min(MAX_POOL, requests))
 
     def client(self) -> httpx.AsyncClient:
+        """The next shard of the pool, round robin. httpcore scans a pool's connections on every
+        request, so one pool of thousands of connections costs O(connections) a request; shards of
+        at most SHARD connections keep that bounded when a server falls behind and connections pile up."""
         loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:  # a client lives on one event loop
-            limits = httpx.Limits(max_connections=self.pool_size, max_keepalive_connections=self.pool_size)
-            self._client = httpx.AsyncClient(base_url=self.ep.origin, headers=self.ep.headers, timeout=self.timeout, limits=limits,
-                                             http1=True, http2=False)
+        if self._loop is not loop:  # a client lives on one event loop
+            self._shards = [None] * -(-self.pool_size // SHARD)
             self._loop = loop
-        return self._client
+        k = self._next = (self._next + 1) % len(self._shards)
+        if self._shards[k] is None:
+            if self._ssl is None:
+                self._ssl = httpx.create_ssl_context()
+            size = min(SHARD, self.pool_size)
+            self._shards[k] = httpx.AsyncClient(
+                base_url=self.ep.origin, headers=self.ep.headers, timeout=self.timeout, verify=self._ssl,
+                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size), http1=True, http2=False)
+        return self._shards[k]
+
+    @property
+    def _client(self) -> httpx.AsyncClient | None:  # the first shard (tests look at it)
+        return next((c for c in self._shards if c is not None), None)
 
     async def aclose(self) -> None:
-        if self._client is not None and self._loop is asyncio.get_running_loop():
-            await self._client.aclose()
-        self._client = self._loop = None
+        if self._loop is asyncio.get_running_loop():
+            for c in self._shards:
+                if c is not None:
+                    await c.aclose()
+        self._shards, self._loop = [], None
 
     def body(self, input_tokens: int, output_tokens: int, index: int) -> dict:
         text = " ".join([self.word] * input_tokens)
