@@ -245,23 +245,33 @@ def profile_endpoint(
     start_rps: Annotated[float, typer.Option("--start-rps", min=0.001, help="First rate tried.")] = 1.0,
     max_steps: Annotated[int, typer.Option("--max-steps", min=1, max=30, help="Rates tried per bucket.")] = 8,
     prompt: Annotated[str, typer.Option("--prompt", help="text or tokens.")] = "text",
+    api: Annotated[str, typer.Option("--api", help="completions (/v1/completions) or chat "
+                                                   "(/v1/chat/completions, one user message).")] = "completions",
+    api_key: Annotated[Optional[str], typer.Option(
+        "--api-key", help="API key, sent as `Authorization: Bearer KEY` (default: $OPENAI_API_KEY).",
+        show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ):
     """Measure max req/s per bucket at the SLO against a running OpenAI-compatible server (no
     built-in runtime): a bounded rate search with the validate load generator."""
     from gpumix.planner.errors import GpumixError, InputError
-    from gpumix.profiler.load.client import Endpoint
+    import os
+
+    from gpumix.profiler.load.client import APIS, Endpoint
     from gpumix.profiler.measure.endpoint import SearchOptions, profile_endpoint_models
     from gpumix.profiler.measure.profile import merged_table
 
     cmd = "gpumix profile endpoint"
     try:
+        one_of(cmd, "--api", api, APIS)
         try:
-            ep = Endpoint.parse(endpoint)
+            ep = Endpoint.parse(endpoint, api_key or os.environ.get("OPENAI_API_KEY"), api)
         except ValueError as e:
             raise InputError(cmd, "--endpoint", str(e)) from None
         one_of(cmd, "--prompt", prompt, ("text", "tokens"))
+        if prompt == "tokens" and api == "chat":
+            raise InputError(cmd, "--prompt", "tokens needs --api completions: chat messages are text")
         models = _workload_models(workload, model)
         old = _read_table(out_path) or {}
         opts = SearchOptions(duration_s=duration, drain_s=max(2.0, duration / 2), start_rps=start_rps,

@@ -1,6 +1,7 @@
-"""`gpumix serve`: the built-in runtime behind an OpenAI-compatible HTTP endpoint.
+"""`gpumix serve`: the built-in runtime behind an OpenAI-compatible HTTP endpoint (FastAPI +
+uvicorn: profiler/serve/, docs/serving.md).
 
-  gpumix serve --model M [--model M2 ...] [--workload W] [--tp N] --port P
+  gpumix serve --model M [--model M2 ...] [--workload W] [--tp N] --port P [--api-key KEY]
 
 torch is imported inside the command only: `import gpumix.cli.app` stays torch-free.
 """
@@ -46,11 +47,31 @@ def serve(
         "--memory-budget", min=0.01, metavar="GB", help="Refuse, before building anything, a model whose "
         "weights + KV cache (estimated from its shape) exceed this many GB. Default: 80% of the memory "
         "free now (CUDA: the device's).")] = None,
+    api_key: Annotated[Optional[str], typer.Option(
+        "--api-key", help="Require `Authorization: Bearer KEY` on every /v1 route (401 without it); "
+                          "/health and /metrics stay open. Default: $GPUMIX_API_KEY, else no key.",
+        show_default=False)] = None,
+    read_timeout: Annotated[float, typer.Option(
+        "--read-timeout", min=0.1, help="Seconds a request (head and body) may take to arrive whole; "
+                                        "slower connections are closed.")] = 10.0,
+    stall_timeout: Annotated[float, typer.Option(
+        "--stall-timeout", min=0.1, help="/health reports 503 when requests are in flight and the "
+                                         "engine gave no token for this many seconds.")] = 60.0,
+    shutdown_grace: Annotated[float, typer.Option(
+        "--shutdown-grace", min=0.0, help="On SIGTERM/SIGINT, seconds streams in flight get to finish; "
+                                          "the rest end with an error chunk.")] = 30.0,
+    stream_buffer: Annotated[int, typer.Option(
+        "--stream-buffer", min=1, help="Tokens a stream may hold for a client that stopped reading "
+                                       "before it is cut off (request cancelled, connection closed).")] = 1024,
 ):
-    """Serve the runtime behind an OpenAI-compatible /v1/completions endpoint (streaming via
-    server-sent events) on localhost; several --model share the device, the request's `model`
-    picks one. Weights are random: for load tests, not for answers."""
+    """Serve the runtime behind an OpenAI-compatible API: /v1/completions and /v1/chat/completions
+    (streamed as server-sent events or whole), /v1/models, /health, /metrics (Prometheus, vLLM's
+    metric names). Several --model share the device; the request's `model` picks one. Weights are
+    random: for load tests, not for answers."""
+    import os
+
     from gpumix.planner.errors import GpumixError, InputError
+    from gpumix.profiler.serve.server import Limits
 
     try:
         one_of(CMD, "--dtype", dtype, DTYPES)
@@ -60,17 +81,17 @@ def serve(
         check_device(CMD, device)
         specs = replica_specs(models, served_names, workload, profiles, device, dtype, scale_layers, scale_hidden,
                               scale_vocab, max_batch, max_seq, threads, seed, tp, memory_budget)
+        key = api_key or os.environ.get("GPUMIX_API_KEY") or None
+        limits = Limits(stream_buffer=stream_buffer, read_timeout_s=read_timeout, stall_s=stall_timeout,
+                        shutdown_grace_s=shutdown_grace)
         loop, doors = _serve_loops(specs)
-        httpd = _listen(host, port, doors, max_seq, loop)
+        httpd = _listen(host, port, doors, max_seq, loop, key, limits)
     except GpumixError as e:
         raise fail_run(e) from None
-    print(clean(_banner(specs, httpd.url, max_seq, tp)), flush=True)
+    print(clean(_banner(specs, httpd.url, max_seq, tp) + ("; API key required" if key else "")), flush=True)
     try:
-        httpd.serve_forever(poll_interval=0.2)
-    except KeyboardInterrupt:
-        pass
+        httpd.serve()  # until SIGTERM/SIGINT: uvicorn drains, then returns
     finally:
-        httpd.server_close()
         loop.stop()
 
 
@@ -78,13 +99,13 @@ def register(app: typer.Typer) -> None:
     app.command()(serve)
 
 
-def _listen(host: str, port: int, doors: dict, max_seq: int, loop):
+def _listen(host: str, port: int, doors: dict, max_seq: int, loop, api_key, limits):
     """The HTTP server, bound; the engine loop is stopped when the port cannot be had."""
     from gpumix.planner.errors import InputError
     from gpumix.profiler.serve import server as srv
 
     try:
-        return srv.Server((host, port), doors, max_seq)
+        return srv.Server(doors, max_seq, host, port, api_key, limits)
     except OSError as e:
         loop.stop()
         raise InputError(CMD, "--port", f"cannot listen on {host}:{port}: {e.strerror}") from None

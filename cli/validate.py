@@ -1,13 +1,14 @@
 """`gpumix validate`: run a plan's replica groups under their planned load and hold them to the SLO.
 
   gpumix validate PLAN.json [WORKLOAD] --device cpu|cuda [--gpu-name NAME] [--duration S] [--report R.json]
-  gpumix validate PLAN.json --endpoint http://HOST:PORT [--gpu-name NAME] ...
+  gpumix validate PLAN.json --endpoint http://HOST:PORT [--api completions|chat] [--api-key KEY] ...
 
 Exit codes: 0 every validated group held; 1 a group failed, or nothing was validated; 2 bad input.
 torch is imported inside the command only: `import gpumix.cli.app` stays torch-free.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -59,6 +60,11 @@ def validate(
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads per replica "
                                                    "(default: the profile's).")] = None,
     prompt: Annotated[str, typer.Option("--prompt", help="Endpoint prompts: text (repeated word) or tokens (id lists).")] = "text",
+    api: Annotated[str, typer.Option("--api", help="Endpoint API: completions (/v1/completions) or chat "
+                                                   "(/v1/chat/completions, one user message).")] = "completions",
+    api_key: Annotated[Optional[str], typer.Option(
+        "--api-key", help="Endpoint API key, sent as `Authorization: Bearer KEY` (default: $OPENAI_API_KEY).",
+        show_default=False)] = None,
     memory_budget: Annotated[Optional[float], typer.Option(
         "--memory-budget", min=0.01, metavar="GB", help="Refuse, before building anything, a model whose "
         "weights + KV cache (estimated from its shape) exceed this many GB. Default: 80% of the memory "
@@ -67,19 +73,24 @@ def validate(
 ):
     """Run the plan's replica groups under their planned load (seeded Poisson or gamma arrivals,
     the plan's bucket mix) and report TTFT/TPOT, achieved rate and SLO attainment against the plan."""
-    from gpumix.planner.errors import GpumixError
+    from gpumix.planner.errors import GpumixError, InputError
+    from gpumix.profiler.load.client import APIS
     from gpumix.profiler.validate.run import ValidateOptions, validate as run_validate
 
     try:
         one_of(CMD, "--arrivals", arrivals, ("poisson", "gamma"))
         one_of(CMD, "--prompt", prompt, ("text", "tokens"))
+        one_of(CMD, "--api", api, APIS)
+        if prompt == "tokens" and api == "chat":
+            raise InputError(CMD, "--prompt", "tokens needs --api completions: chat messages are text")
         one_of(CMD, "--dtype", dtype, DTYPES)
         if endpoint is None:
             check_device(CMD, device)
         opts = ValidateOptions(
             device=device, gpu_name=gpu_name, duration_s=duration, drain_s=drain, arrivals=arrivals,
             gamma_shape=gamma_shape, seed=seed, replicas=replicas, model=model, endpoint=endpoint,
-            endpoint_model=endpoint_model, prompt=prompt, profiles=str(profiles) if profiles else None,
+            endpoint_model=endpoint_model, prompt=prompt, api=api,
+            api_key=api_key or os.environ.get("OPENAI_API_KEY") or None, profiles=str(profiles) if profiles else None,
             scale_layers=scale_layers, scale_hidden=scale_hidden, scale_vocab=scale_vocab, dtype=dtype,
             max_batch=max_batch, threads=threads, memory_budget_gb=memory_budget)
 

@@ -103,7 +103,7 @@ def test_serve_speaks_openai_completions_with_streaming(server):
     assert len(whole["choices"][0]["text"].split()) == 5
     with post(url, {"model": "tiny", "prompt": [1, 2, 3], "max_tokens": 4, "stream": True,
                     "stream_options": {"include_usage": True}}) as resp:
-        assert resp.headers["Content-Type"] == "text/event-stream"
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
         events = [line[6:] for line in resp.read().decode().splitlines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
     chunks = [json.loads(e) for e in events[:-1]]
@@ -201,3 +201,108 @@ def test_serve_bad_input_exits_2(files):
 def test_import_cli_stays_torch_free():
     code = "import sys, gpumix.planner, gpumix.solvers, gpumix.cli.app; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=60, cwd=Path(__file__).parent.parent).returncode == 0
+
+
+def test_serve_with_an_api_key_end_to_end(files, monkeypatch):
+    """The real torch runtime behind `gpumix serve --api-key`: the openai client (completions and chat,
+    streamed and whole), validate --endpoint and profile endpoint with the key (and refused without
+    it), /metrics, and a SIGTERM that lets the stream in flight finish and exits 0."""
+    pytest.importorskip("torch")
+    openai = pytest.importorskip("openai")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    key = "sk-gpumix-test"
+    proc, url = serve_process("--model", "tiny", "--workload", files / "wl.yaml", "--dtype", "fp32", "--threads", "1",
+                              "--max-batch", "8", "--max-seq", "64", "--api-key", key)
+    try:
+        client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=60)
+        c = client.completions.create(model="tiny", prompt="a b c d", max_tokens=5)
+        assert c.usage.completion_tokens == 5 and len(c.choices[0].text.split()) == 5
+        chat = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "a b"}], max_tokens=4)
+        assert chat.usage.prompt_tokens == 4 and len(chat.choices[0].message.content.split()) == 4
+        chunks = list(client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "a"}],
+                                                     max_tokens=6, stream=True, stream_options={"include_usage": True}))
+        assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices).split() == \
+            client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "a"}],
+                                           max_tokens=6).choices[0].message.content.split()  # greedy: same tokens
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0, timeout=60).models.list()
+
+        common = ["--endpoint", url, "--duration", "2", "--drain", "5", "-q"]
+        r = runner.invoke(app, ["validate", str(files / "plan.json"), str(files / "wl.yaml"), *common,
+                                "--report", str(files / "rep.json")])
+        assert r.exit_code == 2 and "--api-key" in r.output  # refused without the key: one line, exit 2
+        for api in ("completions", "chat"):
+            r = runner.invoke(app, ["validate", str(files / "plan.json"), str(files / "wl.yaml"), *common,
+                                    "--api-key", key, "--api", api, "--report", str(files / "rep.json")])
+            g = json.loads((files / "rep.json").read_text())["groups"][0]
+            assert r.exit_code in (0, 1) and g["requests"] > 0 and g["completed"] == g["requests"], r.output
+        monkeypatch.setenv("OPENAI_API_KEY", key)  # the environment's key works too
+        out = files / "ep.json"
+        r = runner.invoke(app, ["profile", "endpoint", str(files / "wl.yaml"), "--endpoint", url, "--gpu-name",
+                                "testcpu", "--out", str(out), "--duration", "1", "--start-rps", "4",
+                                "--max-steps", "1", "-q"])
+        steps = json.loads(out.read_text())["endpoint_profiles"][0]["searches"][0]["steps"]
+        assert r.exit_code in (0, 1) and steps and not steps[0]["errors"], r.output
+        monkeypatch.delenv("OPENAI_API_KEY")
+        r = runner.invoke(app, ["profile", "endpoint", str(files / "wl.yaml"), "--endpoint", url, "--gpu-name",
+                                "testcpu", "--out", str(files / "none.json"), "-q"])
+        assert r.exit_code == 2 and "--api-key" in r.output and not (files / "none.json").exists()
+
+        metrics = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()  # open without the key
+        assert 'vllm:generation_tokens_total{engine="0",model_name="tiny"}' in metrics
+
+        got = []
+
+        def read_stream():
+            req = urllib.request.Request(url + "/v1/completions", json.dumps(
+                {"prompt": "a", "max_tokens": 60, "stream": True}).encode(),
+                {"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                for line in resp:
+                    got.append(line.decode().strip())
+                    if len(got) == 1:
+                        proc.send_signal(signal.SIGTERM)  # mid-stream
+        reader = threading.Thread(target=read_stream)
+        reader.start()
+        reader.join(60)
+        events = [g[6:] for g in got if g.startswith("data: ")]
+        assert events[-1] == "[DONE]" and sum('" t' in e for e in events) == 60  # finished within the grace
+        assert proc.wait(timeout=60) == 0
+    finally:
+        stop(proc)
+
+
+def test_a_cancelled_request_leaves_the_engine():
+    """EngineLoop.cancel (what the server calls when a client leaves or is cut off): the request's
+    slot is freed, its callback gets a last `cancelled`, and the replica keeps serving, alone or shared."""
+    pytest.importorskip("torch")
+    from gpumix.profiler.runtime.model import ModelArgs
+    from gpumix.profiler.runtime.replica import ReplicaSpec
+    from gpumix.profiler.runtime.sharing import start_replica
+
+    args = ModelArgs.from_config(TINY)
+    spec = ReplicaSpec(args.to_dict(), n_slots=2, max_seq=4096)
+    for specs in ({"a": spec}, {"a": spec, "b": spec}):
+        loop, doors = start_replica(specs)
+        try:
+            ends, got = threading.Event(), []
+
+            def on_token(tok, t, done, err):
+                got.append((tok, err))
+                if len(got) == 3:
+                    doors["a"].cancel(on_token)
+                if done:
+                    ends.set()
+            doors["a"].submit([1, 2, 3], 4000, on_token)
+            assert ends.wait(60)
+            assert got[-1] == (None, "cancelled") and len(got) < 4000
+            finished = threading.Event()
+            doors["a"].submit([1], 3, lambda tok, t, done, err: done and not err and finished.set())
+            assert finished.wait(60)
+            deadline = time.monotonic() + 10
+            engines = loop.engine.engines.values() if len(specs) > 1 else [loop.engine]
+            while not all(e.scheduler.idle() for e in engines) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert all(len(e.scheduler.slots.free) == 2 for e in engines)
+        finally:
+            loop.stop()

@@ -1,7 +1,7 @@
 """`gpumix serve` with several --model: both tiny models in one process on one device (a SharedLoop),
 the request's `model` picks one. Each answer names its model and carries the tokens that model's own
 engine gives (checked against an in-process reference), streamed or not, while the other model is
-busy too; /v1/models lists both; an unknown model is 404, a request without `model` 400; a
+busy too; /v1/models lists both; an unknown model is 404, a request without `model` (or not a string) 400; a
 --served-model-name count that does not match --model is exit 2 with one line; TP 2 serves both."""
 import json
 import urllib.error
@@ -79,7 +79,7 @@ def test_serve_two_models_routes_by_model(configs):
     try:
         check_both_models(url)
         for body, code, says in (({"model": "gamma", "prompt": "x"}, 404, "gamma"),
-                                 ({"model": ["alpha"], "prompt": "x"}, 404, "alpha"),
+                                 ({"model": ["alpha"], "prompt": "x"}, 400, "model"),  # strict types
                                  ({"prompt": "x"}, 400, "alpha, beta")):
             with pytest.raises(urllib.error.HTTPError) as e:
                 post(url, body)

@@ -40,7 +40,8 @@ class Arrival:
 @dataclass
 class Record:
     arrival: Arrival
-    sent: float | None = None  # perf_counter times
+    scheduled: float | None = None  # perf_counter times: when it was due to be sent
+    sent: float | None = None  # when its task began sending (sent - scheduled: the generator's lag)
     first: float | None = None
     last: float | None = None
     done: float | None = None
@@ -61,6 +62,9 @@ class Record:
 
 
 class Backend(Protocol):
+    """Also optional: reserve(n) before a run of n requests (size a connection pool), and
+    `async aclose()` after it (close what the run opened)."""
+
     async def send(self, arrival: Arrival, record: Record) -> None:
         """Send one request; fill record.first/last/tokens/done, or raise / set record.error."""
 
@@ -125,7 +129,7 @@ async def drive(backends: Sequence[Backend], schedules: Sequence[list[Arrival]],
 
     async def feed(backend: Backend, schedule: list[Arrival]) -> None:
         for a in schedule:
-            rec = Record(a)
+            rec = Record(a, scheduled=t0 + a.t)
             records.append(rec)
             if state["aborted"]:
                 rec.error = f"not sent: {state['aborted']}"
@@ -135,7 +139,19 @@ async def drive(backends: Sequence[Backend], schedules: Sequence[list[Arrival]],
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(backend, rec)))
 
-    await asyncio.gather(*(feed(b, s) for b, s in zip(backends, schedules)))
+    for b, s in zip(backends, schedules):
+        if hasattr(b, "reserve"):
+            b.reserve(sum(len(x) for bb, x in zip(backends, schedules) if bb is b))
+    try:
+        await asyncio.gather(*(feed(b, s) for b, s in zip(backends, schedules)))
+        return await _finish(records, tasks, schedules, state, t0, drain_s)
+    finally:
+        for b in {id(b): b for b in backends}.values():
+            if hasattr(b, "aclose"):
+                await b.aclose()
+
+
+async def _finish(records, tasks, schedules, state, t0: float, drain_s: float) -> RunResult:
     state["feeding"] = False
     last = max((s[-1].t for s in schedules if s), default=0.0)
     left = max(0.0, t0 + last + drain_s - time.perf_counter())

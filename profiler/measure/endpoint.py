@@ -97,12 +97,14 @@ def profile_model(backend, m: ModelDemand, gpu: str, tp: int, opts: SearchOption
 def profile_endpoint_models(ep, models: list, endpoint_model: str | None, prompt: str, gpu: str, tp: int,
                      opts, progress) -> tuple[list, list]:
     """(entries, rate searches) for each model against a running server."""
-    from gpumix.profiler.load.client import EndpointBackend, list_models
+    from gpumix.profiler.load.client import AuthError, EndpointBackend, list_models
 
     try:
         list_models(ep)
     except OSError as e:  # refused, unresolvable, timed out: nothing to measure
         raise unreachable(ep.base, f"cannot connect ({e.strerror or e})") from None
+    except AuthError as e:  # every request would be refused the same way
+        raise InputError(CMD, "--api-key", f"{ep.base}: {e}") from None
     except ValueError:
         pass  # it answers, without a model list (not every server has GET /v1/models)
     entries, searches = [], []

@@ -82,6 +82,20 @@ class Scheduler:
     def idle(self) -> bool:
         return not self.waiting and not self.running
 
+    def cancel(self, req_id: int) -> bool:
+        """Drop a request between steps (its client left): a waiting one leaves the queue, a running
+        one frees its slot. False if it is not here (finished already)."""
+        for r in self.waiting:
+            if r.id == req_id:
+                self.waiting.remove(r)
+                return True
+        for r in self.running:
+            if r.id == req_id:
+                self.running.remove(r)
+                self.slots.release(r.slot)
+                return True
+        return False
+
 
 class ModelRunner:
     def __init__(self, model: Transformer, n_slots: int, max_seq: int):

@@ -89,6 +89,11 @@ class EngineLoop:
             self._fail_all(self.error or "replica stopped")
         self.engine.close()
 
+    def cancel(self, on_token: OnToken) -> None:
+        """Stop generating for the request submitted with this callback (its client left); it gets
+        one last call, done with error "cancelled". A no-op once the request has finished."""
+        self._inbox.put(("cancel", on_token))
+
     def kill(self, reason: str = "replica killed") -> None:
         """Fault injection: the next step raises, as a crashed device would."""
         self._inbox.put(("kill", reason))
@@ -96,6 +101,9 @@ class EngineLoop:
     def _admit(self, item) -> None:
         if item[0] == "kill":
             raise RuntimeError(item[1])
+        if item[0] == "cancel":
+            self._cancel(item[1])
+            return
         prompt, n, on_token = item
         try:
             rid = self.engine.add([t % self.vocab for t in prompt], n)
@@ -103,6 +111,17 @@ class EngineLoop:
             on_token(None, time.perf_counter(), True, str(e))
             return
         self._subscribers[rid] = on_token
+
+    def _cancel(self, on_token: OnToken) -> None:
+        key = next((k for k, cb in self._subscribers.items() if cb is on_token), None)
+        if key is None:
+            return
+        self._cancel_request(key)
+        del self._subscribers[key]
+        on_token(None, time.perf_counter(), True, "cancelled")
+
+    def _cancel_request(self, key) -> None:
+        self.engine.scheduler.cancel(key)
 
     def _run(self) -> None:
         try:
@@ -143,7 +162,7 @@ class EngineLoop:
                     item = self._inbox.get_nowait()
                 except queue.Empty:
                     break
-                if item is not None and item[0] != "kill":
+                if item is not None and item[0] not in ("kill", "cancel"):
                     pending.append(item[2])
         t = time.perf_counter()
         for cb in pending:

@@ -91,6 +91,9 @@ class SharedLoop(EngineLoop):
     def _admit(self, item) -> None:
         if item[0] == "kill":
             raise RuntimeError(item[1])
+        if item[0] == "cancel":
+            self._cancel(item[1])
+            return
         prompt, n, on_token, model = item
         try:
             rid = self.engine.engines[model].add([t % self.vocabs[model] for t in prompt], n)
@@ -98,6 +101,10 @@ class SharedLoop(EngineLoop):
             on_token(None, time.perf_counter(), True, str(e))
             return
         self._subscribers[(model, rid)] = on_token
+
+    def _cancel_request(self, key) -> None:
+        model, rid = key
+        self.engine.engines[model].scheduler.cancel(rid)
 
     def _step(self) -> None:
         model, stepped, finished = self.engine.step()
@@ -142,6 +149,9 @@ class Member:
 
     def submit(self, prompt: list[int], max_new_tokens: int, on_token: OnToken) -> None:
         self.loop.submit_to(self.model, prompt, max_new_tokens, on_token)
+
+    def cancel(self, on_token: OnToken) -> None:
+        self.loop.cancel(on_token)
 
 
 def start_replica(specs: dict, shared: bool | None = None) -> tuple[EngineLoop, dict]:

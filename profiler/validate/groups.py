@@ -264,9 +264,9 @@ def _backends(g: Group, opts: ValidateOptions, profiles: list[dict], n: int, ss:
               rows: dict, loops: list) -> list:
     """One loadgen backend per stream: a client of the endpoint, or a door into its set."""
     if opts.endpoint:
-        from gpumix.profiler.load.client import Endpoint, EndpointBackend
+        from gpumix.profiler.load.client import EndpointBackend
 
-        ep = Endpoint.parse(opts.endpoint)
+        ep = opts.endpoint_target()
         name = (lambda t: t.model) if g.sharing else (lambda t: opts.endpoint_model or t.model)
         return [EndpointBackend(ep, name(s.target), opts.prompt) for s in ss]
     from gpumix.profiler.runtime.replica import ReplicaBackend

@@ -1,7 +1,7 @@
 """What `gpumix validate` was asked to do: load shape, where replicas run, how models are built."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gpumix.profiler.load.verdict import MIN_RATE_FRACTION, MIN_SLO_ATTAINMENT, Criteria
 from gpumix.profiler.runtime.spec import RunOptions, Scale
@@ -21,6 +21,8 @@ class ValidateOptions:
     endpoint: str | None = None
     endpoint_model: str | None = None  # name the server knows the model by
     prompt: str = "text"  # endpoint prompts: "text" or "tokens"
+    api: str = "completions"  # endpoint API: "completions" or "chat"
+    api_key: str | None = field(default=None, repr=False)  # endpoint key (Authorization: Bearer)
     profiles: str | None = None  # default: the plan's inputs.profiles
     scale_layers: int | None = None
     scale_hidden: float | None = None
@@ -33,6 +35,13 @@ class ValidateOptions:
     min_slo_attainment: float = MIN_SLO_ATTAINMENT
     kill_replica_after_s: float | None = None  # fault injection (tests): the replica dies mid-run
     kill_rank_after_s: float | None = None  # fault injection (tests): replica 0's last TP rank is SIGKILLed
+
+    def endpoint_target(self):
+        """The endpoint as the load client reaches it (profiler.load.client.Endpoint); ValueError
+        if the URL is not one."""
+        from gpumix.profiler.load.client import Endpoint
+
+        return Endpoint.parse(self.endpoint, self.api_key, self.api)
 
     @property
     def drain(self) -> float:

@@ -156,14 +156,16 @@ def here_and_served(opts: ValidateOptions, notes: list[str]) -> tuple[str | None
     """(GPU type the groups must match, None: any; models the endpoint lists, None: unknown)."""
     if not opts.endpoint:
         return local_gpu_name(opts), None
-    from gpumix.profiler.load.client import Endpoint, list_models
+    from gpumix.profiler.load.client import AuthError, list_models
 
     try:
-        ep = Endpoint.parse(opts.endpoint)
+        ep = opts.endpoint_target()
     except ValueError as e:
         raise InputError("gpumix validate", "--endpoint", str(e)) from None
     try:
         return opts.gpu_name, list_models(ep)
+    except AuthError as e:  # every request would fail the same way
+        raise InputError("gpumix validate", "--api-key", str(e)) from None
     except (OSError, ValueError) as e:
         notes.append(f"endpoint {ep.base}: cannot list models ({e}); trying every group")
         return opts.gpu_name, None
