@@ -5,7 +5,10 @@ the CLI imports this module at import time.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
+
+from gpumix.planner.plan import write_atomic
 
 
 def plot_sweep(results, path: Path) -> None:
@@ -14,7 +17,7 @@ def plot_sweep(results, path: Path) -> None:
     from matplotlib.figure import Figure  # lazy: the optional `plot` extra; no pyplot, no global state
 
     scales = sorted({r.point.scale for r in results})
-    by_scale = len(scales) > 1
+    by_scale = len(scales) > 1 or all(r.point.tpot_ms is None for r in results)  # `--scale 1` alone: one scale
     series: dict = {}
     for r in results:
         series.setdefault(r.point.tpot_ms if by_scale else None, []).append(r)
@@ -64,4 +67,6 @@ def plot_sweep(results, path: Path) -> None:
         bottom_ax.set_xlabel("demand scale (x every model's rate_rps)")
     else:
         bottom_ax.set_xlabel("TPOT SLO (ms)")
-    fig.savefig(path)
+    buf = io.BytesIO()  # drawn in memory, then written atomically: a full disk leaves no half a PNG
+    fig.savefig(buf, format=Path(path).suffix.lstrip(".").lower() or "png")
+    write_atomic(path, buf.getvalue())

@@ -9,7 +9,6 @@ torch is imported inside the commands only: `import gpumix.cli.app` stays torch-
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -111,7 +110,7 @@ def run(
             max_batch=max_batch, iters=iters, rounds=rounds, threads=threads, memory_budget_gb=memory_budget)
         catalog = load_catalog()
         wl = load_profiled_workload(workload, catalog)
-        old = _read_table(out_path)
+        old = _read_table(out_path, "--out")
         runs, calibration = _with_progress(lambda progress: profile_workload(wl, catalog, opts, progress),
                                            quiet)
         if not runs:  # a non-zero torchrun rank: rank 0 writes
@@ -167,6 +166,8 @@ def calibrate(
                       f"written to {clean(target)}", markup=False, soft_wrap=True)
     except GpumixError as e:
         raise fail_run(e) from None
+    except OSError as e:
+        raise fail_run(cannot_write(target, "--out", e)) from None
 
 
 @app.command("import-vllm")
@@ -220,7 +221,7 @@ def import_vllm(
         precision = {"quantization": quantization, "kv_cache_dtype": kv_cache_dtype}
         if precision != {"quantization": "none", "kv_cache_dtype": "auto"}:
             new = [{**e, **precision} for e in new]
-        write_json(out_path, merged_table(_read_table(out_path) or {}, new, "imports", vi.provenance(runs, stat),
+        write_json(out_path, merged_table(_read_table(out_path, "--out") or {}, new, "imports", vi.provenance(runs, stat),
                                            "gpumix profile import-vllm"))
     except GpumixError as e:
         raise fail_run(e) from None
@@ -263,7 +264,7 @@ def profile_endpoint(
             raise InputError(cmd, "--endpoint", str(e)) from None
         one_of(cmd, "--prompt", prompt, ("text", "tokens"))
         models = _workload_models(workload, model)
-        old = _read_table(out_path) or {}
+        old = _read_table(out_path, "--out") or {}
         opts = SearchOptions(duration_s=duration, drain_s=max(2.0, duration / 2), start_rps=start_rps,
                              max_steps=max_steps, seed=seed)
         new, searches = profile_endpoint_models(ep, models, endpoint_model, prompt, gpu_name, tp, opts,
@@ -294,16 +295,14 @@ def _with_progress(work, quiet: bool):
         return work(progress)
 
 
-def _read_table(path: Path) -> Optional[dict]:
+def _read_table(path: Path, field: str = "") -> Optional[dict]:
     """The throughput table to merge into, None if there is none yet."""
     from gpumix.planner.errors import InputError
+    from gpumix.planner.reading import read_json
 
     if not path.exists():
         return None
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise InputError(str(path), "", f"cannot merge into it: {e}") from None
+    doc = read_json(path, "profiles", field)  # the bounded reader: size, UTF-8, depth, finite numbers
     if not isinstance(doc, dict) or not isinstance(doc.get("entries", []), list):
         raise InputError(str(path), "entries", "cannot merge into it: not a throughput table")
     return doc

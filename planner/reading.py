@@ -154,6 +154,7 @@ def _field(parts: tuple) -> str:
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_NO_KEY = object()
 
 
 def _check_tree(doc, path, field: str) -> None:
@@ -168,8 +169,11 @@ def _check_tree(doc, path, field: str) -> None:
         if nodes > MAX_NODES:
             raise InputError(str(path), field, f"more than {MAX_NODES:,} values")
         if isinstance(v, dict):
-            stack.extend((x, (*at, k if isinstance(k, str) else quote(k))) for k, x in v.items())
-            stack.extend((k, (*at, "<key>")) for k in v if not isinstance(k, str))
+            bad = next((k for k in v if not isinstance(k, str)), _NO_KEY)
+            if bad is not _NO_KEY:  # YAML `~: 1`, `1: 2`, `yes: 3`: every key gpumix reads is text
+                raise InputError(str(path), _field(at) or field or "<root>",
+                                 f"a key that is not text: {quote(bad)} (quote it, or remove it)")
+            stack.extend((x, (*at, k)) for k, x in v.items())
         elif isinstance(v, list):
             stack.extend((x, (*at, i)) for i, x in enumerate(v))
         elif isinstance(v, str) and _SURROGATE.search(v):  # JSON's "\ud800": not text any output can hold
