@@ -16,7 +16,8 @@ import typer
 from typer.core import TyperGroup
 
 from gpumix.cli import render
-from gpumix.cli.common import cannot_write, check_device, clean, dim, err, fail_run, one_of, positive_ints, silent, write_json
+from gpumix.cli.common import (cannot_write, check_device, clean, dim, err, fail_run, name_option, one_of, positive_ints,
+                               silent, write_json)
 from gpumix.planner.efficiency import refuse_package_path
 
 CMD = "gpumix profile"
@@ -97,6 +98,7 @@ def run(
     try:
         if calibrate_to is not None:
             refuse_package_path(calibrate_to, "--calibrate")
+        name_option(CMD, "--gpu-name", gpu_name)
         check_device(CMD, device, dtype)
         from gpumix.profiler.measure.calibrate import write_calibration_record
         from gpumix.profiler.measure.profile import (ProfileOptions, Scale, load_profiled_workload, merge,
@@ -204,6 +206,8 @@ def import_vllm(
     from gpumix.profiler.measure.profile import merged_table
 
     try:
+        name_option(CMD, "--gpu", gpu)
+        name_option(CMD, "--model", model)
         if (ttft_ms is None) != (tpot_ms is None):
             raise InputError(CMD, "--ttft-ms" if ttft_ms is None else "--tpot-ms",
                              "give both --ttft-ms and --tpot-ms")
@@ -263,6 +267,7 @@ def profile_endpoint(
         except ValueError as e:
             raise InputError(cmd, "--endpoint", str(e)) from None
         one_of(cmd, "--prompt", prompt, ("text", "tokens"))
+        name_option(cmd, "--gpu-name", gpu_name)
         models = _workload_models(workload, model)
         old = _read_table(out_path, "--out") or {}
         opts = SearchOptions(duration_s=duration, drain_s=max(2.0, duration / 2), start_rps=start_rps,

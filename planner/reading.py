@@ -12,7 +12,8 @@ line, exit 2, before anything is written. The limits (docs/formats.md, "Limits")
   YAML      safe_load semantics; the document, aliases expanded, at most MAX_NODES nodes and
             MAX_DEPTH deep (an alias bomb fails on its size, before anything walks it)
   values    BOUNDS: every number finite and inside its documented range
-  names     model and GPU names: 1..MAX_NAME characters, no control characters (no newlines)
+  names     model and GPU names: 1..MAX_NAME characters, no control characters (no newlines), not
+            starting with `-`
   messages  an offending value is quoted with at most QUOTE characters (quote())
 """
 from __future__ import annotations
@@ -270,6 +271,8 @@ def name_problem(value) -> str | None:
         return "must be a non-empty string"
     if len(value) > MAX_NAME:
         return f"longer than {MAX_NAME} characters"
+    if value.strip().startswith("-"):  # the export refuses it too: `vllm serve` would read it as an option
+        return "starts with '-' (it would read as an option of `vllm serve`)"
     bad = next((ch for ch in value if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp")), None)
     if bad is not None:
         return f"contains the control character {bad!r} (names may not hold control characters or newlines)"

@@ -314,3 +314,26 @@ def test_every_bundled_example_still_plans_within_its_context():
     assert all(m.max_context for m in catalog.models.values())  # every bundled config.json names one
     for name in ("workload.yaml", "longtail.yaml"):
         load_workload(DATA_DIR / "examples" / name, catalog)
+
+
+def test_model_name_starting_with_a_dash_is_refused_when_read(tmp_path):
+    """`name: "- item"` planned (exit 0), then `export` of that very plan refused it: the workload
+    now refuses what the export would (a leading `-` reads as an option of `vllm serve`)."""
+    p = tmp_path / "wl.yaml"
+    p.write_text(WORKLOAD.replace("name: llama-3.2-1b", 'name: "- item"\n    config: '
+                                  + str(DATA_DIR / "models" / "llama-3.2-1b.json")))
+    one_error(invoke("plan", p, "-q", "--out", tmp_path / "plan.json"), 2, "models[0].name", "starts with '-'")
+    assert not (tmp_path / "plan.json").exists()
+
+
+@pytest.mark.parametrize("option,value", [("--gpu", "a\nb"), ("--gpu", "-L4"), ("--gpu", "x" * 201),
+                                          ("--model", "m\x1b[31m"), ("--model", "-m")])
+def test_import_vllm_names_from_options_are_names_the_planner_reads(tmp_path, option, value):
+    """`--gpu 'a\\nb'` wrote a table entry the planner then refused: names from options get the
+    planner's character set before anything is written."""
+    (tmp_path / "r.json").write_text(json.dumps(VLLM_RUN))
+    args = {"--gpu": "L4", option: value}
+    r = invoke("profile", "import-vllm", tmp_path / "r.json", *[x for kv in args.items() for x in kv],
+               "--out", tmp_path / "p.json")
+    one_error(r, 2, option)
+    assert not (tmp_path / "p.json").exists()
