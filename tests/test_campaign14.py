@@ -337,3 +337,14 @@ def test_import_vllm_names_from_options_are_names_the_planner_reads(tmp_path, op
                "--out", tmp_path / "p.json")
     one_error(r, 2, option)
     assert not (tmp_path / "p.json").exists()
+
+
+def test_export_refuses_a_name_holding_a_nul(tmp_path, plans):
+    """Every other character of a plan's names is escaped where it goes; a NUL was written into the
+    scripts raw (no shell argument can carry one). Nothing is written."""
+    for old, where in (("llama-3.2-1b", ".model"), ('"L4"', "gpu")):
+        text = (plans / "inst.json").read_text().replace(old, json.dumps(json.loads(old) + "\x00x")
+                                                        if old.startswith('"') else old + "\\u0000x")
+        (tmp_path / "plan.json").write_text(text)
+        one_error(invoke("export", tmp_path / "plan.json", "--out", tmp_path / "exp"), 2, "NUL", where)
+        assert not (tmp_path / "exp").exists()
