@@ -348,3 +348,19 @@ def test_export_refuses_a_name_holding_a_nul(tmp_path, plans):
         (tmp_path / "plan.json").write_text(text)
         one_error(invoke("export", tmp_path / "plan.json", "--out", tmp_path / "exp"), 2, "NUL", where)
         assert not (tmp_path / "exp").exists()
+
+
+def test_profile_run_out_turns_an_oserror_into_one_line(tmp_path, monkeypatch):
+    """`gpumix profile --out` (a seconds-long CPU profile of a tiny model): a full disk at the write
+    is one line, exit 2, no file and no folder left."""
+    pytest.importorskip("torch")
+    from helpers import TINY_CONFIG, tiny_profile_args
+
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY_CONFIG))
+    (tmp_path / "wl.yaml").write_text(
+        "models:\n  - {name: tiny, config: tiny.json, rate_rps: 1, slo: {ttft_ms: 1000, tpot_ms: 100},\n"
+        "     buckets: [{input_tokens: 16, output_tokens: 8, share: 1}]}\ngpus: [{name: testcpu, price_per_hour: 0.1}]\n")
+    _fail_on_write(monkeypatch, "mkstemp", errno.ENOSPC, tmp_path / "out")
+    r = invoke("profile", tmp_path / "wl.yaml", "--out", tmp_path / "out" / "p.json", *tiny_profile_args("testcpu"))
+    one_error(r, 2, "--out", "No space left")
+    assert not (tmp_path / "out").exists()
