@@ -310,6 +310,10 @@ def _read_table(path: Path, field: str = "") -> Optional[dict]:
     doc = read_json(path, "profiles", field)  # the bounded reader: size, UTF-8, depth, finite numbers
     if not isinstance(doc, dict) or not isinstance(doc.get("entries", []), list):
         raise InputError(str(path), "entries", "cannot merge into it: not a throughput table")
+    if field == "--out" and doc.get("entries"):  # merged into: its entries as the planner reads them
+        from gpumix.planner.profiles import load_profiles
+
+        load_profiles(path)
     return doc
 
 

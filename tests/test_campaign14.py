@@ -364,3 +364,16 @@ def test_profile_run_out_turns_an_oserror_into_one_line(tmp_path, monkeypatch):
     r = invoke("profile", tmp_path / "wl.yaml", "--out", tmp_path / "out" / "p.json", *tiny_profile_args("testcpu"))
     one_error(r, 2, "--out", "No space left")
     assert not (tmp_path / "out").exists()
+
+
+def test_import_vllm_merges_only_into_a_table_the_planner_reads(tmp_path):
+    """An existing --out whose entry had `output_tokens: ""`: ValueError in entry_key (an internal
+    error). The table merged into is read as the planner reads it; nothing is changed."""
+    (tmp_path / "r.json").write_text(json.dumps(VLLM_RUN))
+    out = tmp_path / "p.json"
+    entry = {"model": "m", "gpu": "L4", "tp": 1, "input_tokens": 8, "output_tokens": "", "max_rps": 1.0}
+    out.write_text(json.dumps({"entries": [entry]}))
+    before = out.read_bytes()
+    one_error(invoke("profile", "import-vllm", tmp_path / "r.json", "--gpu", "L4", "--out", out), 2,
+              "entries[0].output_tokens")
+    assert out.read_bytes() == before
