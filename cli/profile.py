@@ -147,7 +147,7 @@ def calibrate(
     from gpumix.planner.catalog import load_catalog
     from gpumix.planner.errors import GpumixError, InputError
     from gpumix.profiler.measure.calibrate import write_calibration_record
-    from gpumix.profiler.measure.profile import refit_calibration
+    from gpumix.profiler.measure.profile import check_profile_records, refit_calibration
 
     target = out_path or efficiency or Path("efficiency.json")
     try:
@@ -157,8 +157,9 @@ def calibrate(
             raise InputError(str(profiles), "", "file not found")
         catalog = load_catalog()
         base = efficiency if efficiency is not None and efficiency.exists() else None
-        for name in [gpu] if gpu else sorted({p["gpu"] for p in doc.get("profiles", [])}):
-            record, provenance = refit_calibration(doc, profiles, name, catalog)
+        fits = [(name, *refit_calibration(doc, profiles, name, catalog))  # every GPU type fitted before
+                for name in ([gpu] if gpu else check_profile_records(doc, profiles))]  # anything is written
+        for name, record, provenance in fits:
             write_calibration_record(target, record, provenance, base=base, option="--out",
                                      extra={"profiles": [str(profiles)], "models": record["models"]})
             base = None  # the next GPU type merges into what was just written

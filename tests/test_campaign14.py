@@ -377,3 +377,34 @@ def test_import_vllm_merges_only_into_a_table_the_planner_reads(tmp_path):
     one_error(invoke("profile", "import-vllm", tmp_path / "r.json", "--gpu", "L4", "--out", out), 2,
               "entries[0].output_tokens")
     assert out.read_bytes() == before
+
+
+@pytest.mark.parametrize("mutate,field", [
+    (lambda d: d["profiles"].append("x"), "profiles[1]"),
+    (lambda d: d["profiles"][0].update(tp="2"), "profiles[0].tp"),
+    (lambda d: d["profiles"][0].update(gpu=["L4"]), "profiles[0].gpu"),
+    (lambda d: d["profiles"][0]["run_shape"].update(hidden_size=-4), "profiles[0].run_shape.hidden_size"),
+    (lambda d: d["profiles"][0]["samples"][0].update(ms=0), "profiles[0].samples[0].ms"),
+    (lambda d: d["profiles"][0]["fit"].pop("decode_ms"), "profiles[0].fit.decode_ms"),
+    (lambda d: d["profiles"][0].update(provenance=[]), "profiles[0].provenance.dtype"),
+    (lambda d: d.update(profiles={"a": 1}), "profiles"),
+    (lambda d: d.update(calibration=[]), "calibration"),
+])
+def test_calibrate_checks_every_record_before_it_writes(tmp_path, mutate, field):
+    """Records of the wrong shape were AttributeError, ValueError or KeyError (internal errors)."""
+    table = calib_table(tmp_path / "t.json")
+    doc = json.loads(table.read_text())
+    mutate(doc)
+    table.write_text(json.dumps(doc))
+    one_error(invoke("profile", "calibrate", table, "--out", tmp_path / "e.json"), 2, field)
+    assert not (tmp_path / "e.json").exists()
+
+
+def test_calibrate_of_two_gpu_types_writes_nothing_when_one_fails(tmp_path):
+    """The first GPU type was written before the second (uncatalogued, no spec) failed."""
+    table = calib_table(tmp_path / "t.json")
+    doc = json.loads(table.read_text())
+    doc["profiles"].append({**doc["profiles"][0], "gpu": "zz-uncatalogued"})
+    table.write_text(json.dumps(doc))
+    one_error(invoke("profile", "calibrate", table, "--out", tmp_path / "e.json"), 2, "zz-uncatalogued")
+    assert not (tmp_path / "e.json").exists()
