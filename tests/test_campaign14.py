@@ -408,3 +408,14 @@ def test_calibrate_of_two_gpu_types_writes_nothing_when_one_fails(tmp_path):
     table.write_text(json.dumps(doc))
     one_error(invoke("profile", "calibrate", table, "--out", tmp_path / "e.json"), 2, "zz-uncatalogued")
     assert not (tmp_path / "e.json").exists()
+
+
+def test_calibrate_with_gpu_checks_the_records_too(tmp_path):
+    """`--gpu L4` skipped the check: `tp: []` in a record was a TypeError in int()."""
+    table = calib_table(tmp_path / "t.json")
+    doc = json.loads(table.read_text())
+    doc["profiles"][0]["tp"] = []
+    table.write_text(json.dumps(doc))
+    one_error(invoke("profile", "calibrate", table, "--gpu", "L4", "--out", tmp_path / "e.json"), 2,
+              "profiles[0].tp")
+    assert not (tmp_path / "e.json").exists()

@@ -419,6 +419,7 @@ def refit_calibration(doc: dict, path: Path, gpu: str, catalog) -> tuple[dict, d
     from gpumix.planner.errors import InputError
     from gpumix.profiler.measure.fit import LatencyModel, Sample
 
+    check_profile_records(doc, path)  # every record, before any is read
     runs = []
     for i, p in enumerate(doc.get("profiles", [])):
         if p.get("gpu") != gpu:
@@ -432,7 +433,6 @@ def refit_calibration(doc: dict, path: Path, gpu: str, catalog) -> tuple[dict, d
                                LatencyModel.from_dict(p["fit"]), {}, [], p.get("provenance", {})))
     if not runs:
         raise InputError(str(path), "profiles", f"no measurements for GPU {gpu!r}")
-    check_profile_records(doc, path)
     stored = doc.get("calibration", {}).get(gpu, {}).get("spec")
     spec = catalog.gpu(gpu)
     if spec is None and stored is not None:
