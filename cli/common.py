@@ -98,6 +98,15 @@ def one_of(cmd: str, option: str, value: Optional[str], choices: tuple[str, ...]
         raise InputError(cmd, option, f"must be {names}, got {value!r}")
 
 
+def name_option(cmd: str, option: str, value: Optional[str]) -> None:
+    """A model or GPU name given as an option (written into a table the planner reads back) has the
+    planner's character set (planner/reading.py name_problem); None passes."""
+    from gpumix.planner.reading import name_problem, quote
+
+    if value is not None and (problem := name_problem(value)):
+        raise InputError(cmd, option, f"{problem}, got {quote(value)}")
+
+
 def positive_ints(text: Optional[str], cmd: str, option: str) -> Optional[tuple[int, ...]]:
     """`1,2,4` -> (1, 2, 4); None stays None."""
     if text is None:

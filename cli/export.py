@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from gpumix.cli import render
-from gpumix.cli.common import EfficiencyOpt, cannot_write, clean, err, fail, out, positive_floats, usage
+from gpumix.cli.common import EfficiencyOpt, cannot_write, clean, err, fail, one_line, out, positive_floats, usage
 
 PLOT_SUFFIXES = (".png", ".svg")
 
@@ -145,7 +145,8 @@ def sweep(
         try:
             plot_sweep(results, plot)
         except OSError as e:
-            err.print(f"gpumix: error: --plot: cannot write {clean(plot)}: {e.strerror}", markup=False)
+            err.print(f"gpumix: error: {one_line(f'--plot: cannot write {plot}: {e.strerror}')}", markup=False,
+                      soft_wrap=True)
             raise typer.Exit(2) from None
         (err if fmt is SweepFormat.json else out).print(f"plot written to {clean(plot)}", markup=False)
 

@@ -273,7 +273,7 @@ def catalog(
     from gpumix.planner.catalog import load_catalog
 
     if what not in ("gpus", "models"):
-        err.print(f"gpumix: error: catalog: expected 'gpus' or 'models', got {one_line(repr(what))}", markup=False)
+        err.print(f"gpumix: error: catalog: expected 'gpus' or 'models', got {one_line(repr(what))}", markup=False, soft_wrap=True)
         raise typer.Exit(2)
     render.catalog(out, load_catalog(), what)
 

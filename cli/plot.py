@@ -5,7 +5,10 @@ the CLI imports this module at import time.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
+
+from gpumix.planner.plan import write_atomic
 
 
 def plot_sweep(results, path: Path) -> None:
@@ -14,7 +17,7 @@ def plot_sweep(results, path: Path) -> None:
     from matplotlib.figure import Figure  # lazy: the optional `plot` extra; no pyplot, no global state
 
     scales = sorted({r.point.scale for r in results})
-    by_scale = len(scales) > 1
+    by_scale = len(scales) > 1 or all(r.point.tpot_ms is None for r in results)  # `--scale 1` alone: one scale
     series: dict = {}
     for r in results:
         series.setdefault(r.point.tpot_ms if by_scale else None, []).append(r)
@@ -64,7 +67,7 @@ def plot_sweep(results, path: Path) -> None:
         bottom_ax.set_xlabel("demand scale (x every model's rate_rps)")
     else:
         bottom_ax.set_xlabel("TPOT SLO (ms)")
-    fig.savefig(path)
+    _save(fig, path)
 
 
 def plot_schedule(plan: dict, path: Path) -> None:
@@ -107,7 +110,7 @@ def plot_schedule(plan: dict, path: Path) -> None:
     cost_ax.set_xlabel(f"hours from the start of the horizon ({plan['horizon']['timezone']})")
     cost_ax.legend(fontsize=7)
     cost_ax.grid(True, alpha=0.3)
-    fig.savefig(path)
+    _save(fig, path)
 
 
 def _rates(entry: dict) -> dict[str, float]:
@@ -116,3 +119,9 @@ def _rates(entry: dict) -> dict[str, float]:
     for g in entry["replicas"]:
         out[g["model"]] = out.get(g["model"], 0.0) + sum(r["rps"] for r in g["routes"])
     return out
+
+
+def _save(fig, path: Path) -> None:
+    buf = io.BytesIO()  # drawn in memory, then written atomically: a full disk leaves no half a PNG
+    fig.savefig(buf, format=Path(path).suffix.lstrip(".").lower() or "png")
+    write_atomic(path, buf.getvalue())

@@ -9,7 +9,6 @@ torch is imported inside the commands only: `import gpumix.cli.app` stays torch-
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -17,7 +16,8 @@ import typer
 from typer.core import TyperGroup
 
 from gpumix.cli import render
-from gpumix.cli.common import cannot_write, check_device, clean, dim, err, fail_run, one_of, positive_ints, silent, write_json
+from gpumix.cli.common import (cannot_write, check_device, clean, dim, err, fail_run, name_option, one_of, positive_ints,
+                               silent, write_json)
 from gpumix.planner.efficiency import refuse_package_path
 
 CMD = "gpumix profile"
@@ -98,6 +98,7 @@ def run(
     try:
         if calibrate_to is not None:
             refuse_package_path(calibrate_to, "--calibrate")
+        name_option(CMD, "--gpu-name", gpu_name)
         check_device(CMD, device, dtype)
         from gpumix.profiler.measure.calibrate import write_calibration_record
         from gpumix.profiler.measure.profile import (ProfileOptions, Scale, load_profiled_workload, merge,
@@ -111,7 +112,7 @@ def run(
             max_batch=max_batch, iters=iters, rounds=rounds, threads=threads, memory_budget_gb=memory_budget)
         catalog = load_catalog()
         wl = load_profiled_workload(workload, catalog)
-        old = _read_table(out_path)
+        old = _read_table(out_path, "--out")
         runs, calibration = _with_progress(lambda progress: profile_workload(wl, catalog, opts, progress),
                                            quiet)
         if not runs:  # a non-zero torchrun rank: rank 0 writes
@@ -146,7 +147,7 @@ def calibrate(
     from gpumix.planner.catalog import load_catalog
     from gpumix.planner.errors import GpumixError, InputError
     from gpumix.profiler.measure.calibrate import write_calibration_record
-    from gpumix.profiler.measure.profile import refit_calibration
+    from gpumix.profiler.measure.profile import check_profile_records, refit_calibration
 
     target = out_path or efficiency or Path("efficiency.json")
     try:
@@ -156,8 +157,9 @@ def calibrate(
             raise InputError(str(profiles), "", "file not found")
         catalog = load_catalog()
         base = efficiency if efficiency is not None and efficiency.exists() else None
-        for name in [gpu] if gpu else sorted({p["gpu"] for p in doc.get("profiles", [])}):
-            record, provenance = refit_calibration(doc, profiles, name, catalog)
+        fits = [(name, *refit_calibration(doc, profiles, name, catalog))  # every GPU type fitted before
+                for name in ([gpu] if gpu else check_profile_records(doc, profiles))]  # anything is written
+        for name, record, provenance in fits:
             write_calibration_record(target, record, provenance, base=base, option="--out",
                                      extra={"profiles": [str(profiles)], "models": record["models"]})
             base = None  # the next GPU type merges into what was just written
@@ -167,6 +169,8 @@ def calibrate(
                       f"written to {clean(target)}", markup=False, soft_wrap=True)
     except GpumixError as e:
         raise fail_run(e) from None
+    except OSError as e:
+        raise fail_run(cannot_write(target, "--out", e)) from None
 
 
 @app.command("import-vllm")
@@ -203,6 +207,8 @@ def import_vllm(
     from gpumix.profiler.measure.profile import merged_table
 
     try:
+        name_option(CMD, "--gpu", gpu)
+        name_option(CMD, "--model", model)
         if (ttft_ms is None) != (tpot_ms is None):
             raise InputError(CMD, "--ttft-ms" if ttft_ms is None else "--tpot-ms",
                              "give both --ttft-ms and --tpot-ms")
@@ -220,7 +226,7 @@ def import_vllm(
         precision = {"quantization": quantization, "kv_cache_dtype": kv_cache_dtype}
         if precision != {"quantization": "none", "kv_cache_dtype": "auto"}:
             new = [{**e, **precision} for e in new]
-        write_json(out_path, merged_table(_read_table(out_path) or {}, new, "imports", vi.provenance(runs, stat),
+        write_json(out_path, merged_table(_read_table(out_path, "--out") or {}, new, "imports", vi.provenance(runs, stat),
                                            "gpumix profile import-vllm"))
     except GpumixError as e:
         raise fail_run(e) from None
@@ -272,8 +278,9 @@ def profile_endpoint(
         one_of(cmd, "--prompt", prompt, ("text", "tokens"))
         if prompt == "tokens" and api == "chat":
             raise InputError(cmd, "--prompt", "tokens needs --api completions: chat messages are text")
+        name_option(cmd, "--gpu-name", gpu_name)
         models = _workload_models(workload, model)
-        old = _read_table(out_path) or {}
+        old = _read_table(out_path, "--out") or {}
         opts = SearchOptions(duration_s=duration, drain_s=max(2.0, duration / 2), start_rps=start_rps,
                              max_steps=max_steps, seed=seed)
         new, searches = profile_endpoint_models(ep, models, endpoint_model, prompt, gpu_name, tp, opts,
@@ -304,18 +311,20 @@ def _with_progress(work, quiet: bool):
         return work(progress)
 
 
-def _read_table(path: Path) -> Optional[dict]:
+def _read_table(path: Path, field: str = "") -> Optional[dict]:
     """The throughput table to merge into, None if there is none yet."""
     from gpumix.planner.errors import InputError
+    from gpumix.planner.reading import read_json
 
     if not path.exists():
         return None
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise InputError(str(path), "", f"cannot merge into it: {e}") from None
+    doc = read_json(path, "profiles", field)  # the bounded reader: size, UTF-8, depth, finite numbers
     if not isinstance(doc, dict) or not isinstance(doc.get("entries", []), list):
         raise InputError(str(path), "entries", "cannot merge into it: not a throughput table")
+    if field == "--out" and doc.get("entries"):  # merged into: its entries as the planner reads them
+        from gpumix.planner.profiles import load_profiles
+
+        load_profiles(path)
     return doc
 
 

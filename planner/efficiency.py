@@ -18,6 +18,7 @@ Nothing here writes inside the installed package: `inside_package` is what write
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def inside_package(path: Path | str) -> bool:
     In a source checkout the repository root is the package directory (pyproject maps gpumix to
     `.`), so there only data/ counts; in an installed package every path below it does.
     """
-    target, package = Path(path).resolve(), DATA_DIR.parent.resolve()
+    target, package = Path(os.path.realpath(path)), DATA_DIR.parent.resolve()  # realpath: a symlink loop is no error here
     if target.is_relative_to(DATA_DIR.resolve()):
         return True
     return target.is_relative_to(package) and not (package / "pyproject.toml").exists()

@@ -7,6 +7,7 @@ file, so the same input gives the same bytes.
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -192,26 +193,61 @@ def file_mode(executable: bool = False) -> int:
     return (0o777 if executable else 0o666) & ~umask()
 
 
-def write_atomic(path: Path | str, text: str, executable: bool = False) -> Path:
+def write_atomic(path: Path | str, text: str | bytes, executable: bool = False) -> Path:
     """Write via a temp file in the same folder and rename: readers see the old file or the new one.
     A symlink is followed (its target is replaced, the link stays); the mode follows the umask
     (mkstemp alone gives 0600). Returns the path written."""
     given = Path(path)
     path = Path(os.path.realpath(path))
     if given.is_symlink():
+        if path.is_symlink():  # realpath stops on a loop: there is no target to write
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(given))
         if not path.parent.is_dir():  # a dangling link: never create folders wherever it points
             raise FileNotFoundError(2, f"the symlink points into {path.parent}, which does not exist", str(given))
+        made = []
     else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        made = make_parents(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except BaseException:
+        remove_dirs(made)
+        raise
     try:
         os.fchmod(fd, file_mode(executable))
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with (os.fdopen(fd, "wb") if isinstance(text, bytes) else os.fdopen(fd, "w", encoding="utf-8")) as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        remove_dirs(made)
         raise
     return path
+
+
+def make_parents(folder: Path) -> list[Path]:
+    """mkdir -p `folder`; returns the folders it created, outermost first, for remove_dirs."""
+    missing = []
+    p = Path(folder)
+    while not p.exists() and not p.is_symlink() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    made = []
+    try:
+        for d in reversed(missing):
+            d.mkdir()
+            made.append(d)
+    except BaseException:
+        remove_dirs(made)
+        raise
+    return made
+
+
+def remove_dirs(made: list[Path]) -> None:
+    """Undo make_parents after a failed write: nothing is left behind (a folder no longer empty stays)."""
+    for d in reversed(made):
+        try:
+            d.rmdir()
+        except OSError:
+            pass

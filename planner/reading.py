@@ -12,7 +12,8 @@ line, exit 2, before anything is written. The limits (docs/formats.md, "Limits")
   YAML      safe_load semantics; the document, aliases expanded, at most MAX_NODES nodes and
             MAX_DEPTH deep (an alias bomb fails on its size, before anything walks it)
   values    BOUNDS: every number finite and inside its documented range
-  names     model and GPU names: 1..MAX_NAME characters, no control characters (no newlines)
+  names     model and GPU names: 1..MAX_NAME characters, no control characters (no newlines), not
+            starting with `-`
   messages  an offending value is quoted with at most QUOTE characters (quote())
 """
 from __future__ import annotations
@@ -154,6 +155,7 @@ def _field(parts: tuple) -> str:
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_NO_KEY = object()
 
 
 def _check_tree(doc, path, field: str) -> None:
@@ -168,8 +170,11 @@ def _check_tree(doc, path, field: str) -> None:
         if nodes > MAX_NODES:
             raise InputError(str(path), field, f"more than {MAX_NODES:,} values")
         if isinstance(v, dict):
-            stack.extend((x, (*at, k if isinstance(k, str) else quote(k))) for k, x in v.items())
-            stack.extend((k, (*at, "<key>")) for k in v if not isinstance(k, str))
+            bad = next((k for k in v if not isinstance(k, str)), _NO_KEY)
+            if bad is not _NO_KEY:  # YAML `~: 1`, `1: 2`, `yes: 3`: every key gpumix reads is text
+                raise InputError(str(path), _field(at) or field or "<root>",
+                                 f"a key that is not text: {quote(bad)} (quote it, or remove it)")
+            stack.extend((x, (*at, k)) for k, x in v.items())
         elif isinstance(v, list):
             stack.extend((x, (*at, i)) for i, x in enumerate(v))
         elif isinstance(v, str) and _SURROGATE.search(v):  # JSON's "\ud800": not text any output can hold
@@ -266,6 +271,8 @@ def name_problem(value) -> str | None:
         return "must be a non-empty string"
     if len(value) > MAX_NAME:
         return f"longer than {MAX_NAME} characters"
+    if value.strip().startswith("-"):  # the export refuses it too: `vllm serve` would read it as an option
+        return "starts with '-' (it would read as an option of `vllm serve`)"
     bad = next((ch for ch in value if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp")), None)
     if bad is not None:
         return f"contains the control character {bad!r} (names may not hold control characters or newlines)"

@@ -57,6 +57,7 @@ class ModelShape:
     qkv_bias: bool = False
     qk_norm: bool = False  # per-head RMSNorm on q and k (Qwen3, Gemma 3)
     norms_per_layer: int = 2  # Gemma 2/3 norm before and after attention and MLP: 4
+    max_context: int | None = None  # tokens of context (config's max_position_embeddings or kin); None: not given
 
     # -- structure ------------------------------------------------------------------------------
     @property
@@ -433,6 +434,41 @@ def _read_window(c: _Config, layers: int) -> dict:
     return {"sliding_window": window, "sliding_layers": sliding} if sliding else {}
 
 
+# the keys vLLM reads for a model's context (the smallest given wins), and its rope-scaling rule
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "model_max_length",
+                "max_sequence_length", "max_seq_length", "seq_len")
+
+
+def _read_context(c: _Config) -> int | None:
+    """The model's context in tokens as vLLM derives it (min of CONTEXT_KEYS; a rope_scaling factor
+    other than llama3/longrope multiplies it, YaRN from original_max_position_embeddings), never
+    below what the config declares; None when the config names none."""
+    found = [_count(v, f) for v, f in (c.find(k) for k in CONTEXT_KEYS) if v is not None]
+    if not found:
+        return None
+    declared = derived = min(found)
+    rope = c.find("rope_scaling")[0]
+    if isinstance(rope, dict):
+        kind, factor = rope.get("rope_type") or rope.get("type"), rope.get("factor")
+        ok = isinstance(factor, (int, float)) and not isinstance(factor, bool) and 1 <= factor <= 1e4
+        if ok and kind not in ("su", "longrope", "llama3", "default", "mrope"):
+            orig = rope.get("original_max_position_embeddings")
+            if kind == "yarn" and isinstance(orig, int) and not isinstance(orig, bool) and 0 < orig <= MAX_COUNT:
+                derived = orig
+            derived = int(derived * factor)
+    return min(max(declared, derived), MAX_COUNT)
+
+
+def context_problem(shape: "ModelShape | None", input_tokens: int, output_tokens: int) -> tuple[str, str] | None:
+    """(field, message) when a bucket's input + output tokens exceed the model's context, else None."""
+    ctx = getattr(shape, "max_context", None)
+    if not ctx or input_tokens + output_tokens <= ctx:
+        return None
+    field = "input_tokens" if input_tokens > ctx else "output_tokens"
+    return field, (f"input_tokens + output_tokens = {input_tokens + output_tokens:,} exceeds the model's "
+                   f"context of {ctx:,} tokens (its config.json's max_position_embeddings)")
+
+
 def shape_from_config(cfg: dict, name: str, source: str = "") -> ModelShape:
     """Build a ModelShape from a parsed config.json; raises ConfigError (a ValueError) naming the
     field. An unsupported `quantization_config` is not an error here (see QuantSpec)."""
@@ -464,7 +500,7 @@ def shape_from_config(cfg: dict, name: str, source: str = "") -> ModelShape:
         qkv_bias=c.flag("attention_bias", mt in QKV_BIAS_BY_DEFAULT),
         qk_norm=mt in QK_NORM or c.flag("use_qk_norm", False),
         norms_per_layer=4 if mt in FOUR_NORMS else 2,
-        **moe, **mla, **_read_window(c, layers),
+        **moe, **mla, **_read_window(c, layers), max_context=_read_context(c),
     )
 
 

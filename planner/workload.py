@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gpumix.planner.catalog import Catalog, GpuSpec, ModelShape, load_config_file
+from gpumix.planner.shapes import context_problem
 from gpumix.planner import reading
 from gpumix.planner.errors import InputError
 from gpumix.planner.reading import BOUNDS, bounds_text, in_bounds, name_problem, quote
@@ -266,6 +267,9 @@ def _read_model(r: _Reader, m, where: str, path: Path, catalog: Catalog, need_sh
         if shape is None and need_shapes:
             r.fail(f"{where}.name", f"unknown model {quote(name)}: not in the model catalog "
                    "(add `config: path/to/config.json`, or plan with --profiles)")
+    for j, b in enumerate(buckets):  # within the model's context (planner/shapes.py context_problem)
+        if (bad := context_problem(shape, b.input_tokens, b.output_tokens)) is not None:
+            r.fail(f"{where}.buckets[{j}].{bad[0]}", bad[1])
     gpus = r.get(m, "gpus", where, required=False)
     if gpus is not None and not isinstance(gpus, list):
         r.fail(f"{where}.gpus", "must be a list of GPU type names")

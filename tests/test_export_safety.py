@@ -25,7 +25,7 @@ HOSTILE = [
     "a\u2028touch INJECTED",
     "a\u2029touch INJECTED\u0085touch INJECTED",
     "[/] [bold]x",
-    "a\x00\x1b[31mb\ttouch INJECTED",
+    "a\x01\x1b[31mb\ttouch INJECTED",  # a NUL is refused (tests/test_campaign14.py)
     "é" * 500 + "\ntouch INJECTED",
 ]
 ROUTES = [{"input_tokens": 512, "output_tokens": 128, "rps": 1.0}]

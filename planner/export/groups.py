@@ -102,6 +102,14 @@ def model_arg(value: object, source: str, where: str) -> str:
     """A model name as an argument of `vllm serve`: one starting with `-` would be read as an option."""
     if not isinstance(value, str) or not value.strip() or value.startswith("-"):
         raise InputError(source, where, "a model name must not be empty or start with '-'")
+    return _no_nul(value, source, where)
+
+
+def _no_nul(value: str, source: str, where: str) -> str:
+    """Every other character is escaped where it goes; a NUL cannot be: no command-line argument
+    (`vllm serve`, a script) carries one."""
+    if "\x00" in value:
+        raise InputError(source, where, "holds a NUL character, which no command-line argument can carry")
     return value
 
 
@@ -110,7 +118,7 @@ def safe_name(value: object, source: str, where: str) -> str:
     formats escape it (shlex.quote, the YAML emitter, comment_text), as they do model names."""
     if not isinstance(value, str) or not value.strip():
         raise InputError(source, where, "must be a non-empty string")
-    return value
+    return _no_nul(value, source, where)
 
 
 def _int(value: object, source: str, where: str, bound: str) -> int:

@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from gpumix.planner.plan import file_mode
+from gpumix.planner.plan import file_mode, make_parents, remove_dirs
 
 MANIFEST = ".gpumix-export.json"
 MANIFEST_VERSION = 1
@@ -132,7 +132,13 @@ def write_tree(target: Path | str, files: dict[str, str], executable=lambda rel:
     old = read_manifest(root) if root.is_dir() else {}
     stale = sorted(set(old) - set(data))
     _check_target(root, [*data, MANIFEST])
-    stage = _stage_dir(root)
+    made = make_parents(root.parent)
+    try:
+        stage = _stage_dir(root)
+    except BaseException:
+        remove_dirs(made)
+        raise
+    ok = False
     try:
         for rel, blob in sorted(data.items()):
             _write(stage / rel, blob, executable(rel))
@@ -140,20 +146,23 @@ def write_tree(target: Path | str, files: dict[str, str], executable=lambda rel:
         if not root.exists():
             _chmod_dirs(stage)
             os.rename(stage, root)
+            ok = True
             return TreeResult(root, tuple(sorted(data)))
         removed = [rel for rel in stale if _is_ours(root, rel, old[rel])]
         kept = [rel for rel in stale if rel not in removed and (root / rel).exists()]
         _commit(stage, root, [*sorted(data), MANIFEST], removed)
         _prune_dirs(root, removed)
+        ok = True
         return TreeResult(root, tuple(sorted(data)), tuple(removed), tuple(kept))
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        if not ok:
+            remove_dirs(made)
 
 
 def _stage_dir(root: Path) -> Path:
     """The staging folder: beside the target; inside an existing target when its parent is not
     writable (`--out .` in a home folder); either way on the target's filesystem."""
-    root.parent.mkdir(parents=True, exist_ok=True)
     try:
         return Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
     except PermissionError:

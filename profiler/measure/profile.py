@@ -338,13 +338,88 @@ def load_profiled_workload(workload: Path | None, catalog):
     return wl
 
 
+_POSITIVE_SHAPE = ("hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+                   "vocab_size")
+
+
+def check_profile_records(doc, path: Path) -> list[str]:
+    """The GPU types of a profile file's stored `profiles` records, sorted, after checking every
+    record as `gpumix profile` writes it (names, TP, dtype, run_shape sizes, samples, fit), so that
+    a bad record is one line naming it before anything is fitted or written."""
+    import dataclasses
+    import math
+
+    from gpumix.planner.reading import MAX_NAME, in_bounds, name_problem, quote
+
+    def fail(field: str, msg: str):
+        raise InputError(str(path), field, msg)
+
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    records = doc.get("profiles", []) if isinstance(doc, dict) else None
+    if not isinstance(records, list):
+        fail("profiles", "must be a list of profile records")
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(ModelShape)}
+    gpus = set()
+    for i, p in enumerate(records):
+        w = f"profiles[{i}]"
+        if not isinstance(p, dict):
+            fail(w, "must be a profile record (an object)")
+        for k in ("model", "gpu"):
+            if name_problem(p.get(k)):
+                fail(f"{w}.{k}", f"{name_problem(p.get(k))}, got {quote(p.get(k))}")
+        if not isinstance(p.get("tp"), int) or isinstance(p["tp"], bool) or not in_bounds(p["tp"], "tp"):
+            fail(f"{w}.tp", f"must be an integer in [1, 1024], got {quote(p.get('tp'))}")
+        prov = p.get("provenance", {})
+        if not isinstance(prov, dict) or prov.get("dtype", "bf16") not in DTYPE_BYTES:
+            fail(f"{w}.provenance.dtype", f"must be one of {', '.join(DTYPE_BYTES)}")
+        shape = p.get("run_shape")
+        if not isinstance(shape, dict):
+            fail(f"{w}.run_shape", "must be an object of model sizes")
+        for k, v in shape.items():
+            kind = kinds.get(k, "")
+            if kind.startswith("int") and not (v is None and "None" in kind):
+                if not isinstance(v, int) or isinstance(v, bool) or not (k not in _POSITIVE_SHAPE or v >= 1) \
+                        or not 0 <= v <= 10**9:
+                    fail(f"{w}.run_shape.{k}", f"must be a {'positive ' if k in _POSITIVE_SHAPE else ''}integer "
+                                               f"of at most 1e9, got {quote(v)}")
+            elif kind == "bool" and not isinstance(v, bool):
+                fail(f"{w}.run_shape.{k}", f"must be true or false, got {quote(v)}")
+            elif kind == "str" and (not isinstance(v, str) or len(v) > MAX_NAME):
+                fail(f"{w}.run_shape.{k}", f"must be a short string, got {quote(v)}")
+        samples = p.get("samples")
+        if not isinstance(samples, list):
+            fail(f"{w}.samples", "must be a list")
+        for j, smp in enumerate(samples):
+            sw = f"{w}.samples[{j}]"
+            if not isinstance(smp, dict) or smp.get("kind") not in ("prefill", "decode"):
+                fail(sw, "must be {kind: prefill|decode, batch, tokens, ms}")
+            for k in ("batch", "tokens"):
+                if not isinstance(smp.get(k), int) or isinstance(smp[k], bool) or not in_bounds(smp[k], "tokens"):
+                    fail(f"{sw}.{k}", f"must be an integer in [1, 1e7], got {quote(smp.get(k))}")
+            if not number(smp.get("ms")) or not 0 < smp["ms"] <= 1e8:
+                fail(f"{sw}.ms", f"must be a positive number of milliseconds, got {quote(smp.get('ms'))}")
+        fit = p.get("fit")
+        for part in ("prefill_ms", "decode_ms"):
+            coef = fit.get(part) if isinstance(fit, dict) else None
+            if not isinstance(coef, dict) or not all(number(coef.get(k)) for k in ("a", "b", "c")):
+                fail(f"{w}.fit.{part}", "must hold the fitted coefficients a, b and c (finite numbers)")
+        gpus.add(p["gpu"])
+    calibration = doc.get("calibration", {})
+    if not isinstance(calibration, dict) or not all(isinstance(v, dict) for v in calibration.values()):
+        fail("calibration", "must map GPU names to their calibration records")
+    return sorted(gpus)
+
+
 def refit_calibration(doc: dict, path: Path, gpu: str, catalog) -> tuple[dict, dict]:
     """(calibration record, provenance of its first run) refitted from the samples a profile file
     stores for one GPU type."""
-    from gpumix.planner.catalog import GpuSpec, ModelShape
+    from gpumix.planner.catalog import ModelShape
     from gpumix.planner.errors import InputError
     from gpumix.profiler.measure.fit import LatencyModel, Sample
 
+    check_profile_records(doc, path)  # every record, before any is read
     runs = []
     for i, p in enumerate(doc.get("profiles", [])):
         if p.get("gpu") != gpu:
@@ -359,8 +434,14 @@ def refit_calibration(doc: dict, path: Path, gpu: str, catalog) -> tuple[dict, d
     if not runs:
         raise InputError(str(path), "profiles", f"no measurements for GPU {gpu!r}")
     stored = doc.get("calibration", {}).get(gpu, {}).get("spec")
-    spec = catalog.gpu(gpu) or (GpuSpec(**{**stored, "aliases": tuple(stored.get("aliases", ()))})
-                                if stored else None)
+    spec = catalog.gpu(gpu)
+    if spec is None and stored is not None:
+        from gpumix.planner.efficiency import read_spec
+
+        spec = read_spec(str(path), f"calibration.{gpu}.spec",  # what an efficiency file's spec may hold
+                         gpu, {k: v for k, v in stored.items() if k in ("arch", "memory_gb", "memory_bandwidth_gbps",
+                               "bf16_tflops", "interconnect_gbps", "gpus_per_node", "fp8_tflops", "int8_tops")}
+                         if isinstance(stored, dict) else stored)
     if spec is None:
         raise InputError(str(path), f"calibration.{gpu}.spec",
                          "missing: an uncatalogued device needs its measured spec")

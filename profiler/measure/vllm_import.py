@@ -106,8 +106,11 @@ def _run(where: str, doc, stat: str, model: str | None, input_tokens: int | None
     name = model or doc.get("model_id")
     if not isinstance(name, str) or not name.strip():
         raise InputError(where, "model_id", "missing: pass --model")
-    if len(name) > 200 or not name.isprintable():
-        raise InputError(where, "model_id", f"not a model name: {_show(name)} (pass --model)")
+    from gpumix.planner.reading import name_problem
+
+    if name_problem(name):  # the planner's character set, or the table would not plan
+        raise InputError(where, "--model" if model else "model_id",
+                         f"not a model name: {_show(name)}, {name_problem(name)}" + ("" if model else " (pass --model)"))
     completed = _count(doc, "completed", where, positive=True)
     n_in = input_tokens or round(_count(doc, "total_input_tokens", where, positive=True) / completed)
     n_out = output_tokens or round(_count(doc, "total_output_tokens", where, positive=True) / completed)

@@ -8,10 +8,23 @@ from __future__ import annotations
 
 from gpumix.planner.errors import InputError
 from gpumix.planner.problem import Config, Problem, config_of
+from gpumix.planner.reading import in_bounds, quote
 from gpumix.planner.workload import read_structured
 from gpumix.solvers.stage2.packing import CurrentNode, Node, Placed
 
 Item = tuple[Config, bool]
+
+
+def _config(d: dict) -> Config:
+    """config_of a current group or node replica, its names text and its TP an integer in bounds
+    (TypeError otherwise: the callers turn it into one line naming the file and the entry)."""
+    c = config_of({**d, "tp": int(d["tp"])})
+    for key in ("model", "gpu", "quantization", "kv_cache_dtype"):
+        if not isinstance(getattr(c, key), str):
+            raise TypeError(f"{key} must be text, got {quote(getattr(c, key))}")
+    if not in_bounds(c.tp, "tp"):
+        raise ValueError(f"tp {quote(c.tp)} out of range")
+    return c
 
 
 def read_current(path, problem: Problem, instances) -> tuple[tuple[CurrentNode, ...], dict[Item, int]]:
@@ -31,9 +44,9 @@ def read_current(path, problem: Problem, instances) -> tuple[tuple[CurrentNode, 
             try:
                 inst = by_key.get((nd["instance"], nd.get("region", "")))
                 spot = bool(nd.get("spot", False))
-                placed = tuple(Placed(config_of({**r, "gpu": nd["gpu"], "tp": int(r["tp"])}), tuple(int(i) for i in r["gpu_ids"]))
+                placed = tuple(Placed(_config({**r, "gpu": nd["gpu"]}), tuple(int(i) for i in r["gpu_ids"]))
                                for r in nd["replicas"])
-            except (KeyError, TypeError, ValueError) as e:
+            except (KeyError, TypeError, ValueError, OverflowError) as e:
                 raise InputError(where, w, f"malformed node ({e})") from None
             nodes.append(CurrentNode(inst, spot, placed))
             for p in placed:
@@ -41,9 +54,9 @@ def read_current(path, problem: Problem, instances) -> tuple[tuple[CurrentNode, 
     else:
         for j, g in enumerate(doc["replicas"]):
             try:
-                key = (config_of({**g, "tp": int(g["tp"])}), bool(g.get("spot", False)))
+                key = (_config(g), bool(g.get("spot", False)))
                 counts[key] = counts.get(key, 0) + int(g["count"])
-            except (KeyError, TypeError, ValueError) as e:
+            except (KeyError, TypeError, ValueError, OverflowError) as e:
                 raise InputError(where, f"replicas[{j}]", f"malformed group ({e})") from None
     return tuple(nodes), counts
 
