@@ -20,6 +20,7 @@ count one request's latency against a short run.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
 import random
 import time
@@ -112,9 +113,10 @@ async def drive(backends: Sequence[Backend], schedules: Sequence[list[Arrival]],
 
     async def one(backend: Backend, rec: Record) -> None:
         rec.sent = time.perf_counter()
-        try:
-            await asyncio.wait_for(backend.send(rec.arrival, rec), request_timeout_s)
-        except asyncio.TimeoutError:
+        try:  # asyncio.timeout, not wait_for: no second task per request
+            async with asyncio.timeout(request_timeout_s):
+                await backend.send(rec.arrival, rec)
+        except TimeoutError:
             rec.error = rec.error or f"no answer within the {request_timeout_s:g} s request timeout"
         except asyncio.CancelledError:
             rec.error = rec.error or f"unfinished {drain_s:g} s after the last arrival"
@@ -127,23 +129,28 @@ async def drive(backends: Sequence[Backend], schedules: Sequence[list[Arrival]],
             if state["fails"] >= abort_after and state["aborted"] is None:
                 state["aborted"] = f"stopped sending after {abort_after} consecutive failed requests"
 
-    async def feed(backend: Backend, schedule: list[Arrival]) -> None:
-        for a in schedule:
-            rec = Record(a, scheduled=t0 + a.t)
+    async def feed() -> None:
+        """One sender for every schedule (not a sleeping task per request): wake at the next due
+        time, start every request that is due by then, sleep again."""
+        due = heapq.merge(*([(a.t, k, i, a) for i, a in enumerate(s)] for k, s in enumerate(schedules)))
+        spawn, now = loop.create_task, time.perf_counter
+        for t, k, _, a in due:
+            rec = Record(a, scheduled=t0 + t)
             records.append(rec)
             if state["aborted"]:
                 rec.error = f"not sent: {state['aborted']}"
                 continue
-            delay = t0 + a.t - time.perf_counter()
+            delay = rec.scheduled - now()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(backend, rec)))
+            tasks.append(spawn(one(backends[k], rec)))
 
-    for b, s in zip(backends, schedules):
+    loop = asyncio.get_running_loop()
+    for b in {id(b): b for b in backends}.values():
         if hasattr(b, "reserve"):
             b.reserve(sum(len(x) for bb, x in zip(backends, schedules) if bb is b))
     try:
-        await asyncio.gather(*(feed(b, s) for b, s in zip(backends, schedules)))
+        await feed()
         return await _finish(records, tasks, schedules, state, t0, drain_s)
     finally:
         for b in {id(b): b for b in backends}.values():
