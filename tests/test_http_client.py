@@ -1,4 +1,4 @@
-"""The load client (profiler/load/client.py, httpx) against `gpumix serve`'s HTTP layer on an engine
+"""The load client (profiler/load/client.py, aiohttp) against `gpumix serve`'s HTTP layer on an engine
 stand-in, in both APIs, with an API key; against a tiny server that streams without usage and
 without keep-alive (tokens counted one per chunk); its errors (refused key, HTTP errors, a stream cut
 short) are messages, not hangs."""

@@ -25,6 +25,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 
 import aiohttp
+import yarl
 
 MAX_ERROR_BODY = 300
 APIS = ("completions", "chat")
@@ -176,7 +177,7 @@ class EndpointBackend:
                                              sock_read=read_timeout_s)
         self.read_timeout_s = read_timeout_s
         self.pool_size = 256
-        self.url = ep.origin + ep.path
+        self.url = yarl.URL(ep.origin + ep.path)  # parsed once, not per request
         self._headers = {**ep.headers, "Content-Type": "application/json"}
         self._ssl = None  # one verified TLS context per backend (building one reads the CA bundle)
         self._bodies: dict[tuple[int, int], bytes] = {}  # encoded once per bucket (text prompts)
@@ -196,7 +197,7 @@ class EndpointBackend:
             conn = aiohttp.TCPConnector(limit=self.pool_size, limit_per_host=self.pool_size, ssl=self._ssl,
                                         keepalive_timeout=60.0, ttl_dns_cache=300)
             self._client = aiohttp.ClientSession(connector=conn, headers=self._headers, timeout=self.timeout,
-                                                 auto_decompress=False, skip_auto_headers=("User-Agent",))
+                                                 auto_decompress=False)
             self._loop = loop
         return self._client
 
