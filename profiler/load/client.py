@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import ssl
 import threading
 import time
@@ -151,6 +152,9 @@ def list_models(ep: Endpoint, timeout_s: float = 5.0) -> list[str]:
     refused) or ValueError (any other bad answer)."""
     try:
         status, body = _run_sync(_list_models(ep, timeout_s))
+    except aiohttp.ClientConnectorError as e:  # refused, unreachable: the OS's words ("Connection refused")
+        no = getattr(e.os_error, "errno", None)
+        raise (OSError(no, os.strerror(no)) if no else ConnectionError(str(e))) from None
     except (aiohttp.ClientError, asyncio.TimeoutError) as e:
         raise ConnectionError(str(e) or type(e).__name__) from None
     if status in (401, 403):
