@@ -141,8 +141,7 @@ async def drive(backends: Sequence[Backend], schedules: Sequence[list[Arrival]],
             if state["aborted"]:
                 rec.error = f"not sent: {state['aborted']}"
                 continue
-            delay = rec.scheduled - now()
-            if delay > 0:
+            while (delay := rec.scheduled - now()) > 0:  # a loop's timers may fire early (uvloop: ms ticks)
                 await asyncio.sleep(delay)
             tasks.append(spawn(one(backends[k], rec)))
 
