@@ -131,8 +131,8 @@ async def drive(backends: Sequence[Backend], schedules: Sequence[list[Arrival]],
                 state["aborted"] = f"stopped sending after {abort_after} consecutive failed requests"
 
     async def feed() -> None:
-        """One sender for every schedule (not a sleeping task per request): wake at the next due
-        time, start every request that is due by then, sleep again."""
+        """One sender for every schedule (not one per schedule): wake at the next due time, start
+        every request that is due by then, sleep again."""
         due = heapq.merge(*([(a.t, k, i, a) for i, a in enumerate(s)] for k, s in enumerate(schedules)))
         spawn, now = loop.create_task, time.perf_counter
         for t, k, _, a in due:
@@ -177,8 +177,8 @@ def run(backends: Sequence[Backend], schedules: Sequence[list[Arrival]], drain_s
 
 
 def _loop_factory():
-    """uvloop's event loop where it is installed (about half the CPU a request of asyncio's own
-    loop), else asyncio's. GPUMIX_LOOP=asyncio forces asyncio's."""
+    """uvloop's event loop where it is installed (~10% less CPU a request than asyncio's own loop
+    here, and a shorter lag tail), else asyncio's. GPUMIX_LOOP=asyncio forces asyncio's."""
     if os.environ.get("GPUMIX_LOOP", "").lower() == "asyncio":
         return None
     try:
