@@ -1,18 +1,20 @@
 """The HTTP layer alone: tokens/s and TTFT of `gpumix serve`'s server (FastAPI + uvicorn) against
 the stdlib server it replaced (bench/baseline_stdlib_server.py), both over an engine stand-in that
 costs nothing (profiler/serve/standin.py, step_s=0), at 1, 64 and 256 concurrent streams; then the
-load generator's send-time lag (when a request's task began minus when it was due) at 1000-5000
-req/s against a zero-cost server.
+load generator's send-time lag (when a request's task began sending minus when it was due) at
+500-5000 req/s against a zero-cost server.
 
-  python bench/serve.py [--duration 3] [--tokens 256] [--rates 1000,2000,5000]
+  python bench/serve.py [--duration 3] [--tokens 256] [--rates 500,1000,2000,3000,5000] [--only lag]
 
 Each server runs in its own process (so the client does not share its interpreter); the HTTP-layer
 client is a minimal asyncio one (one connection per stream, `Connection: close`, which both servers
 speak), so the figures are the servers', not the client's. C streams run closed-loop for --duration
 seconds, each asking --tokens tokens: tokens/s counts every token chunk received, TTFT is connect ->
 first token chunk (with a zero-cost engine: the HTTP layer's own overhead). The lag part drives
-profiler.load (httpx, keep-alive pool) against a raw asyncio server that answers every request at
-once with a one-token stream. Prints markdown tables.
+profiler.load (aiohttp, keep-alive pool, on uvloop where installed; GPUMIX_LOOP=asyncio for
+asyncio's loop) against a raw asyncio server that answers every request at once with a one-token
+stream; "client CPU" is the generator process's CPU time over the cell / requests. Prints markdown
+tables.
 """
 from __future__ import annotations
 
@@ -157,19 +159,23 @@ def lag_table(rates: list[float], duration: float) -> str:
     from gpumix.profiler.load import generator as loadgen
     from gpumix.profiler.load.client import Endpoint, EndpointBackend
 
-    rows = ["| offered req/s | requests | completed | lag p50 ms | lag p99 ms | lag max ms | TTFT p50 ms |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    rows = ["| offered req/s | requests | completed | lag p50 ms | lag p99 ms | lag max ms | TTFT p50 ms "
+            "| client CPU us/req |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     proc, url = start("zero")
     try:
         for rate in rates:
             backend = EndpointBackend(Endpoint.parse(url), "m")
             sched = loadgen.arrivals([(4, 1, rate)], duration, seed=0)
+            cpu = time.process_time()
             res = loadgen.run([backend], [sched], drain_s=10, request_timeout_s=30, abort_after=10 ** 9)
+            cpu = time.process_time() - cpu
             lags = sorted(1e3 * (r.sent - r.scheduled) for r in res.records if r.sent is not None)
             done = [r for r in res.records if r.ok]
             ttft = statistics.median(1e3 * r.ttft_s for r in done) if done else float("nan")
             rows.append(f"| {rate:,.0f} | {len(res.records)} | {len(done)} | {statistics.median(lags):.2f} | "
-                        f"{lags[int(0.99 * (len(lags) - 1))]:.2f} | {lags[-1]:.2f} | {ttft:.2f} |")
+                        f"{lags[int(0.99 * (len(lags) - 1))]:.2f} | {lags[-1]:.2f} | {ttft:.2f} | "
+                        f"{1e6 * cpu / len(sched):,.0f} |")
             print(rows[-1], file=sys.stderr, flush=True)
     finally:
         proc.kill()
@@ -184,7 +190,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=float, default=3.0, help="seconds per cell")
     ap.add_argument("--tokens", type=int, default=256, help="tokens per streamed request")
-    ap.add_argument("--rates", default="1000,2000,5000", help="req/s for the lag bench")
+    ap.add_argument("--rates", default="500,1000,2000,3000,5000", help="req/s for the lag bench")
     ap.add_argument("--only", choices=["layer", "lag"], default=None)
     a = ap.parse_args()
     print(f"# bench/serve.py on {os.cpu_count()} CPUs, {a.duration:g} s a cell, {a.tokens} tokens a stream\n")

@@ -1,4 +1,4 @@
-"""The load client (profiler/load/client.py, httpx) against `gpumix serve`'s HTTP layer on an engine
+"""The load client (profiler/load/client.py, aiohttp) against `gpumix serve`'s HTTP layer on an engine
 stand-in, in both APIs, with an API key; against a tiny server that streams without usage and
 without keep-alive (tokens counted one per chunk); its errors (refused key, HTTP errors, a stream cut
 short) are messages, not hangs."""
@@ -101,3 +101,18 @@ def test_a_server_without_usage_is_counted_by_chunks(no_usage, api):
 def test_a_stream_cut_short_is_an_error(no_usage):
     res = run(EndpointBackend(Endpoint.parse(no_usage + "/bad"), "m"), n=2)
     assert all(not r.ok and "before [DONE]" in r.error for r in res.records)
+
+
+def test_one_sender_feeds_every_schedule_on_time_order(served):
+    """Several backends' schedules, arrivals at equal times included (a warm-up sends all at 0):
+    every request is sent once, not before it is due, and measured from when it was sent."""
+    ep = Endpoint.parse(served.url, api_key="k-123")
+    backends = [EndpointBackend(ep, "m"), EndpointBackend(ep, "m", prompt="tokens")]
+    at_zero = [loadgen.Arrival(0.0, 3, 2, k) for k in range(4)]
+    spread = loadgen.arrivals([(3, 2, 50.0)], 0.2, seed=3)
+    res = loadgen.run(backends, [at_zero, spread], drain_s=20, request_timeout_s=30)
+    assert len(res.records) == len(at_zero) + len(spread)
+    assert all(r.ok and r.tokens == 2 for r in res.records), [r.error for r in res.records if r.error]
+    assert all(r.sent >= r.scheduled and r.first >= r.sent for r in res.records)
+    assert [r.scheduled for r in res.records] == sorted(r.scheduled for r in res.records)
+    assert all(b._client is None for b in backends)

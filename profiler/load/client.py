@@ -1,6 +1,9 @@
 """A streaming client for OpenAI-compatible servers (vLLM, SGLang, TGI, hosted endpoints, `gpumix
-serve`) on httpx: one AsyncClient per run, an HTTP/1.1 keep-alive pool sized to the requests it
-may have in flight, TLS verified, connect/read/write timeouts.
+serve`) on aiohttp: one ClientSession per run and event loop, an HTTP/1.1 keep-alive pool
+(TCPConnector) sized to the requests the run may have in flight, TLS verified (the default ssl
+context: system CAs, or SSL_CERT_FILE), a connect timeout and a per-read timeout, and aiohttp's C
+HTTP parser. aiohttp rather than httpx: httpx cost 1-1.6 ms of CPU a request on this 2-core box,
+so the open-loop generator fell behind at 1,000 req/s (docs/serving.md, "The load client").
 
 api="completions" POSTs /v1/completions with `prompt`; api="chat" POSTs /v1/chat/completions with
 one user message. Prompts are `input_tokens` copies of a short word (one token in most tokenizers;
@@ -8,23 +11,27 @@ exactly one in `gpumix serve`; chat templates add their own tokens), or token-id
 prompt="tokens" (completions only). `ignore_eos` and `min_tokens` (vLLM/SGLang extensions, ignored
 elsewhere) ask for exactly `output_tokens` tokens. Token counts come from the usage of the final
 stream chunk when the server sends one (stream_options.include_usage), else one per chunk that
-carries text. An API key goes in `Authorization: Bearer`.
+carries text. An API key goes in `Authorization: Bearer`. TTFT and token times are taken when the
+bytes that carry them arrive (every event of one read shares that read's time).
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import ssl
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
 
-import httpx
+import aiohttp
+import yarl
 
 MAX_ERROR_BODY = 300
 APIS = ("completions", "chat")
 PATHS = {"completions": "/completions", "chat": "/chat/completions"}
 MAX_POOL = 4096  # connections one backend keeps at most
-SHARD = 32  # connections per httpx client of a backend's pool
 
 
 class AuthError(ValueError):
@@ -97,18 +104,63 @@ def _error_message(text: str) -> str:
         return text.strip()[:MAX_ERROR_BODY] or "(empty body)"
 
 
+async def _read_at_most(resp: aiohttp.ClientResponse, n: int) -> bytes:
+    """Up to n bytes of a body (an error body is bounded; the rest is never read)."""
+    out = b""
+    while len(out) < n:
+        data = await resp.content.read(n - len(out))
+        if not data:
+            break
+        out += data
+    return out
+
+
+def _ssl_context(ep: Endpoint) -> ssl.SSLContext | bool:
+    return ssl.create_default_context() if ep.scheme == "https" else False
+
+
+async def _list_models(ep: Endpoint, timeout_s: float) -> tuple[int, str]:
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    async with aiohttp.ClientSession(timeout=timeout, headers=ep.headers) as s:
+        async with s.get(ep.origin + ep.models_path, ssl=_ssl_context(ep)) as resp:
+            return resp.status, (await _read_at_most(resp, 1 << 20)).decode("utf-8", "replace")
+
+
+def _run_sync(coro):
+    """asyncio.run, or (when this thread already runs a loop) asyncio.run in a helper thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict = {}
+
+    def work():
+        try:
+            box["v"] = asyncio.run(coro)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            box["e"] = e
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    t.join()
+    if "e" in box:
+        raise box["e"]
+    return box["v"]
+
+
 def list_models(ep: Endpoint, timeout_s: float = 5.0) -> list[str]:
     """Model ids from GET /v1/models. Raises OSError (refused, timeout), AuthError (the key was
     refused) or ValueError (any other bad answer)."""
     try:
-        resp = httpx.get(ep.origin + ep.models_path, headers=ep.headers, timeout=timeout_s)
-    except httpx.TransportError as e:
+        status, body = _run_sync(_list_models(ep, timeout_s))
+    except aiohttp.ClientConnectorError as e:  # refused, unreachable: the OS's words ("Connection refused")
+        no = getattr(e.os_error, "errno", None)
+        raise (OSError(no, os.strerror(no)) if no else ConnectionError(str(e))) from None
+    except (aiohttp.ClientError, asyncio.TimeoutError) as e:
         raise ConnectionError(str(e) or type(e).__name__) from None
-    body = resp.text[:1 << 20]
-    if resp.status_code in (401, 403):
-        raise AuthError(f"GET {ep.models_path}: HTTP {resp.status_code}: {_error_message(body)}")
-    if resp.status_code != 200:
-        raise ValueError(f"GET {ep.models_path}: HTTP {resp.status_code}")
+    if status in (401, 403):
+        raise AuthError(f"GET {ep.models_path}: HTTP {status}: {_error_message(body)}")
+    if status != 200:
+        raise ValueError(f"GET {ep.models_path}: HTTP {status}")
     try:
         return [m["id"] for m in json.loads(body)["data"]]
     except (KeyError, TypeError, json.JSONDecodeError) as e:
@@ -123,45 +175,40 @@ class EndpointBackend:
         if prompt == "tokens" and ep.api == "chat":
             raise ValueError("token-id prompts need the completions API (chat messages are text)")
         self.ep, self.model, self.prompt, self.word = ep, model, prompt, word
-        self.timeout = httpx.Timeout(connect=connect_timeout_s, read=read_timeout_s, write=30.0, pool=None)
+        # no total and no pool-wait limit (the generator bounds each request); a TCP/TLS connect
+        # limit, and a limit on each wait for more of the answer
+        self.timeout = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=connect_timeout_s,
+                                             sock_read=read_timeout_s)
+        self.read_timeout_s = read_timeout_s
         self.pool_size = 256
-        self._ssl = None  # one verified TLS context for every shard (building one reads the CA bundle)
-        self._shards: list[httpx.AsyncClient | None] = []
-        self._next = 0
+        self.url = yarl.URL(ep.origin + ep.path)  # parsed once, not per request
+        self._headers = {**ep.headers, "Content-Type": "application/json"}
+        self._ssl = None  # one verified TLS context per backend (building one reads the CA bundle)
+        self._bodies: dict[tuple[int, int], bytes] = {}  # encoded once per bucket (text prompts)
+        self._client: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def reserve(self, requests: int) -> None:
         """Size the pool for a run of this many requests (open loop: each may be in flight at once)."""
         self.pool_size = max(1, min(MAX_POOL, requests))
 
-    def client(self) -> httpx.AsyncClient:
-        """The next shard of the pool, round robin. httpcore scans a pool's connections on every
-        request, so one pool of thousands of connections costs O(connections) a request; shards of
-        at most SHARD connections keep that bounded when a server falls behind and connections pile up."""
+    def client(self) -> aiohttp.ClientSession:
+        """The run's session on this event loop (a session lives on one loop)."""
         loop = asyncio.get_running_loop()
-        if self._loop is not loop:  # a client lives on one event loop
-            self._shards = [None] * -(-self.pool_size // SHARD)
-            self._loop = loop
-        k = self._next = (self._next + 1) % len(self._shards)
-        if self._shards[k] is None:
+        if self._client is None or self._loop is not loop:
             if self._ssl is None:
-                self._ssl = httpx.create_ssl_context()
-            size = min(SHARD, self.pool_size)
-            self._shards[k] = httpx.AsyncClient(
-                base_url=self.ep.origin, headers=self.ep.headers, timeout=self.timeout, verify=self._ssl,
-                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size), http1=True, http2=False)
-        return self._shards[k]
-
-    @property
-    def _client(self) -> httpx.AsyncClient | None:  # the first shard (tests look at it)
-        return next((c for c in self._shards if c is not None), None)
+                self._ssl = _ssl_context(self.ep)
+            conn = aiohttp.TCPConnector(limit=self.pool_size, limit_per_host=self.pool_size, ssl=self._ssl,
+                                        keepalive_timeout=60.0, ttl_dns_cache=300)
+            self._client = aiohttp.ClientSession(connector=conn, headers=self._headers, timeout=self.timeout,
+                                                 auto_decompress=False)
+            self._loop = loop
+        return self._client
 
     async def aclose(self) -> None:
-        if self._loop is asyncio.get_running_loop():
-            for c in self._shards:
-                if c is not None:
-                    await c.aclose()
-        self._shards, self._loop = [], None
+        if self._client is not None and self._loop is asyncio.get_running_loop():
+            await self._client.close()
+        self._client, self._loop = None, None
 
     def body(self, input_tokens: int, output_tokens: int, index: int) -> dict:
         text = " ".join([self.word] * input_tokens)
@@ -174,13 +221,26 @@ class EndpointBackend:
                              else text)
         return doc
 
+    def payload(self, input_tokens: int, output_tokens: int, index: int) -> bytes:
+        """body() as JSON bytes; text prompts do not depend on the index, so each bucket's is cached."""
+        if self.prompt == "tokens":
+            return json.dumps(self.body(input_tokens, output_tokens, index)).encode()
+        key = (input_tokens, output_tokens)
+        data = self._bodies.get(key)
+        if data is None:
+            data = self._bodies[key] = json.dumps(self.body(input_tokens, output_tokens, index)).encode()
+        return data
+
     async def send(self, arrival, record) -> None:
-        body = self.body(arrival.input_tokens, arrival.output_tokens, arrival.index)
-        async with self.client().stream("POST", self.ep.path, json=body) as resp:
-            if resp.status_code != 200:
-                text = (await resp.aread())[:MAX_ERROR_BODY * 4].decode("utf-8", "replace")
-                raise ConnectionError(f"HTTP {resp.status_code}: {_error_message(text)}")
-            usage = await _read_stream(resp, record, self.ep.api == "chat")
+        data = self.payload(arrival.input_tokens, arrival.output_tokens, arrival.index)
+        try:
+            async with self.client().post(self.url, data=data) as resp:
+                if resp.status != 200:
+                    text = (await _read_at_most(resp, MAX_ERROR_BODY * 4)).decode("utf-8", "replace")
+                    raise ConnectionError(f"HTTP {resp.status}: {_error_message(text)}")
+                usage = await _read_stream(resp, record, self.ep.api == "chat")
+        except aiohttp.ServerTimeoutError as e:  # a TimeoutError too: not the generator's request timeout
+            raise ConnectionError(f"read timeout ({self.read_timeout_s:g} s without data): {e}") from None
         if usage:
             record.tokens = int(usage)
         if record.tokens == 0:
@@ -188,29 +248,38 @@ class EndpointBackend:
         record.done = time.perf_counter()
 
 
-async def _read_stream(resp: httpx.Response, record, chat: bool) -> int | None:
-    """Time every chunk that carries text; the usage's completion_tokens, if the server sent it."""
-    usage, done = None, False
-    async for line in resp.aiter_lines():
-        if done or not line.startswith("data:"):
-            continue  # after [DONE]: read the body to its end, so the connection goes back to the pool
-        data = line[5:].strip()
-        if data == "[DONE]":
-            done = True
-            continue
-        event = json.loads(data)
-        if "error" in event:
-            raise ConnectionError(f"server error: {_error_message(data)}")
-        u = event.get("usage")
-        if u and u.get("completion_tokens"):
-            usage = u["completion_tokens"]
-        for c in event.get("choices") or []:
-            if _has_text(c, chat):  # not the role chunk, not the bare finish chunk
-                t = time.perf_counter()
-                record.first = record.first or t
-                record.last = t
-                record.tokens += 1
+async def _read_stream(resp: aiohttp.ClientResponse, record, chat: bool) -> int | None:
+    """Time every event that carries text at the arrival of its bytes; the usage's
+    completion_tokens, if the server sent it. Reads the body to its end, so the connection goes
+    back to the pool."""
+    usage, done, tail = None, False, b""
+    async for data in resp.content.iter_any():
+        t = time.perf_counter()
+        if done:
+            continue  # after [DONE]: drain
+        lines = (tail + data).split(b"\n")
+        tail = lines.pop()
+        for line in lines:
+            if not line.startswith(b"data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                done = True
                 break
+            event = json.loads(payload)
+            if "error" in event:
+                raise ConnectionError(f"server error: {_error_message(payload.decode('utf-8', 'replace'))}")
+            u = event.get("usage")
+            if u and u.get("completion_tokens"):
+                usage = u["completion_tokens"]
+            for c in event.get("choices") or []:
+                if _has_text(c, chat):  # not the role chunk, not the bare finish chunk
+                    record.first = record.first or t
+                    record.last = t
+                    record.tokens += 1
+                    break
+    if not done and tail.startswith(b"data:") and tail[5:].strip() == b"[DONE]":
+        done = True  # the last line came without its newline
     if not done:
         raise ConnectionError(f"stream ended before [DONE] after {record.tokens} tokens")
     return usage

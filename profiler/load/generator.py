@@ -20,7 +20,9 @@ count one request's latency against a short run.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
+import os
 import random
 import time
 from collections import Counter
@@ -112,9 +114,10 @@ async def drive(backends: Sequence[Backend], schedules: Sequence[list[Arrival]],
 
     async def one(backend: Backend, rec: Record) -> None:
         rec.sent = time.perf_counter()
-        try:
-            await asyncio.wait_for(backend.send(rec.arrival, rec), request_timeout_s)
-        except asyncio.TimeoutError:
+        try:  # asyncio.timeout, not wait_for: no second task per request
+            async with asyncio.timeout(request_timeout_s):
+                await backend.send(rec.arrival, rec)
+        except TimeoutError:
             rec.error = rec.error or f"no answer within the {request_timeout_s:g} s request timeout"
         except asyncio.CancelledError:
             rec.error = rec.error or f"unfinished {drain_s:g} s after the last arrival"
@@ -127,23 +130,27 @@ async def drive(backends: Sequence[Backend], schedules: Sequence[list[Arrival]],
             if state["fails"] >= abort_after and state["aborted"] is None:
                 state["aborted"] = f"stopped sending after {abort_after} consecutive failed requests"
 
-    async def feed(backend: Backend, schedule: list[Arrival]) -> None:
-        for a in schedule:
-            rec = Record(a, scheduled=t0 + a.t)
+    async def feed() -> None:
+        """One sender for every schedule (not one per schedule): wake at the next due time, start
+        every request that is due by then, sleep again."""
+        due = heapq.merge(*([(a.t, k, i, a) for i, a in enumerate(s)] for k, s in enumerate(schedules)))
+        spawn, now = loop.create_task, time.perf_counter
+        for t, k, _, a in due:
+            rec = Record(a, scheduled=t0 + t)
             records.append(rec)
             if state["aborted"]:
                 rec.error = f"not sent: {state['aborted']}"
                 continue
-            delay = t0 + a.t - time.perf_counter()
-            if delay > 0:
+            while (delay := rec.scheduled - now()) > 0:  # a loop's timers may fire early (uvloop: ms ticks)
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(backend, rec)))
+            tasks.append(spawn(one(backends[k], rec)))
 
-    for b, s in zip(backends, schedules):
+    loop = asyncio.get_running_loop()
+    for b in {id(b): b for b in backends}.values():
         if hasattr(b, "reserve"):
             b.reserve(sum(len(x) for bb, x in zip(backends, schedules) if bb is b))
     try:
-        await asyncio.gather(*(feed(b, s) for b, s in zip(backends, schedules)))
+        await feed()
         return await _finish(records, tasks, schedules, state, t0, drain_s)
     finally:
         for b in {id(b): b for b in backends}.values():
@@ -165,7 +172,20 @@ async def _finish(records, tasks, schedules, state, t0: float, drain_s: float) -
 
 def run(backends: Sequence[Backend], schedules: Sequence[list[Arrival]], drain_s: float,
         request_timeout_s: float, abort_after: int = 20) -> RunResult:
-    return asyncio.run(drive(backends, schedules, drain_s, request_timeout_s, abort_after))
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(drive(backends, schedules, drain_s, request_timeout_s, abort_after))
+
+
+def _loop_factory():
+    """uvloop's event loop where it is installed (~10% less CPU a request than asyncio's own loop
+    here, and a shorter lag tail), else asyncio's. GPUMIX_LOOP=asyncio forces asyncio's."""
+    if os.environ.get("GPUMIX_LOOP", "").lower() == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def percentiles(values: Sequence[float], qs=(50, 90, 99)) -> dict:
