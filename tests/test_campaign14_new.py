@@ -42,8 +42,10 @@ def sim_plan(tmp_path_factory):
 
 
 @pytest.mark.parametrize("args,field", [(["--duration", "1e9"], "--duration"),
-                                        (["--duration", "5", "--rate-scale", "1e6"], "--duration")])
-def test_simulate_refuses_a_run_of_hours_before_it_starts(sim_plan, args, field):
+                                        (["--duration", "5", "--rate-scale", "1e6"], "--duration"),
+                                        (["--duration", "2", "--arrivals", "gamma", "--gamma-shape", "1e-9"],
+                                         "--gamma-shape")])
+def test_simulate_refuses_unbounded_or_degenerate_runs_before_they_start(sim_plan, args, field):
     r = invoke("simulate", sim_plan / "plan.json", sim_plan / "wl.yaml", "-q", "--processes", "1",
                *args, "--report", sim_plan / "rep.json")
     assert r.exit_code == 2
@@ -61,3 +63,23 @@ def test_plan_plot_that_cannot_be_written_leaves_out_untouched(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "--plot" in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["wl.yaml"]
+
+
+@pytest.mark.parametrize("tamper,field", [(("horizon", "period_hours", 2), "horizon.period_hours"),
+                                          (("horizon", "timezone", "Europe/Berlin"), "horizon.timezone"),
+                                          (("horizon", "cyclic", False), "horizon.cyclic"),
+                                          ((0, "gpus", {"L4": 99}), "periods[0].gpus")])
+def test_check_refuses_a_periods_plan_whose_horizon_or_gpus_were_edited(tmp_path, tamper, field):
+    import json
+
+    (tmp_path / "wl.yaml").write_text(PERIODS_WL)
+    r = invoke("plan", tmp_path / "wl.yaml", "--out", tmp_path / "plan.json", "--time-limit", "10",
+               "--no-baseline", "-q")
+    assert r.exit_code == 0, r.stderr
+    assert invoke("check", tmp_path / "plan.json", tmp_path / "wl.yaml").exit_code == 0
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    where, key, value = tamper
+    (plan["horizon"] if where == "horizon" else plan["periods"][where])[key] = value
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    r = invoke("check", tmp_path / "plan.json", tmp_path / "wl.yaml")
+    assert r.exit_code == 1 and field in r.stdout + r.stderr

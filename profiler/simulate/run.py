@@ -172,6 +172,7 @@ def plan_catalog(plan_path: Path, plan: dict):
 
 MAX_DURATION_S = 86_400.0  # --duration: a day of simulated arrivals
 MAX_REQUESTS = 2_000_000  # expected requests of a run (every replica, --rate-scale included)
+GAMMA_SHAPES = (0.01, 1000.0)  # --gamma-shape: below, nearly every gap is 0 (a float underflow)
 
 
 def prepare(plan_path: Path, workload_arg: Path | None, opts: SimOptions) -> Setup:
@@ -183,6 +184,9 @@ def prepare(plan_path: Path, workload_arg: Path | None, opts: SimOptions) -> Set
                     ("--gamma-shape", opts.gamma_shape)):
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
             raise InputError("gpumix simulate", name, f"must be a positive number, got {v!r}")
+    if opts.arrivals == "gamma" and not GAMMA_SHAPES[0] <= opts.gamma_shape <= GAMMA_SHAPES[1]:
+        raise InputError("gpumix simulate", "--gamma-shape", f"must be in [{GAMMA_SHAPES[0]:g}, {GAMMA_SHAPES[1]:g}] "
+                                                             f"(gap CV 10 .. 0.03), got {opts.gamma_shape:g}")
     if opts.duration_s > MAX_DURATION_S:
         raise InputError("gpumix simulate", "--duration", f"must be at most {MAX_DURATION_S:g} s (a day of "
                                                           f"simulated arrivals), got {opts.duration_s:g}")
