@@ -83,3 +83,18 @@ def test_check_refuses_a_periods_plan_whose_horizon_or_gpus_were_edited(tmp_path
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     r = invoke("check", tmp_path / "plan.json", tmp_path / "wl.yaml")
     assert r.exit_code == 1 and field in r.stdout + r.stderr
+
+
+def test_export_refuses_a_period_whose_hours_disagree_with_the_horizon(tmp_path):
+    import json
+
+    (tmp_path / "wl.yaml").write_text(PERIODS_WL.replace("max_utilization: 0.9", "max_utilization: 0.9\nperiod_hours: 6"))
+    r = invoke("plan", tmp_path / "wl.yaml", "--out", tmp_path / "plan.json", "--time-limit", "10",
+               "--no-baseline", "-q")
+    assert r.exit_code == 0, r.stderr
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    plan["periods"][1]["hours"] = 3
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    r = invoke("export", tmp_path / "plan.json", "--out", tmp_path / "exp")
+    assert r.exit_code == 2 and "periods[1].hours" in r.stderr
+    assert not (tmp_path / "exp").exists()
