@@ -92,20 +92,18 @@ def plan(
             raise InputError(str(workload or "bundled example"), "--plot", "draws schedules: the workload has "
                              "no periods (use `gpumix sweep --plot` for one state)")
         text = dumps(result.plan)
-        if out_path is not None:
-            write_atomic(out_path, text)
     except GpumixError as e:
         raise fail(e) from None
+    # --plot and --out succeed together or leave both as they were: the plot is drawn in memory
+    # first, written, then the plan; a failing --out puts the old plot back.
+    undo_plot = _write_plot(result.plan, plot) if plot is not None else None
+    try:
+        if out_path is not None:
+            write_atomic(out_path, text)
     except OSError as e:
+        if undo_plot is not None:
+            undo_plot()
         raise fail(cannot_write(out_path, "--out", e)) from None
-    if plot is not None:
-        from gpumix.cli.plot import plot_schedule
-
-        try:
-            plot_schedule(result.plan, plot)
-        except OSError as e:
-            err.print(f"gpumix: error: --plot: cannot write {clean(plot)}: {e.strerror}", markup=False)
-            raise typer.Exit(2) from None
     if not quiet:
         for note in result.notes:
             err.print(f"note: {one_line(note)}", markup=False, soft_wrap=True)
@@ -117,6 +115,40 @@ def plan(
             out.print(f"plan written to {clean(out_path)}", markup=False)
     if plot is not None:
         (err if fmt is Format.json else out).print(f"plot written to {clean(plot)}", markup=False)
+
+
+def _write_plot(plan: dict, plot: Path):
+    """Draw the schedule to `plot` (atomically); returns what puts the old file back. Bad input or
+    an unwritable path: one line, exit 2, nothing written."""
+    import os
+    import tempfile
+
+    from gpumix.cli.plot import plot_schedule
+    from gpumix.planner.plan import write_atomic
+
+    with tempfile.TemporaryDirectory(prefix="gpumix-plot-") as tmp:
+        drawn = Path(tmp) / ("plot" + plot.suffix.lower())
+        plot_schedule(plan, drawn)
+        data = drawn.read_bytes()
+    target = Path(os.path.realpath(plot))
+    try:
+        old = target.read_bytes() if target.is_file() else None
+    except OSError:
+        old = None
+    try:
+        write_atomic(plot, data)
+    except OSError as e:
+        raise fail(cannot_write(plot, "--plot", e)) from None
+
+    def undo() -> None:
+        try:
+            if old is None:
+                target.unlink(missing_ok=True)
+            else:
+                write_atomic(target, old)
+        except OSError:
+            pass
+    return undo
 
 
 def check(

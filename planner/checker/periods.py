@@ -60,6 +60,32 @@ def _check(plan: dict, schedule) -> list[Finding]:
         return errs
     errs += _starts(plan, schedule, periods, counts)
     errs += _peak(plan, periods)
+    errs += _horizon(plan, schedule, periods)
+    return errs
+
+
+def _horizon(plan: dict, schedule, periods: list) -> list[Finding]:
+    """`horizon` says what the exports schedule by (cron times, timezone, wrap): it must be the
+    workload's, and each period's `gpus` the GPUs its replica groups hold."""
+    horizon = plan.get("horizon") if isinstance(plan.get("horizon"), dict) else {}
+    errs = []
+    want = {"periods": schedule.periods, "hours": schedule.total_hours, "cyclic": schedule.cyclic,
+            "timezone": schedule.timezone}
+    if len(set(schedule.hours)) == 1:
+        want["period_hours"] = schedule.hours[0]
+    for key, v in want.items():
+        got = horizon.get(key)
+        same = got == v if isinstance(v, (bool, str)) else (num(got) and close(got, v))
+        if not same or isinstance(got, bool) != isinstance(v, bool):
+            errs.append(Finding("schema", f"horizon.{key}", f"expected {quote(v)} (the workload's), got {quote(got)}"))
+    for t, entry in enumerate(periods):
+        used: dict = {}
+        for g in entry["replicas"]:
+            used[g["gpu"]] = used.get(g["gpu"], 0) + g["tp"] * g["count"]
+        got = entry.get("gpus")
+        if not isinstance(got, dict) or {k: v for k, v in got.items() if v} != {k: v for k, v in used.items() if v}:
+            errs.append(Finding("schema", f"periods[{t}].gpus", f"expected {quote(used)} (the GPUs of its replica "
+                                                               f"groups), got {quote(got)}"))
     return errs
 
 

@@ -26,6 +26,7 @@ from gpumix.planner.export.groups import (Group, ScheduledGroup, groups_of, max_
 from gpumix.planner.export.k8s import keda_scaled_object, k8s_files
 from gpumix.planner.export.skypilot import skypilot_files
 from gpumix.planner.export.vllm import vllm_files
+from gpumix.planner.reading import quote
 
 DAY_MINUTES = 24 * 60
 WEEK_MINUTES = 7 * DAY_MINUTES
@@ -43,6 +44,10 @@ def schedule_files(plan: dict, formats, source: str, image: str, rocm_image: str
         raise InputError(source, "horizon.period_hours", "must be a number of hours in (0, 8760]")
     timezone = safe_name(horizon.get("timezone", "UTC"), source, "horizon.timezone")
     sched = scheduled_groups(plan, source)
+    for t, entry in enumerate(plan["periods"]):  # the crons count periods of period_hours each
+        h = entry.get("hours")
+        if not isinstance(h, (int, float)) or isinstance(h, bool) or abs(h - hours) > 1e-9 * max(1.0, hours):
+            raise InputError(source, f"periods[{t}].hours", f"must be horizon.period_hours ({hours:g}), got {quote(h)}")
     peak = groups_of(plan, source)
     groups = [s.group for s in sched]
     max_len = max_model_len(groups)

@@ -170,6 +170,11 @@ def plan_catalog(plan_path: Path, plan: dict):
     return with_efficiency(load_catalog(), path) if path.exists() else load_catalog()
 
 
+MAX_DURATION_S = 86_400.0  # --duration: a day of simulated arrivals
+MAX_REQUESTS = 2_000_000  # expected requests of a run (every replica, --rate-scale included)
+GAMMA_SHAPES = (0.01, 1000.0)  # --gamma-shape: below, nearly every gap is 0 (a float underflow)
+
+
 def prepare(plan_path: Path, workload_arg: Path | None, opts: SimOptions) -> Setup:
     if opts.router not in ROUTERS:
         raise InputError("gpumix simulate", "--router", f"must be one of {', '.join(ROUTERS)}, got {opts.router!r}")
@@ -179,6 +184,12 @@ def prepare(plan_path: Path, workload_arg: Path | None, opts: SimOptions) -> Set
                     ("--gamma-shape", opts.gamma_shape)):
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
             raise InputError("gpumix simulate", name, f"must be a positive number, got {v!r}")
+    if opts.arrivals == "gamma" and not GAMMA_SHAPES[0] <= opts.gamma_shape <= GAMMA_SHAPES[1]:
+        raise InputError("gpumix simulate", "--gamma-shape", f"must be in [{GAMMA_SHAPES[0]:g}, {GAMMA_SHAPES[1]:g}] "
+                                                             f"(gap CV 10 .. 0.03), got {opts.gamma_shape:g}")
+    if opts.duration_s > MAX_DURATION_S:
+        raise InputError("gpumix simulate", "--duration", f"must be at most {MAX_DURATION_S:g} s (a day of "
+                                                          f"simulated arrivals), got {opts.duration_s:g}")
     plan = read_plan(plan_path)
     wl_path = workload_path(plan_path, plan, workload_arg)
     catalog = plan_catalog(plan_path, plan)
@@ -196,6 +207,12 @@ def prepare(plan_path: Path, workload_arg: Path | None, opts: SimOptions) -> Set
                 raise InputError(str(plan_path), f"{where}.model", f"{t.model!r} is not in the workload {wl_path}")
             if t.per_replica:
                 steps[(g.sharing, g.index, t.model)] = step_model(t, g, runs, workload, where, plan_path, catalog)
+    offered = sum(t.planned_rps * g.count for g in groups for t in g.members if t.demand is not None)
+    expected = offered * opts.rate_scale * opts.duration_s
+    if expected > MAX_REQUESTS:  # bounded before a single request is drawn: no run for hours
+        raise InputError("gpumix simulate", "--duration", f"{opts.duration_s:g} s at x{opts.rate_scale:g} the "
+                         f"plan's {offered:.4g} req/s is {expected:.3g} requests; at most {MAX_REQUESTS:,} "
+                         "(shorten --duration or lower --rate-scale)")
     return Setup(plan_path, plan, wl_path, workload, groups, steps, prof_path, notes)
 
 
