@@ -400,6 +400,15 @@ def period_start(t: int, hours: float) -> str:
     return (f"d{day + 1} " if day else "") + f"{rest // 60:02d}:{rest % 60:02d}"
 
 
+MAX_PERIOD_ROWS = 168  # a week of hours; longer schedules show their ends and the peak period
+
+
+def _shown_periods(n: int, peak: int) -> set[int]:
+    if n <= MAX_PERIOD_ROWS:
+        return set(range(n))
+    return set(range(24)) | set(range(n - 24, n)) | {peak}
+
+
 def schedule_report(console: Console, result) -> None:
     """A plan with periods: one row a period (GPUs per type, starts, $/h, $), then the three totals
     and the savings against the peak-sized static plan (docs/schedule.md)."""
@@ -415,13 +424,21 @@ def schedule_report(console: Console, result) -> None:
         t.add_column(g, justify="right")
     for col in ("replicas", "starts", "$/h", "$"):
         t.add_column(col, justify="right")
-    for e in periods:
+    shown = _shown_periods(len(periods), horizon["peak_period"])
+    for i, e in enumerate(periods):
+        if i not in shown:
+            if i - 1 in shown:
+                _row(t, "...", *[""] * (len(t.columns) - 1), style="dim")
+            continue
         row = [str(e["index"]), period_start(e["index"], horizon["period_hours"])]
         row += [str(e["gpus"][g]) if e["gpus"].get(g) else "-" for g in types]
         row += [str(sum(g["count"] for g in e["replicas"])), str(e["starts"]), _money(e["cost_per_hour"]),
                 _money(e["hours"] * e["cost_per_hour"] + e["start_cost"])]
         _row(t, *row, style="bold" if e["index"] == horizon["peak_period"] else None)
     console.print(t)
+    if len(shown) < len(periods):
+        _say(console, f"{len(periods) - len(shown)} of {len(periods)} periods not shown (every period is in the "
+                      "plan JSON: --out)", style="dim")
     console.print()
     _price_sources(console, plan)
     starts = sum(e["start_cost"] for e in periods)

@@ -304,3 +304,17 @@ def test_diurnal_example_saves_against_the_peak_sized_plan():
     assert plan["baseline"]["peak_static"]["savings"] >= 0.30
     assert plan["lower_bound_total"] <= plan["total_cost"]
     assert plan["gap"] <= 0.03
+
+
+def test_a_long_schedule_prints_its_ends_and_peak_not_every_period(tmp_path):
+    """A year of hours would be a 10,000-row table that takes longer to draw than to plan: past a
+    week of rows the table shows the first and last day and the peak period."""
+    rates = [1.0 + (t % 24) / 10 for t in range(400)]
+    rates[200] = 9.0
+    w, p = tiny(tmp_path, rates)
+    r = runner.invoke(app, ["plan", str(w), "--profiles", str(p), "--time-limit", "20"])
+    assert r.exit_code == 0, r.output
+    assert "351 of 400 periods not shown" in r.output
+    rows = [ln.split("│")[0].strip() for ln in r.output.splitlines() if "│" in ln]
+    rows = [int(x) for x in rows if x.isdigit()]
+    assert rows == list(range(24)) + [200] + list(range(376, 400))
