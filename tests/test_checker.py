@@ -51,3 +51,14 @@ def test_overload_is_a_load_finding_and_a_bad_reference_is_not(planned):
 def test_an_unknown_code_is_refused():
     with pytest.raises(AssertionError):
         Finding("C9", "x", "y")
+
+
+@pytest.mark.parametrize("key", ["price_per_gpu_hour", "cost_per_hour", "gpus"])
+def test_a_group_figure_that_disagrees_with_the_workload_is_a_finding(planned, key):
+    """The plan's total is recomputed from the workload's prices, but exports and people read each
+    group's own price, cost and GPU count: a doubled one must not pass."""
+    plan, problem = planned
+    bad = copy.deepcopy(plan)
+    bad["replicas"][0][key] *= 2
+    found = check_plan(bad, problem)
+    assert [f.where for f in found] == [f"replicas[0].{key}"]

@@ -111,6 +111,12 @@ def _check_group(w: str, g, problem: Problem, tally: _Tally, seen: set) -> list[
                                      f"replicas' worth > {cap:.6f} (count x max_utilization)"))
     tally.used[gpu] = tally.used.get(gpu, 0) + tp * count
     tally.cost += problem.price[gpu] * tp * count
+    # the group's own figures, which exports and people read, must be the ones the cost is made of
+    price = problem.price[gpu]
+    for key, want in (("price_per_gpu_hour", price), ("cost_per_hour", price * tp * count), ("gpus", tp * count)):
+        if key in g and not (num(g[key]) and close(g[key], want, 1e-9)):
+            errs.append(Finding("cost" if key != "gpus" else "schema", f"{w}.{key}",
+                                f"plan says {quote(g[key])}, the workload gives {want:.6g}"))
     return errs
 
 
