@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperGroup
 
+from gpumix.planner import reading
 from gpumix.cli import render
 from gpumix.cli.common import (cannot_write, check_device, clean, dim, err, fail_run, name_option, one_of, positive_ints,
                                silent, write_json)
@@ -156,7 +157,7 @@ def calibrate(
         if doc is None:
             raise InputError(str(profiles), "", "file not found")
         catalog = load_catalog()
-        base = efficiency if efficiency is not None and efficiency.exists() else None
+        base = efficiency if efficiency is not None and reading.exists(efficiency) else None
         fits = [(name, *refit_calibration(doc, profiles, name, catalog))  # every GPU type fitted before
                 for name in ([gpu] if gpu else check_profile_records(doc, profiles))]  # anything is written
         for name, record, provenance in fits:
@@ -316,7 +317,7 @@ def _read_table(path: Path, field: str = "") -> Optional[dict]:
     from gpumix.planner.errors import InputError
     from gpumix.planner.reading import read_json
 
-    if not path.exists():
+    if not reading.exists(path):
         return None
     doc = read_json(path, "profiles", field)  # the bounded reader: size, UTF-8, depth, finite numbers
     if not isinstance(doc, dict) or not isinstance(doc.get("entries", []), list):

@@ -277,3 +277,12 @@ def name_problem(value) -> str | None:
     if bad is not None:
         return f"contains the control character {bad!r} (names may not hold control characters or newlines)"
     return None
+
+
+def exists(path) -> bool:
+    """Path(path).exists() that answers False, not an exception, for a name the OS refuses (too
+    long, a NUL, a loop): the caller then reports the path as not found, in one line."""
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):
+        return False

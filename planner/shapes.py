@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from gpumix.planner import reading
 from gpumix.planner.checkpoint_quant import QuantSpec, read_quant
 from gpumix.planner.errors import InputError
 from gpumix.planner.reading import quote, read_json
@@ -507,7 +508,7 @@ def shape_from_config(cfg: dict, name: str, source: str = "") -> ModelShape:
 def load_config_file(path: Path, name: str, field_path: str, referrer: str) -> ModelShape:
     """Read a local config.json; errors name the workload file and field that pointed at it, or the
     config file and its bad field."""
-    if not Path(path).exists():
+    if not reading.exists(path):
         raise InputError(referrer, field_path, f"config file not found: {quote(str(path))}")
     cfg = read_json(path, "config")
     try:

@@ -419,3 +419,14 @@ def test_calibrate_with_gpu_checks_the_records_too(tmp_path):
     one_error(invoke("profile", "calibrate", table, "--gpu", "L4", "--out", tmp_path / "e.json"), 2,
               "profiles[0].tp")
     assert not (tmp_path / "e.json").exists()
+
+
+@pytest.mark.parametrize("name", ["L" * 300 + ".json", "a" * 200 + "/" + "b" * 300 + ".json"])
+def test_a_config_path_the_os_refuses_is_not_found_not_a_crash(tmp_path, name):
+    """Path.exists() raises ENAMETOOLONG on Python 3.11: a 300-character config name crashed plan."""
+    wl = tmp_path / "wl.yaml"
+    wl.write_text(WORKLOAD.replace("  - name: llama-3.2-1b\n", f"  - name: custom\n    config: {name}\n"))
+    r = invoke("plan", wl, "--out", tmp_path / "plan.json", "-q")
+    assert r.exit_code == 2, r.output
+    assert "models[0].config: config file not found" in r.output and "internal error" not in r.output
+    assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "plan.json").exists()

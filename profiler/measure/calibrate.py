@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gpumix.planner import reading
 from gpumix.planner.catalog import GpuSpec, ModelShape
 from gpumix.planner.efficiency import parse_efficiency, read_document, refuse_package_path, spec_dict
 from gpumix.planner.roofline import Efficiency, decode_step_s, prefill_s
@@ -179,7 +180,7 @@ def read_user_file(path: Path) -> dict:
     """The efficiency file to merge into ({} when there is none yet), validated."""
     from gpumix.planner.catalog import load_catalog
 
-    if not path.exists():
+    if not reading.exists(path):
         return {"schema_version": 1, "defaults": {}, "gpus": {}}
     doc = read_document(path)
     parse_efficiency(doc, str(path), load_catalog())  # refuse to merge into a bad file

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gpumix.planner import reading
 from gpumix.planner.catalog import load_catalog, norm_name
 from gpumix.planner.errors import InputError
 from gpumix.planner.problem import config_of
@@ -91,9 +92,9 @@ def read_profile_runs(path: str | None, plan_path: Path, given: bool = False) ->
     if not path:
         return None, []
     p = Path(path)
-    if not given and not p.is_absolute() and not p.exists() and (plan_path.parent / p).exists():
+    if not given and not p.is_absolute() and not reading.exists(p) and reading.exists(plan_path.parent / p):
         p = plan_path.parent / p
-    if not p.exists():
+    if not reading.exists(p):
         if given:
             raise InputError(str(p), "--profiles", "file not found")
         return None, []
@@ -165,9 +166,9 @@ def plan_catalog(plan_path: Path, plan: dict):
     if not isinstance(given, str) or not given:
         return load_catalog()
     path = Path(given)
-    if not path.is_absolute() and not path.exists() and (plan_path.parent / path).exists():
+    if not path.is_absolute() and not reading.exists(path) and reading.exists(plan_path.parent / path):
         path = plan_path.parent / path
-    return with_efficiency(load_catalog(), path) if path.exists() else load_catalog()
+    return with_efficiency(load_catalog(), path) if reading.exists(path) else load_catalog()
 
 
 MAX_DURATION_S = 86_400.0  # --duration: a day of simulated arrivals

@@ -18,6 +18,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+from gpumix.planner import reading
 from gpumix.planner.catalog import load_catalog
 from gpumix.planner.checker import LOAD_CODES, check_plan
 from gpumix.planner.errors import GpumixError, InputError
@@ -112,9 +113,9 @@ def _step_fits(plan_path: Path, plan: dict) -> dict | None:
     given = (plan.get("inputs") or {}).get("profiles")
     if not isinstance(given, str):
         return None
-    path = Path(given) if Path(given).is_absolute() or Path(given).exists() else plan_path.parent / given
+    path = Path(given) if Path(given).is_absolute() or reading.exists(given) else plan_path.parent / given
     try:
-        return decode_step_fits(path) if path.exists() else None
+        return decode_step_fits(path) if reading.exists(path) else None
     except GpumixError:
         return None
 
