@@ -180,3 +180,16 @@ ScaleHiddenOpt = Annotated[Optional[float], typer.Option("--scale-hidden", min=0
 ScaleVocabOpt = Annotated[Optional[int], typer.Option("--scale-vocab", min=16, help="As in `gpumix profile`.")]
 RunDtypeOpt = Annotated[Optional[str], typer.Option(
     "--dtype", help="bf16, fp16 or fp32 (default: the profile's, else bf16).")]
+
+
+def report_verdict(report: dict, report_path) -> None:
+    """The end of `validate` and `simulate`: the report's notes and failures on stderr, one line
+    each, where the report went, and exit 1 when it did not pass."""
+    for note in report["notes"]:
+        err.print(clean(f"note: {note}"), markup=False, soft_wrap=True)
+    for f in report["failures"]:
+        err.print(clean(f"gpumix: failed: {f}"), markup=False, soft_wrap=True)
+    if report_path is not None:
+        err.print(f"report written to {clean(report_path)}", markup=False)
+    if not report["passed"]:
+        raise typer.Exit(1)

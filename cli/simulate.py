@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from gpumix.cli.common import cannot_write, clean, err, fail_run, out, usage, write_json
+from gpumix.cli.common import cannot_write, clean, err, fail_run, out, report_verdict, usage, write_json
 
 CMD = "gpumix simulate"
 TABLE_ROWS = 40  # larger plans: only the groups that failed are listed
@@ -154,14 +154,7 @@ def simulate(
             bar.stop()
         raise fail_run(cannot_write(report_path, "--report", e)) from None
     render(report, stats)
-    for note in report["notes"]:
-        err.print(clean(f"note: {note}"), markup=False, soft_wrap=True)
-    for f in report["failures"]:
-        err.print(clean(f"gpumix: failed: {f}"), markup=False, soft_wrap=True)
-    if report_path is not None:
-        err.print(f"report written to {clean(report_path)}", markup=False)
-    if not report["passed"]:
-        raise typer.Exit(1)
+    report_verdict(report, report_path)
 
 
 def _find(setup, opts, progress, bar, out_path: Optional[Path]) -> None:

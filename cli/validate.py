@@ -16,7 +16,7 @@ import typer
 
 from gpumix.cli import render
 from gpumix.cli.common import (DTYPES, RunDtypeOpt, ScaleHiddenOpt, ScaleLayersOpt, ScaleVocabOpt, cannot_write,
-                               check_device, clean, dim, err, fail_run, one_of, out, silent, write_json)
+                               check_device, dim, fail_run, one_of, out, report_verdict, silent, write_json)
 
 CMD = "gpumix validate"
 
@@ -104,14 +104,7 @@ def validate(
     except OSError as e:
         raise fail_run(cannot_write(report_path, "--report", e)) from None
     render.validate_report(out, report)
-    for note in report["notes"]:
-        err.print(clean(f"note: {note}"), markup=False, soft_wrap=True)
-    for f in report["failures"]:
-        err.print(clean(f"gpumix: failed: {f}"), markup=False, soft_wrap=True)
-    if report_path is not None:
-        err.print(f"report written to {clean(report_path)}", markup=False)
-    if not report["passed"]:
-        raise typer.Exit(1)
+    report_verdict(report, report_path)
 
 
 def register(app: typer.Typer) -> None:
